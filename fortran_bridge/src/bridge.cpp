@@ -1,0 +1,531 @@
+// C ABI over libtorch: model registry, named inputs/outputs, screening, errors.
+// Every entry point catches everything: no exception crosses into Fortran.
+#include "paramlib_bridge.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "metadata.hpp"
+
+namespace {
+
+using paramlib::FieldSpec;
+using paramlib::ModelMetadata;
+
+thread_local std::string g_last_error;
+
+int fail(int status, const std::string &msg) {
+  g_last_error = msg;
+  return status;
+}
+
+// Weights and metadata, shared by a model and its clones.
+struct Loaded {
+  mutable torch::jit::Module module;  // forward is not const in libtorch
+  ModelMetadata meta;
+  torch::Device device{torch::kCPU};
+  std::string path;
+};
+
+// One handle: the loaded model plus the state of one call (inputs, outputs).
+struct Model {
+  std::shared_ptr<const Loaded> loaded;
+  std::mutex mu;
+  bool screening = true;
+  int64_t ncol = -1;                  // column count of the call being assembled
+  std::vector<torch::Tensor> inputs;  // (ncol, nlev) float32 on the model device
+  std::vector<bool> input_set;
+  std::vector<torch::Tensor> staging;     // reused host buffers (pinned for CUDA)
+  std::vector<torch::Tensor> device_buf;  // reused device buffers (CUDA only)
+  std::vector<torch::Tensor> out_staging;
+  std::vector<uint8_t> bad;         // per column: any non-finite input
+  std::vector<int32_t> bad_fields;  // first input index found bad, per call
+  std::vector<torch::Tensor> outputs;
+  std::vector<uint8_t> last_bad;
+  int64_t last_ncol = -1;
+
+  explicit Model(std::shared_ptr<const Loaded> l) : loaded(std::move(l)) {
+    const auto n_in = loaded->meta.inputs.size();
+    inputs.resize(n_in);
+    input_set.assign(n_in, false);
+    staging.resize(n_in);
+    device_buf.resize(n_in);
+    out_staging.resize(loaded->meta.outputs.size());
+  }
+};
+
+std::mutex g_registry_mu;
+std::unordered_map<pl_handle, std::shared_ptr<Model>> g_registry;
+pl_handle g_next_handle = 1;  // never reused, so a stale handle is detected
+
+std::shared_ptr<Model> lookup(pl_handle h) {
+  std::lock_guard<std::mutex> lock(g_registry_mu);
+  auto it = g_registry.find(h);
+  return it == g_registry.end() ? nullptr : it->second;
+}
+
+pl_handle register_model(std::shared_ptr<Model> m) {
+  std::lock_guard<std::mutex> lock(g_registry_mu);
+  const pl_handle h = g_next_handle++;
+  g_registry.emplace(h, std::move(m));
+  return h;
+}
+
+int bad_handle(pl_handle h) {
+  return fail(PL_ERR_HANDLE, "model handle " + std::to_string(h) +
+                                 " is not a loaded model (never loaded, or already freed)");
+}
+
+std::string field_list(const std::vector<FieldSpec> &fields) {
+  std::string s;
+  for (const auto &f : fields) s += (s.empty() ? "" : ", ") + f.name;
+  return s;
+}
+
+const char *kind_name(int kind) { return kind == 0 ? "input" : "output"; }
+
+const std::vector<FieldSpec> &fields_of(const ModelMetadata &m, int kind) {
+  return kind == 0 ? m.inputs : m.outputs;
+}
+
+// Resolves a name and checks level count and (when given) units against the metadata.
+int check_field(const Loaded &l, int kind, const char *name, int nlev, const char *units,
+                int *index) {
+  if (kind != 0 && kind != 1) return fail(PL_ERR_ARGUMENT, "field kind must be 0 (input) or 1 (output)");
+  const auto &map = kind == 0 ? l.meta.input_index : l.meta.output_index;
+  const auto &fields = fields_of(l.meta, kind);
+  const std::string n = name ? name : "";
+  auto it = map.find(n);
+  if (it == map.end())
+    return fail(PL_ERR_NAME, std::string("model '") + l.path + "' has no " + kind_name(kind) +
+                                 " named '" + n + "'; its " + kind_name(kind) +
+                                 "s are: " + field_list(fields));
+  const FieldSpec &f = fields[it->second];
+  if (nlev != f.nlev)
+    return fail(PL_ERR_LEVELS, std::string(kind_name(kind)) + " '" + n + "': host field has " +
+                                   std::to_string(nlev) + " levels, model expects " +
+                                   std::to_string(f.nlev));
+  if (units && *units && !paramlib::same_units(units, f.units))
+    return fail(PL_ERR_UNITS, std::string(kind_name(kind)) + " '" + n + "': host units '" +
+                                  units + "', model expects '" + f.units + "'");
+  *index = it->second;
+  return PL_OK;
+}
+
+// A host array as (ncol, nlev): the three supported Fortran layouts.
+struct HostView {
+  int64_t ncol = 0, nlev = 0, ni = 0, nj = 0;
+  int rank = 0;
+  int64_t s_col = 0, s_lev = 0, s_i = 0, s_j = 0;  // element strides
+
+  int64_t offset(int64_t c, int64_t k) const {
+    if (rank == 3) return (c % ni) * s_i + k * s_lev + (c / ni) * s_j;
+    return c * s_col + k * s_lev;
+  }
+  bool contiguous() const { return rank != 3 && (nlev == 1 || s_lev == 1) && (ncol == 1 || s_col == nlev); }
+  // Tensor over the host memory with the caller's strides (no copy).
+  torch::Tensor wrap(void *data, torch::ScalarType t) const {
+    auto opt = torch::TensorOptions().dtype(t).device(torch::kCPU);
+    if (rank == 3) return torch::from_blob(data, {nj, ni, nlev}, {s_j, s_i, s_lev}, opt);
+    return torch::from_blob(data, {ncol, nlev}, {s_col, s_lev}, opt);
+  }
+  // Same memory seen with the column index split as the model tensor's rows.
+  torch::Tensor as_rows(const torch::Tensor &t) const {
+    return rank == 3 ? t.reshape({nj, ni, nlev}) : t;
+  }
+};
+
+int describe(int rank, const int64_t *shape, const int64_t *strides, const char *what,
+             HostView *v) {
+  if (!shape || !strides) return fail(PL_ERR_ARGUMENT, std::string(what) + ": shape and strides are required");
+  for (int d = 0; d < rank && d < 3; ++d)
+    if (shape[d] < 1) return fail(PL_ERR_SHAPE, std::string(what) + ": extent " + std::to_string(shape[d]) + " in dimension " + std::to_string(d + 1) + " (must be >= 1)");
+  v->rank = rank;
+  switch (rank) {
+    case 1: v->ncol = shape[0]; v->nlev = 1; v->s_col = strides[0]; v->s_lev = 1; break;
+    case 2: v->nlev = shape[0]; v->ncol = shape[1]; v->s_lev = strides[0]; v->s_col = strides[1]; break;
+    case 3:
+      v->ni = shape[0]; v->nlev = shape[1]; v->nj = shape[2];
+      v->s_i = strides[0]; v->s_lev = strides[1]; v->s_j = strides[2];
+      v->ncol = v->ni * v->nj;
+      break;
+    default:
+      return fail(PL_ERR_SHAPE, std::string(what) + ": rank " + std::to_string(rank) +
+                                    " is not supported (1: (ncol), 2: (nlev, ncol), 3: (i, k, j) tile)");
+  }
+  return PL_OK;
+}
+
+int dtype_of(int dtype, torch::ScalarType *t) {
+  if (dtype == PL_FLOAT32) *t = torch::kFloat32;
+  else if (dtype == PL_FLOAT64) *t = torch::kFloat64;
+  else return fail(PL_ERR_ARGUMENT, "dtype " + std::to_string(dtype) + " is not PL_FLOAT32 (0) or PL_FLOAT64 (1)");
+  return PL_OK;
+}
+
+// Marks columns with a NaN/Inf at any level; returns how many columns of this field are bad.
+template <typename T>
+int64_t screen(const T *data, const HostView &v, std::vector<uint8_t> &bad) {
+  int64_t n = 0;
+  for (int64_t c = 0; c < v.ncol; ++c) {
+    bool col_bad = false;
+    for (int64_t k = 0; k < v.nlev && !col_bad; ++k) col_bad = !std::isfinite(data[v.offset(c, k)]);
+    if (col_bad) {
+      bad[c] = 1;
+      ++n;
+    }
+  }
+  return n;
+}
+
+torch::Tensor reuse(torch::Tensor &buf, int64_t ncol, int64_t nlev, const torch::TensorOptions &opt) {
+  if (!buf.defined() || buf.size(0) != ncol || buf.size(1) != nlev) buf = torch::empty({ncol, nlev}, opt);
+  return buf;
+}
+
+template <typename F>
+int guarded(const char *where, F &&body) {
+  try {
+    return body();
+  } catch (const std::exception &e) {
+    return fail(PL_ERR_RUNTIME, std::string(where) + ": " + e.what());
+  } catch (...) {
+    return fail(PL_ERR_RUNTIME, std::string(where) + ": unknown error");
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+const char *pl_last_error(void) { return g_last_error.c_str(); }
+
+const char *pl_version(void) { return PARAMLIB_BRIDGE_VERSION; }
+
+int pl_set_num_threads(int n) {
+  if (n < 1) return fail(PL_ERR_ARGUMENT, "thread count must be >= 1, got " + std::to_string(n));
+  return guarded("pl_set_num_threads", [&]() -> int {
+    at::set_num_threads(n);
+    return PL_OK;
+  });
+}
+
+int pl_cuda_device_count(void) { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+
+int pl_model_load(const char *path, int device, int device_index, pl_handle *out) {
+  if (!out) return fail(PL_ERR_ARGUMENT, "pl_model_load: out is NULL");
+  *out = 0;
+  const std::string p = path ? path : "";
+  return guarded("pl_model_load", [&]() -> int {
+    if (!std::ifstream(p).good()) return fail(PL_ERR_FILE, "cannot open model file '" + p + "' (missing or unreadable)");
+    auto l = std::make_shared<Loaded>();
+    l->path = p;
+    if (device == PL_DEVICE_CUDA) {
+      const int n = pl_cuda_device_count();
+      if (device_index < 0 || device_index >= n)
+        return fail(PL_ERR_DEVICE, "device cuda:" + std::to_string(device_index) + " requested for '" + p + "' but " +
+                                       (n == 0 ? std::string("no CUDA device is available to this libtorch")
+                                               : std::to_string(n) + " CUDA device(s) are visible"));
+      l->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device_index));
+    } else if (device != PL_DEVICE_CPU) {
+      return fail(PL_ERR_DEVICE, "device " + std::to_string(device) + " is not PL_DEVICE_CPU (0) or PL_DEVICE_CUDA (1)");
+    }
+    torch::jit::ExtraFilesMap extra{{"paramlib.json", ""}};
+    try {
+      l->module = torch::jit::load(p, l->device, extra);
+    } catch (const std::exception &e) {
+      std::string what = e.what();
+      return fail(PL_ERR_LOAD, "'" + p + "' is not a loadable TorchScript model: " + what.substr(0, what.find('\n')));
+    }
+    if (extra["paramlib.json"].empty())
+      return fail(PL_ERR_METADATA, "model file '" + p + "' has no paramlib.json metadata (export it with paramlib.export.save)");
+    try {
+      l->meta = paramlib::parse_metadata(extra["paramlib.json"]);
+    } catch (const std::exception &e) {
+      return fail(PL_ERR_METADATA, "model file '" + p + "': " + e.what());
+    }
+    l->module.eval();
+    *out = register_model(std::make_shared<Model>(l));
+    return PL_OK;
+  });
+}
+
+int pl_model_clone(pl_handle model, pl_handle *out) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  if (!out) return fail(PL_ERR_ARGUMENT, "pl_model_clone: out is NULL");
+  return guarded("pl_model_clone", [&]() -> int {
+    *out = register_model(std::make_shared<Model>(m->loaded));
+    return PL_OK;
+  });
+}
+
+int pl_model_free(pl_handle model) {
+  std::shared_ptr<Model> m;
+  {
+    std::lock_guard<std::mutex> lock(g_registry_mu);
+    auto it = g_registry.find(model);
+    if (it == g_registry.end()) return bad_handle(model);
+    m = std::move(it->second);
+    g_registry.erase(it);
+  }
+  std::lock_guard<std::mutex> lock(m->mu);  // wait for a call in flight on another thread
+  return PL_OK;
+}
+
+int pl_model_set_screening(pl_handle model, int on) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  std::lock_guard<std::mutex> lock(m->mu);
+  m->screening = on != 0;
+  return PL_OK;
+}
+
+int pl_model_num_fields(pl_handle model, int kind, int *n) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  if ((kind != 0 && kind != 1) || !n) return fail(PL_ERR_ARGUMENT, "pl_model_num_fields: kind must be 0 or 1 and n non-NULL");
+  *n = static_cast<int>(fields_of(m->loaded->meta, kind).size());
+  return PL_OK;
+}
+
+int pl_model_field_info(pl_handle model, int kind, int index, char *name, int name_len, char *units,
+                        int units_len, int *nlev) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  if (kind != 0 && kind != 1) return fail(PL_ERR_ARGUMENT, "field kind must be 0 (input) or 1 (output)");
+  const auto &fields = fields_of(m->loaded->meta, kind);
+  if (index < 0 || index >= static_cast<int>(fields.size()))
+    return fail(PL_ERR_ARGUMENT, std::string(kind_name(kind)) + " index " + std::to_string(index) + " out of range 0.." +
+                                     std::to_string(fields.size() - 1));
+  const FieldSpec &f = fields[index];
+  auto put = [](const std::string &s, char *buf, int len) {
+    if (!buf || len < 1) return;
+    const auto n = std::min<std::size_t>(s.size(), static_cast<std::size_t>(len - 1));
+    s.copy(buf, n);
+    buf[n] = '\0';
+  };
+  put(f.name, name, name_len);
+  put(f.units, units, units_len);
+  if (nlev) *nlev = f.nlev;
+  return PL_OK;
+}
+
+int pl_model_ensemble_size(pl_handle model, int *n) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  if (!n) return fail(PL_ERR_ARGUMENT, "pl_model_ensemble_size: n is NULL");
+  *n = m->loaded->meta.ensemble_size;
+  return PL_OK;
+}
+
+int pl_model_metadata_json(pl_handle model, char *buf, int buflen, int *needed) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  const std::string &s = m->loaded->meta.json;
+  if (needed) *needed = static_cast<int>(s.size()) + 1;
+  if (buf && buflen > 0) {
+    const auto n = std::min<std::size_t>(s.size(), static_cast<std::size_t>(buflen - 1));
+    s.copy(buf, n);
+    buf[n] = '\0';
+  }
+  return PL_OK;
+}
+
+int pl_model_check_field(pl_handle model, int kind, const char *name, int nlev, const char *units) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  int index = 0;
+  return check_field(*m->loaded, kind, name, nlev, units, &index);
+}
+
+int pl_set_input(pl_handle model, const char *name, const char *units, const void *data, int dtype, int rank,
+                 const int64_t *shape, const int64_t *strides) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  std::lock_guard<std::mutex> lock(m->mu);
+  return guarded("pl_set_input", [&]() -> int {
+    const Loaded &l = *m->loaded;
+    const std::string what = std::string("input '") + (name ? name : "") + "'";
+    HostView v;
+    torch::ScalarType t{};
+    int index = 0;
+    int st = describe(rank, shape, strides, what.c_str(), &v);
+    if (st == PL_OK) st = dtype_of(dtype, &t);
+    if (st == PL_OK) st = check_field(l, 0, name, static_cast<int>(v.nlev), units, &index);
+    if (st != PL_OK) return st;
+    if (!data) return fail(PL_ERR_ARGUMENT, what + ": data pointer is NULL");
+    if (m->ncol >= 0 && m->ncol != v.ncol)
+      return fail(PL_ERR_SHAPE, what + ": " + std::to_string(v.ncol) + " columns, but inputs already set for this call have " +
+                                    std::to_string(m->ncol));
+    if (m->ncol < 0) {
+      m->ncol = v.ncol;
+      m->bad.assign(v.ncol, 0);
+    }
+    int64_t nbad = 0;
+    if (m->screening) {
+      nbad = t == torch::kFloat32 ? screen(static_cast<const float *>(data), v, m->bad)
+                                  : screen(static_cast<const double *>(data), v, m->bad);
+    }
+    torch::Tensor host = v.wrap(const_cast<void *>(data), t);
+    const bool cuda = l.device.is_cuda();
+    if (!cuda && t == torch::kFloat32 && v.contiguous() && nbad == 0) {
+      m->inputs[index] = host;  // zero-copy: the host array is the model input
+    } else {
+      // One copy: dtype conversion, strided/tile gather, NaN masking or staging for the device.
+      auto opt = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(cuda);
+      torch::Tensor buf = reuse(m->staging[index], v.ncol, v.nlev, opt);
+      v.as_rows(buf).copy_(host);
+      if (nbad > 0) {
+        float *p = buf.data_ptr<float>();
+        for (int64_t c = 0; c < v.ncol; ++c)
+          for (int64_t k = 0; k < v.nlev; ++k)
+            if (!std::isfinite(p[c * v.nlev + k])) p[c * v.nlev + k] = 0.0f;
+      }
+      if (cuda) {
+        auto dopt = torch::TensorOptions().dtype(torch::kFloat32).device(l.device);
+        torch::Tensor dev = reuse(m->device_buf[index], v.ncol, v.nlev, dopt);
+        dev.copy_(buf, /*non_blocking=*/true);
+        m->inputs[index] = dev;
+      } else {
+        m->inputs[index] = buf;
+      }
+    }
+    m->input_set[index] = true;
+    return PL_OK;
+  });
+}
+
+int pl_forward(pl_handle model, int64_t *n_bad) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  std::lock_guard<std::mutex> lock(m->mu);
+  if (n_bad) *n_bad = 0;
+  return guarded("pl_forward", [&]() -> int {
+    const Loaded &l = *m->loaded;
+    for (std::size_t i = 0; i < m->input_set.size(); ++i)
+      if (!m->input_set[i])
+        return fail(PL_ERR_NOT_READY, "forward: input '" + l.meta.inputs[i].name +
+                                          "' was not set since the last forward (set every input before each forward)");
+    const int64_t ncol = m->ncol;
+    std::vector<torch::IValue> args(m->inputs.begin(), m->inputs.end());
+    // Release the host arrays now: the next call must set every input again.
+    std::fill(m->input_set.begin(), m->input_set.end(), false);
+    for (auto &x : m->inputs) x = torch::Tensor();
+    m->ncol = -1;
+    m->outputs.clear();
+    m->last_bad = std::move(m->bad);
+    m->last_ncol = ncol;
+
+    c10::InferenceMode guard;
+    torch::IValue result;
+    try {
+      result = m->loaded->module.forward(std::move(args));
+    } catch (const std::exception &e) {
+      std::string what = e.what();
+      return fail(PL_ERR_RUNTIME, "forward of '" + l.path + "' failed: " + what.substr(0, what.find('\n')));
+    }
+    std::vector<torch::Tensor> outs;
+    if (result.isTensor()) outs.push_back(result.toTensor());
+    else if (result.isTuple())
+      for (const auto &x : result.toTupleRef().elements()) outs.push_back(x.toTensor());
+    else if (result.isTensorList())
+      outs = result.toTensorVector();
+    const int ens = l.meta.ensemble_size;
+    if (outs.size() != l.meta.outputs.size())
+      return fail(PL_ERR_RUNTIME, "model '" + l.path + "' returned " + std::to_string(outs.size()) + " outputs, metadata lists " +
+                                      std::to_string(l.meta.outputs.size()));
+    for (std::size_t o = 0; o < outs.size(); ++o) {
+      const auto nlev = l.meta.outputs[o].nlev;
+      const std::vector<int64_t> want = ens > 1 ? std::vector<int64_t>{ens, ncol, nlev} : std::vector<int64_t>{ncol, nlev};
+      if (outs[o].sizes().vec() != want)
+        return fail(PL_ERR_RUNTIME, "model '" + l.path + "' output '" + l.meta.outputs[o].name + "' has shape " +
+                                        c10::str(outs[o].sizes()) + ", metadata implies " + c10::str(c10::IntArrayRef(want)));
+    }
+    int64_t nbad = 0;
+    for (auto b : m->last_bad) nbad += b;
+    if (nbad > 0) {
+      std::vector<int64_t> cols;
+      for (int64_t c = 0; c < ncol; ++c)
+        if (m->last_bad[c]) cols.push_back(c);
+      auto idx = torch::tensor(cols, torch::TensorOptions().dtype(torch::kLong)).to(l.device);
+      for (auto &x : outs) x = x.index_fill(ens > 1 ? 1 : 0, idx, 0.0);
+    }
+    m->outputs = std::move(outs);
+    if (n_bad) *n_bad = nbad;
+    if (nbad > 0)
+      return fail(PL_WARN_BAD_INPUT, std::to_string(nbad) + " of " + std::to_string(ncol) +
+                                         " columns had NaN/Inf inputs; they were run on zeros and their outputs set to zero");
+    return PL_OK;
+  });
+}
+
+int pl_bad_columns(pl_handle model, int32_t *flags, int64_t ncol) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  std::lock_guard<std::mutex> lock(m->mu);
+  if (m->last_ncol < 0) return fail(PL_ERR_NOT_READY, "pl_bad_columns: no forward has run yet");
+  if (!flags || ncol != m->last_ncol)
+    return fail(PL_ERR_SHAPE, "pl_bad_columns: flags array has " + std::to_string(ncol) + " entries, last forward had " +
+                                  std::to_string(m->last_ncol) + " columns");
+  for (int64_t c = 0; c < ncol; ++c) flags[c] = m->last_bad.empty() ? 0 : m->last_bad[c];
+  return PL_OK;
+}
+
+int pl_get_output(pl_handle model, const char *name, const char *units, void *data, int dtype, int rank,
+                  const int64_t *shape, const int64_t *strides, int statistic, int member) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  std::lock_guard<std::mutex> lock(m->mu);
+  return guarded("pl_get_output", [&]() -> int {
+    const Loaded &l = *m->loaded;
+    const std::string what = std::string("output '") + (name ? name : "") + "'";
+    HostView v;
+    torch::ScalarType t{};
+    int index = 0;
+    int st = describe(rank, shape, strides, what.c_str(), &v);
+    if (st == PL_OK) st = dtype_of(dtype, &t);
+    if (st == PL_OK) st = check_field(l, 1, name, static_cast<int>(v.nlev), units, &index);
+    if (st != PL_OK) return st;
+    if (!data) return fail(PL_ERR_ARGUMENT, what + ": data pointer is NULL");
+    if (m->outputs.empty()) return fail(PL_ERR_NOT_READY, what + ": no outputs yet (call forward first)");
+    if (v.ncol != m->last_ncol)
+      return fail(PL_ERR_SHAPE, what + ": host array has " + std::to_string(v.ncol) + " columns, the last forward had " +
+                                    std::to_string(m->last_ncol));
+    const int ens = l.meta.ensemble_size;
+    c10::InferenceMode guard;
+    const torch::Tensor &out = m->outputs[index];
+    torch::Tensor src;
+    if (statistic == PL_MEAN) {
+      src = ens > 1 ? out.mean(0) : out;
+    } else if (statistic == PL_SPREAD) {
+      if (ens == 1) return fail(PL_ERR_ARGUMENT, what + ": the model is deterministic (ensemble_size 1), it has no spread");
+      src = out.std(0, /*unbiased=*/false);
+    } else if (statistic == PL_MEMBER) {
+      if (member < 0 || member >= ens)
+        return fail(PL_ERR_ARGUMENT, what + ": member " + std::to_string(member) + " out of range 0.." + std::to_string(ens - 1));
+      src = ens > 1 ? out[member] : out;
+    } else {
+      return fail(PL_ERR_ARGUMENT, what + ": statistic " + std::to_string(statistic) + " is not PL_MEAN, PL_SPREAD or PL_MEMBER");
+    }
+    if (src.is_cuda()) {
+      auto opt = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true);
+      torch::Tensor buf = reuse(m->out_staging[index], v.ncol, v.nlev, opt);
+      buf.copy_(src);
+      src = buf;
+    }
+    v.wrap(data, t).copy_(v.as_rows(src));
+    return PL_OK;
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,85 @@
+#include "metadata.hpp"
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+namespace paramlib {
+namespace {
+
+using nlohmann::json;
+
+const json &require(const json &obj, const char *key, const std::string &where) {
+  if (!obj.is_object() || !obj.contains(key))
+    throw std::runtime_error(where + ": missing key '" + key + "'");
+  return obj.at(key);
+}
+
+std::vector<FieldSpec> parse_fields(const json &root, const char *key,
+                                    std::unordered_map<std::string, int> &index) {
+  const json &list = require(root, key, "paramlib.json");
+  if (!list.is_array() || list.empty())
+    throw std::runtime_error(std::string("paramlib.json: '") + key +
+                             "' must be a non-empty list of fields");
+  std::vector<FieldSpec> fields;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const std::string where = std::string("paramlib.json: ") + key + "[" + std::to_string(i) + "]";
+    FieldSpec f;
+    const json &name = require(list[i], "name", where);
+    const json &units = require(list[i], "units", where);
+    const json &nlev = require(list[i], "nlev", where);
+    if (!name.is_string() || name.get<std::string>().empty())
+      throw std::runtime_error(where + ": 'name' must be a non-empty string");
+    if (!units.is_string()) throw std::runtime_error(where + ": 'units' must be a string");
+    if (!nlev.is_number_integer() || nlev.get<int>() < 1)
+      throw std::runtime_error(where + ": 'nlev' must be an integer >= 1");
+    f.name = name.get<std::string>();
+    f.units = units.get<std::string>();
+    f.nlev = nlev.get<int>();
+    if (!index.emplace(f.name, static_cast<int>(i)).second)
+      throw std::runtime_error(where + ": duplicate field name '" + f.name + "'");
+    fields.push_back(f);
+  }
+  return fields;
+}
+
+std::string collapse_spaces(const std::string &s) {
+  std::istringstream in(s);
+  std::string word, out;
+  while (in >> word) out += (out.empty() ? "" : " ") + word;
+  return out;
+}
+
+}  // namespace
+
+ModelMetadata parse_metadata(const std::string &text) {
+  json root;
+  try {
+    root = json::parse(text);
+  } catch (const json::exception &e) {
+    throw std::runtime_error(std::string("paramlib.json is not valid JSON: ") + e.what());
+  }
+  const json &version = require(root, "format_version", "paramlib.json");
+  if (!version.is_number_integer() || version.get<int>() != 1)
+    throw std::runtime_error("paramlib.json: format_version " + version.dump() +
+                             " is not supported (this bridge reads version 1)");
+  ModelMetadata m;
+  m.json = text;
+  if (root.contains("model_kind") && root["model_kind"].is_string())
+    m.model_kind = root["model_kind"].get<std::string>();
+  m.inputs = parse_fields(root, "inputs", m.input_index);
+  m.outputs = parse_fields(root, "outputs", m.output_index);
+  if (root.contains("ensemble_size")) {
+    const json &e = root["ensemble_size"];
+    if (!e.is_number_integer() || e.get<int>() < 1)
+      throw std::runtime_error("paramlib.json: 'ensemble_size' must be an integer >= 1");
+    m.ensemble_size = e.get<int>();
+  }
+  return m;
+}
+
+bool same_units(const std::string &a, const std::string &b) {
+  return collapse_spaces(a) == collapse_spaces(b);
+}
+
+}  // namespace paramlib

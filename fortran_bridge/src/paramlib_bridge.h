@@ -1,0 +1,102 @@
+/*
+ * paramlib bridge: C ABI over libtorch for Fortran (and C) host models.
+ *
+ * Rules every entry point follows:
+ *  - returns a status (PL_OK = 0, a PL_ERR_* code, or PL_WARN_BAD_INPUT > 0 from
+ *    pl_forward); nothing calls exit/abort, no C++ exception crosses this ABI;
+ *  - the message of the last failure on the calling thread is pl_last_error();
+ *  - models are integer handles; a freed handle is never reused, so use after
+ *    free is reported (PL_ERR_HANDLE) instead of touching freed memory.
+ *
+ * Host arrays are described Fortran-style: data pointer, element type, rank,
+ * extents and strides in elements, first dimension first:
+ *   rank 1: (ncol)            a one-level field (surface field)
+ *   rank 2: (nlev, ncol)      columns; contiguous => zero-copy wrap
+ *   rank 3: (ni, nlev, nj)    a WRF tile slice a(its:ite, kts:kte, jts:jte);
+ *                             columns are ordered i fastest, then j.
+ * Levels are in the model's level order (surface to top by contract).
+ *
+ * Threading: a handle keeps the inputs and outputs of one call, so one thread
+ * uses a handle at a time (calls on a handle are serialised by a lock, so
+ * misuse is slow, never corrupt). For OpenMP tiles give each thread its own
+ * handle with pl_model_clone: clones share the weights, not the I/O state.
+ */
+#ifndef PARAMLIB_BRIDGE_H
+#define PARAMLIB_BRIDGE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum pl_status {
+  PL_OK = 0,
+  PL_WARN_BAD_INPUT = 1,   /* forward ran; some columns had NaN/Inf inputs */
+  PL_ERR_FILE = 10,        /* model file missing or unreadable */
+  PL_ERR_LOAD = 11,        /* file is not a loadable TorchScript model */
+  PL_ERR_METADATA = 12,    /* paramlib.json missing or invalid */
+  PL_ERR_NAME = 13,        /* unknown input or output name */
+  PL_ERR_LEVELS = 14,      /* level count differs from the metadata */
+  PL_ERR_UNITS = 15,       /* units differ from the metadata */
+  PL_ERR_SHAPE = 16,       /* wrong rank, column count or output shape */
+  PL_ERR_DEVICE = 17,      /* device not available (e.g. CUDA on a CPU node) */
+  PL_ERR_NOT_READY = 18,   /* forward before every input is set, or output before forward */
+  PL_ERR_HANDLE = 19,      /* invalid or freed model handle */
+  PL_ERR_ARGUMENT = 20,    /* bad argument (dtype, statistic, member index, ...) */
+  PL_ERR_RUNTIME = 21      /* libtorch raised an error while running the model */
+};
+
+enum pl_dtype { PL_FLOAT32 = 0, PL_FLOAT64 = 1 };
+enum pl_device { PL_DEVICE_CPU = 0, PL_DEVICE_CUDA = 1 };
+/* What pl_get_output returns for an ensemble model (deterministic: PL_MEAN). */
+enum pl_statistic { PL_MEAN = 0, PL_SPREAD = 1, PL_MEMBER = 2 };
+
+typedef int64_t pl_handle;
+
+const char *pl_last_error(void);
+const char *pl_version(void);
+int pl_set_num_threads(int n);
+int pl_cuda_device_count(void);
+
+int pl_model_load(const char *path, int device, int device_index, pl_handle *out);
+int pl_model_clone(pl_handle model, pl_handle *out);
+int pl_model_free(pl_handle model);
+/* Input screening for NaN/Inf (default on). */
+int pl_model_set_screening(pl_handle model, int on);
+
+/* Metadata queries; names and units are returned as NUL-terminated copies
+ * into buf (truncated to buflen). kind: 0 = input, 1 = output. */
+int pl_model_num_fields(pl_handle model, int kind, int *n);
+int pl_model_field_info(pl_handle model, int kind, int index, char *name, int name_len,
+                        char *units, int units_len, int *nlev);
+int pl_model_ensemble_size(pl_handle model, int *n);
+int pl_model_metadata_json(pl_handle model, char *buf, int buflen, int *needed);
+
+/* Check a host field against the metadata without data (at host start-up).
+ * units may be NULL or "" to skip the units check. */
+int pl_model_check_field(pl_handle model, int kind, const char *name, int nlev,
+                         const char *units);
+
+/* Provide an input for the next forward. A contiguous float32 array on a CPU
+ * model is wrapped without a copy and must stay valid until pl_forward returns. */
+int pl_set_input(pl_handle model, const char *name, const char *units, const void *data,
+                 int dtype, int rank, const int64_t *shape, const int64_t *strides);
+
+/* Run the model on the inputs set since the last forward. n_bad (may be NULL)
+ * receives the number of columns with non-finite inputs; those columns are
+ * run on zeros and their outputs are set to zero. */
+int pl_forward(pl_handle model, int64_t *n_bad);
+
+/* Per-column flags (1 = bad input) of the last forward, int32 array of ncol. */
+int pl_bad_columns(pl_handle model, int32_t *flags, int64_t ncol);
+
+/* Copy an output of the last forward into a host array (described as above). */
+int pl_get_output(pl_handle model, const char *name, const char *units, void *data, int dtype,
+                  int rank, const int64_t *shape, const int64_t *strides, int statistic,
+                  int member);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
