@@ -1,0 +1,82 @@
+# paramlib from a fresh Debian 12 machine:
+#   make test    system packages + .venv + CMake build, then ruff and pytest (pytest runs ctest)
+#   make demo    the same set-up and build, then `paramlib demo`
+#   make bench   the same set-up and build, then the bridge overhead benchmark
+#   make lint    ruff only;  make clean  removes build outputs (not .venv)
+# Second runs only redo what changed. pip honours PIP_EXTRA_INDEX_URL and PIP_FIND_LINKS from
+# the environment, e.g. to take torch's CPU-only wheel from elsewhere than PyPI.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := setup
+
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION := 2.13.0
+JOBS ?= 2
+
+# command-or-file=Debian package that provides it (`paramlib doctor` checks the same list)
+SYSTEM_DEPS := gfortran=gfortran g++=g++ cmake=cmake pkg-config=pkg-config \
+	mpif90=libopenmpi-dev mpirun=openmpi-bin nf-config=libnetcdff-dev \
+	/usr/include/nlohmann/json.hpp=nlohmann-json3-dev
+# The bindings build against the interpreter's headers; the venv needs ensurepip.
+HAS_PYTHON_H := import os, sys, sysconfig; \
+	sys.exit(not os.path.isfile(os.path.join(sysconfig.get_path("include"), "Python.h")))
+
+.PHONY: setup system build test demo bench lint clean
+
+setup: system $(VENV)/.stamp
+
+# A `command -v` per dependency instead of a stamp: as fast, and never stale.
+system:
+	@missing=""; \
+	for dep in $(SYSTEM_DEPS); do \
+	  need=$${dep%%=*}; \
+	  if [[ $$need == /* ]]; then [[ -e $$need ]]; else command -v "$$need" >/dev/null; fi \
+	    || missing="$$missing $${dep#*=}"; \
+	done; \
+	py=$$(command -v python3.11 || command -v python3 || true); \
+	if [[ -z $$py ]]; then \
+	  missing="$$missing python3 python3-venv python3-dev"; \
+	else \
+	  "$$py" -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	  "$$py" -c '$(HAS_PYTHON_H)' || missing="$$missing python3-dev"; \
+	fi; \
+	if [[ -n $$missing ]]; then \
+	  if [[ $$(id -u) != 0 ]]; then \
+	    echo "missing system packages; run: sudo apt-get install -y$$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
+
+# torch is pinned in the same pip command as paramlib, or pip may resolve a multi-GB CUDA build.
+$(VENV)/.stamp: pyproject.toml | system
+	test -x $(PY) || "$$(command -v python3.11 || command -v python3)" -m venv $(VENV)
+	$(PY) -m pip install torch==$(TORCH_VERSION) -e '.[dev]'
+	touch $@
+
+build: setup
+	test -f build/CMakeCache.txt || cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+	  -DPython_EXECUTABLE=$(CURDIR)/$(PY)
+	cmake --build build -j$(JOBS)
+
+lint: setup
+	$(VENV)/bin/ruff check paramlib tests benchmarks
+
+test: build
+	$(VENV)/bin/ruff check paramlib tests benchmarks
+	$(PY) -m pytest -q tests
+
+demo: build
+	$(VENV)/bin/paramlib demo
+
+bench: build
+	mkdir -p build/bench
+	$(PY) benchmarks/bridge_overhead.py --json build/bench/bridge_overhead.json
+
+clean:
+	rm -rf build paramlib/_ext .pytest_cache .ruff_cache
+	find paramlib tests benchmarks -name __pycache__ -type d -prune -exec rm -rf {} +

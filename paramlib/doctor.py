@@ -1,0 +1,243 @@
+"""`paramlib doctor`: is everything needed to build and run the bridge here?
+
+Each check is a small function returning a CheckResult; `run_checks` collects them and
+`fix_commands` turns the failed ones into the commands that fix them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from paramlib import __version__
+from paramlib.cli import Subparsers
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+BUILD_DIR_ENV = "PARAMLIB_BUILD_DIR"
+BRIDGE_LIBRARY = Path("lib") / "libparamlib_bridge.so"
+BINDINGS_GLOB = "_paramlib_bridge*.so"
+
+# (command, Debian package that provides it); `make setup` installs the same list.
+TOOLS: tuple[tuple[str, str], ...] = (
+    ("gfortran", "gfortran"),
+    ("g++", "g++"),
+    ("cmake", "cmake"),
+    ("pkg-config", "pkg-config"),
+    ("mpif90", "libopenmpi-dev"),
+    ("mpirun", "openmpi-bin"),
+    ("nf-config", "libnetcdff-dev"),
+)
+JSON_HEADER = Path("nlohmann") / "json.hpp"
+JSON_HEADER_PACKAGE = "nlohmann-json3-dev"
+INCLUDE_DIRS: tuple[Path, ...] = (Path("/usr/include"), Path("/usr/local/include"))
+VERSION_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str  # version or path when ok, what is wrong otherwise
+    required: bool = True
+    apt_package: str | None = None  # Debian package that fixes a failure
+    fix: str | None = None  # other command that fixes a failure
+
+
+def tool_version(command: str, search_path: str | None = None) -> str | None:
+    """First line `command --version` prints, the tool's path if it prints nothing, None if
+    the command is not on the PATH (or `search_path`)."""
+    executable = shutil.which(command, path=search_path)
+    if executable is None:
+        return None
+    try:
+        done = subprocess.run(
+            [executable, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=VERSION_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return executable
+    for line in (done.stdout + done.stderr).splitlines():
+        if line.strip():
+            return line.strip()
+    return executable
+
+
+def check_tool(command: str, apt_package: str, search_path: str | None = None) -> CheckResult:
+    version = tool_version(command, search_path)
+    return CheckResult(
+        name=command,
+        ok=version is not None,
+        detail=version if version is not None else "missing",
+        apt_package=apt_package,
+    )
+
+
+def check_json_header(include_dirs: Sequence[Path] = INCLUDE_DIRS) -> CheckResult:
+    for include_dir in include_dirs:
+        header = include_dir / JSON_HEADER
+        if header.is_file():
+            return CheckResult(name=str(JSON_HEADER), ok=True, detail=str(header))
+    return CheckResult(
+        name=str(JSON_HEADER),
+        ok=False,
+        detail="missing (looked in " + ", ".join(str(d) for d in include_dirs) + ")",
+        apt_package=JSON_HEADER_PACKAGE,
+    )
+
+
+def check_python() -> CheckResult:
+    return CheckResult(
+        name="python",
+        ok=sys.version_info >= (3, 11),
+        detail=f"{platform.python_version()} ({sys.executable})"
+        + ("" if sys.version_info >= (3, 11) else "; paramlib needs Python >= 3.11"),
+        fix="make setup",
+    )
+
+
+def check_torch() -> list[CheckResult]:
+    """torch itself, the libtorch the bridge builds against, and CUDA (optional)."""
+    try:
+        import torch
+        import torch.utils
+    except ImportError as error:
+        return [CheckResult(name="torch", ok=False, detail=f"missing ({error})", fix="make setup")]
+    cmake_dir = Path(torch.utils.cmake_prefix_path)
+    torch_config = cmake_dir / "Torch" / "TorchConfig.cmake"
+    libtorch = Path(torch.__file__).resolve().parent / "lib" / "libtorch.so"
+    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [
+        CheckResult(name="torch", ok=True, detail=torch.__version__),
+        CheckResult(
+            name="libtorch cmake",
+            ok=torch_config.is_file(),
+            detail=str(cmake_dir) if torch_config.is_file() else f"{torch_config} not found",
+            fix="make setup",
+        ),
+        CheckResult(
+            name="libtorch.so",
+            ok=libtorch.is_file(),
+            detail=str(libtorch.parent) if libtorch.is_file() else f"{libtorch} not found",
+            fix="make setup",
+        ),
+        CheckResult(
+            name="cuda",
+            ok=cuda_count > 0,
+            detail=f"available, {cuda_count} device(s)" if cuda_count else "not available",
+            required=False,
+        ),
+    ]
+
+
+def build_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    override = environ.get(BUILD_DIR_ENV)
+    return Path(override) if override else REPO_ROOT / "build"
+
+
+def bridge_library_path(environ: Mapping[str, str] = os.environ) -> Path:
+    return build_dir(environ) / BRIDGE_LIBRARY
+
+
+def find_bindings(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    return sorted((package_dir / "_ext").glob(BINDINGS_GLOB))
+
+
+def check_bridge_library(library: Path) -> CheckResult:
+    return CheckResult(
+        name="bridge library",
+        ok=library.is_file(),
+        detail=str(library) if library.is_file() else f"{library} does not exist",
+        fix=f"make -C {REPO_ROOT} build",
+    )
+
+
+def check_bindings(package_dir: Path = PACKAGE_DIR) -> CheckResult:
+    found = find_bindings(package_dir)
+    return CheckResult(
+        name="python bindings",
+        ok=bool(found),
+        detail=str(found[0]) if found else f"no {package_dir / '_ext' / BINDINGS_GLOB}",
+        fix=f"make -C {REPO_ROOT} build",
+    )
+
+
+def run_checks(environ: Mapping[str, str] = os.environ) -> list[CheckResult]:
+    return [
+        *(check_tool(command, package) for command, package in TOOLS),
+        check_json_header(),
+        check_python(),
+        *check_torch(),
+        check_bridge_library(bridge_library_path(environ)),
+        check_bindings(),
+    ]
+
+
+def missing(checks: Sequence[CheckResult]) -> list[CheckResult]:
+    return [check for check in checks if check.required and not check.ok]
+
+
+def fix_commands(checks: Sequence[CheckResult], is_root: bool) -> list[str]:
+    """Commands that fix the failed required checks: one apt line first, then the rest."""
+    failed = missing(checks)
+    packages = sorted({c.apt_package for c in failed if c.apt_package})
+    commands: list[str] = []
+    if packages:
+        install = "apt-get install -y " + " ".join(packages)
+        commands.append(
+            f"apt-get update && DEBIAN_FRONTEND=noninteractive {install}"
+            if is_root
+            else f"sudo {install}"
+        )
+    for check in failed:
+        if check.apt_package is None and check.fix and check.fix not in commands:
+            commands.append(check.fix)
+    return commands
+
+
+def format_report(checks: Sequence[CheckResult]) -> str:
+    width = max(len(check.name) for check in checks)
+    lines = [f"paramlib {__version__} doctor"]
+    for check in checks:
+        status = "ok" if check.ok else ("MISSING" if check.required else "-")
+        lines.append(f"  {status:<8} {check.name:<{width}}  {check.detail}")
+    return "\n".join(lines)
+
+
+def format_missing(checks: Sequence[CheckResult], is_root: bool) -> str:
+    failed = missing(checks)
+    lines = [f"paramlib doctor: {len(failed)} required item(s) missing:"]
+    lines += [f"  {check.name}: {check.detail}" for check in failed]
+    lines.append("fix with:")
+    lines += [f"  {command}" for command in fix_commands(checks, is_root)]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    checks = run_checks()
+    print(format_report(checks))
+    if missing(checks):
+        print(format_missing(checks, is_root=os.geteuid() == 0), file=sys.stderr)
+        return 1
+    print("paramlib doctor: everything required is present")
+    return 0
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check the toolchain, torch and the bridge build",
+        description="Check the toolchain, torch and the bridge build; exit 1 if anything "
+        f"required is missing. {BUILD_DIR_ENV} overrides the build directory.",
+    )
+    parser.set_defaults(func=run)

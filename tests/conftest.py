@@ -1,0 +1,72 @@
+"""Shared fixtures.
+
+Fixtures for compiled parts (bridge library, Python bindings) skip with the make target that
+builds them; under CI (CI set) they fail instead, since `make test` builds them first and a
+skip there would hide a broken build.
+"""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from paramlib import doctor
+from paramlib.export import save
+from paramlib.testing_models import make_example
+
+# The machine has 2 cores shared with builds: one intra-op thread keeps tests predictable.
+torch.set_num_threads(1)
+
+
+def _require_build(what: str) -> None:
+    message = f"needs {what}: run `make build`"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (`make test` builds it before running pytest)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return doctor.REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def bridge_library() -> Path:
+    """build/lib/libparamlib_bridge.so (or under PARAMLIB_BUILD_DIR)."""
+    path = doctor.bridge_library_path()
+    if not path.is_file():
+        _require_build(f"the bridge library {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bindings() -> Path:
+    """The compiled Python bindings, paramlib/_ext/_paramlib_bridge*.so."""
+    found = doctor.find_bindings()
+    if not found:
+        _require_build(f"the Python bindings {doctor.PACKAGE_DIR / '_ext' / doctor.BINDINGS_GLOB}")
+    return found[0]
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    """Where a test may write a model file; nothing exists there yet."""
+    return tmp_path / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def example_model_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """example_model_file(kind) -> a saved make_example(kind, seed=0) model, written once
+    per session."""
+    directory = tmp_path_factory.mktemp("example_models")
+    written: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in written:
+            module, metadata = make_example(kind, seed=0)
+            written[kind] = save(module, directory / f"{kind}.pt", metadata)
+        return written[kind]
+
+    return get
