@@ -167,6 +167,19 @@ def test_nan_columns_are_counted_and_zeroed(example_model_file: ModelFile) -> No
         assert np.isnan(model.get_output("heating")[2]).all()
 
 
+def test_setting_a_field_again_replaces_its_nan_verdict(example_model_file: ModelFile) -> None:
+    path = example_model_file("named")
+    with FortranModel(path) as model:
+        inputs = physical_inputs(model, seed=7)
+        bad_t = inputs["T"].copy()
+        bad_t[3, 1] = np.nan
+        model.set_input("T", bad_t)
+        for name, values in inputs.items():  # T again, now clean
+            model.set_input(name, values)
+        assert model.forward() == 0
+        assert_matches(model.get_output("heating"), torch_forward(path, inputs)[0])
+
+
 def test_inputs_stay_alive_until_forward(example_model_file: ModelFile) -> None:
     """The bridge reads contiguous float32 inputs in place at forward: arrays the caller
     dropped must still hold their values then."""

@@ -47,8 +47,7 @@ struct Model {
   std::vector<torch::Tensor> staging;     // reused host buffers (pinned for CUDA)
   std::vector<torch::Tensor> device_buf;  // reused device buffers (CUDA only)
   std::vector<torch::Tensor> out_staging;
-  std::vector<uint8_t> bad;         // per column: any non-finite input
-  std::vector<int32_t> bad_fields;  // first input index found bad, per call
+  std::vector<std::vector<uint8_t>> input_bad;  // per input, per column: NaN/Inf seen
   std::vector<torch::Tensor> outputs;
   std::vector<uint8_t> last_bad;
   int64_t last_ncol = -1;
@@ -59,6 +58,7 @@ struct Model {
     input_set.assign(n_in, false);
     staging.resize(n_in);
     device_buf.resize(n_in);
+    input_bad.resize(n_in);
     out_staging.resize(loaded->meta.outputs.size());
   }
 };
@@ -367,14 +367,14 @@ int pl_set_input(pl_handle model, const char *name, const char *units, const voi
     if (m->ncol >= 0 && m->ncol != v.ncol)
       return fail(PL_ERR_SHAPE, what + ": " + std::to_string(v.ncol) + " columns, but inputs already set for this call have " +
                                     std::to_string(m->ncol));
-    if (m->ncol < 0) {
-      m->ncol = v.ncol;
-      m->bad.assign(v.ncol, 0);
-    }
+    m->ncol = v.ncol;
+    // Flags per input, so setting a field again replaces its earlier verdict.
+    auto &flags = m->input_bad[index];
+    flags.assign(v.ncol, 0);
     int64_t nbad = 0;
     if (m->screening) {
-      nbad = t == torch::kFloat32 ? screen(static_cast<const float *>(data), v, m->bad)
-                                  : screen(static_cast<const double *>(data), v, m->bad);
+      nbad = t == torch::kFloat32 ? screen(static_cast<const float *>(data), v, flags)
+                                  : screen(static_cast<const double *>(data), v, flags);
     }
     torch::Tensor host = v.wrap(const_cast<void *>(data), t);
     const bool cuda = l.device.is_cuda();
@@ -423,7 +423,9 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
     for (auto &x : m->inputs) x = torch::Tensor();
     m->ncol = -1;
     m->outputs.clear();
-    m->last_bad = std::move(m->bad);
+    m->last_bad.assign(ncol, 0);
+    for (const auto &flags : m->input_bad)
+      for (int64_t c = 0; c < ncol; ++c) m->last_bad[c] |= flags[c];
     m->last_ncol = ncol;
 
     c10::InferenceMode guard;
