@@ -1,0 +1,212 @@
+!> Error paths: every status the host can be given, with its message, and that a
+!> handle keeps working after a refused call. Nothing here may stop the process
+!> except this program's own failed checks.
+program test_errors
+  use, intrinsic :: iso_fortran_env, only: real32
+  use paramlib_bridge
+  use paramlib_test_utils
+  implicit none
+  real(real32), allocatable :: t(:, :), q(:, :), ps(:, :)
+  integer :: ncol
+
+  call read_field(model_path('named_in_T.bin'), t)
+  call read_field(model_path('named_in_q.bin'), q)
+  call read_field(model_path('named_in_ps.bin'), ps)
+  ncol = size(t, 2)
+
+  call load_errors()
+  call field_errors()
+  call call_order()
+  call use_after_free()
+  call statistic_errors()
+  call thread_setter()
+  print '(a)', 'test_errors: all checks passed'
+
+contains
+
+  subroutine load_errors()
+    type(paramlib_model) :: m
+    integer :: status, ndev
+    print '(a)', 'load errors'
+    call m%load(model_path('missing.pt'), status)
+    call assert_status(status, PARAMLIB_ERR_FILE, 'missing file', 'missing.pt')
+    call m%load(model_path('corrupt.pt'), status)
+    call assert_status(status, PARAMLIB_ERR_LOAD, 'truncated file', 'not a loadable TorchScript')
+    call m%load(model_path('no_metadata.pt'), status)
+    call assert_status(status, PARAMLIB_ERR_METADATA, 'TorchScript file without metadata', &
+                       'paramlib.json')
+    call m%forward(status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'handle of a failed load is not usable')
+    call m%load(model_path('named.pt'), status, device=7)
+    call assert_status(status, PARAMLIB_ERR_DEVICE, 'unknown device kind', 'device 7')
+    ndev = paramlib_cuda_device_count()
+    call m%load(model_path('named.pt'), status, device=PARAMLIB_CUDA, device_index=ndev)
+    call assert_status(status, PARAMLIB_ERR_DEVICE, 'CUDA device index past the last one', 'cuda:')
+    if (ndev == 0) then
+      call m%load(model_path('named.pt'), status, device=PARAMLIB_CUDA)
+      call assert_status(status, PARAMLIB_ERR_DEVICE, 'CUDA on a machine without CUDA', &
+                         'no CUDA device')
+    else
+      print '(a,i0,a)', '  skip  CUDA-less check: ', ndev, ' CUDA device(s) visible'
+    end if
+  end subroutine
+
+  subroutine field_errors()
+    type(paramlib_model) :: m
+    real(real32) :: heating(8, ncol), precip(ncol)
+    integer :: status
+    print '(a)', 'field name, levels, units and shape errors'
+    call load_ok(m, 'named.pt')
+    call m%check_field(PARAMLIB_INPUT, 'T', 8, status, units='K')
+    call assert_ok(status, 'check_field T(8) K')
+    call m%check_field(PARAMLIB_INPUT, 'q', 8, status, units=' kg  kg-1 ')
+    call assert_ok(status, 'check_field units compared with spaces collapsed')
+    call m%check_field(PARAMLIB_INPUT, 'temperature', 8, status)
+    call assert_status(status, PARAMLIB_ERR_NAME, 'check_field unknown input', 'T, q, ps')
+    call m%check_field(PARAMLIB_OUTPUT, 'T', 8, status)
+    call assert_status(status, PARAMLIB_ERR_NAME, 'check_field input name as output', &
+                       'heating, moistening, precip')
+    call m%check_field(PARAMLIB_INPUT, 'T', 7, status)
+    call assert_status(status, PARAMLIB_ERR_LEVELS, 'check_field wrong level count', 'expects 8')
+    call m%check_field(PARAMLIB_INPUT, 'T', 8, status, units='degC')
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'check_field wrong units', "expects 'K'")
+
+    call m%set_input('temperature', t, status)
+    call assert_status(status, PARAMLIB_ERR_NAME, 'set_input unknown name', "no input named 'temperature'")
+    call m%set_input('T', t(1:7, :), status)
+    call assert_status(status, PARAMLIB_ERR_LEVELS, 'set_input 7 of 8 levels', 'has 7 levels')
+    call m%set_input('T', t, status, units='degC')
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'set_input wrong units', "'degC'")
+    ! A rank-1 array is a one-level field, so for T the level count is what is wrong.
+    call m%set_input('T', t(1, :), status)
+    call assert_status(status, PARAMLIB_ERR_LEVELS, 'set_input rank-1 array for an 8-level field', &
+                       'has 1 levels')
+    call m%set_input('T', t, status)
+    call assert_ok(status, 'set_input T with all columns')
+    call m%set_input('q', q(:, 2:), status)
+    call assert_status(status, PARAMLIB_ERR_SHAPE, 'set_input q with one column fewer than T', &
+                       'columns')
+    ! The refused call left the handle usable: complete the call.
+    call m%set_input('q', q, status)
+    call assert_ok(status, 'set_input q after the refused one')
+    call m%set_input('ps', ps(1, :), status)
+    call assert_ok(status, 'set_input ps (rank 1)')
+    call m%forward(status)
+    call assert_ok(status, 'forward after refused calls')
+
+    call m%get_output('rain', precip, status)
+    call assert_status(status, PARAMLIB_ERR_NAME, 'get_output unknown name', "no output named 'rain'")
+    call m%get_output('heating', heating(:, 2:), status)
+    call assert_status(status, PARAMLIB_ERR_SHAPE, 'get_output array with ncol-1 columns', 'columns')
+    call m%get_output('heating', heating(2:, :), status)
+    call assert_status(status, PARAMLIB_ERR_LEVELS, 'get_output array with 7 levels', 'expects 8')
+    call m%get_output('heating', heating, status, units='K day-1')
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'get_output wrong units', "expects 'K s-1'")
+    call m%get_output('heating', heating, status, units='K s-1')
+    call assert_ok(status, 'get_output after refused calls')
+    call m%free(status)
+    call assert_ok(status, 'free')
+  end subroutine
+
+  subroutine call_order()
+    type(paramlib_model) :: m
+    real(real32) :: heating(8, ncol)
+    logical :: bad(ncol)
+    integer :: status
+    print '(a)', 'call order'
+    call load_ok(m, 'named.pt')
+    call m%get_output('heating', heating, status)
+    call assert_status(status, PARAMLIB_ERR_NOT_READY, 'get_output before any forward', 'forward')
+    call m%bad_columns(bad, status)
+    call assert_status(status, PARAMLIB_ERR_NOT_READY, 'bad_columns before any forward')
+    call m%forward(status)
+    call assert_status(status, PARAMLIB_ERR_NOT_READY, 'forward with no input set', "input 'T'")
+    call m%set_input('T', t, status)
+    call assert_ok(status, 'set_input T')
+    call m%forward(status)
+    call assert_status(status, PARAMLIB_ERR_NOT_READY, 'forward with q and ps missing', "input 'q'")
+    call m%set_input('q', q, status)
+    call assert_ok(status, 'set_input q')
+    call m%set_input('ps', ps(1, :), status)
+    call assert_ok(status, 'set_input ps')
+    call m%forward(status)
+    call assert_ok(status, 'forward once every input is set')
+    ! Inputs are released by forward: a stale host array is never reused silently.
+    call m%forward(status)
+    call assert_status(status, PARAMLIB_ERR_NOT_READY, 'second forward without new inputs', &
+                       'since the last forward')
+    call m%free(status)
+  end subroutine
+
+  subroutine use_after_free()
+    type(paramlib_model) :: m, copy, clone
+    integer :: status
+    print '(a)', 'use after free'
+    call load_ok(m, 'simple.pt')
+    copy = m  ! a copy of the variable shares the handle
+    call m%clone(clone, status)
+    call assert_ok(status, 'clone')
+    call m%free(status)
+    call assert_ok(status, 'free the original')
+    call m%forward(status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'forward on the freed variable', 'not a loaded model')
+    call copy%forward(status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'forward on a copy of the freed handle', &
+                       'already freed')
+    call copy%set_input('x', t(1:4, :), status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'set_input on the freed copy')
+    call copy%check_field(PARAMLIB_INPUT, 'x', 4, status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'check_field on the freed copy')
+    call copy%free(status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'double free through the copy')
+    call m%free(status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'free of the freed variable')
+    ! The clone shares the weights, so it outlives the handle it was cloned from.
+    call clone%check_field(PARAMLIB_INPUT, 'x', 4, status)
+    call assert_ok(status, 'clone still usable after the original is freed')
+    call clone%free(status)
+    call assert_ok(status, 'free the clone')
+  end subroutine
+
+  subroutine statistic_errors()
+    type(paramlib_model) :: det, ens
+    real(real32) :: heating(8, ncol), moistening(8, ncol), precip(ncol)
+    integer :: status
+    print '(a)', 'ensemble statistics'
+    call load_ok(det, 'named.pt')
+    call run_named(det, t, q, ps(1, :), heating, moistening, precip, status)
+    call assert_ok(status, 'deterministic model runs')
+    call det%get_output('heating', heating, status, statistic=PARAMLIB_SPREAD)
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'spread of a deterministic model', 'no spread')
+    call det%get_output('heating', heating, status, statistic=PARAMLIB_MEMBER, member=2)
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'member 2 of a deterministic model', &
+                       'out of range')
+    call load_ok(ens, 'ensemble.pt')
+    call run_named(ens, t, q, ps(1, :), heating, moistening, precip, status)
+    call assert_ok(status, 'ensemble model runs')
+    call ens%get_output('heating', heating, status, statistic=PARAMLIB_MEMBER, member=0)
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'member 0 (members are 1-based)', 'out of range')
+    call ens%get_output('heating', heating, status, statistic=PARAMLIB_MEMBER, member=5)
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'member 5 of 4', 'out of range')
+    call ens%get_output('heating', heating, status, statistic=9)
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'unknown statistic', 'statistic 9')
+    call ens%get_output('heating', heating, status, statistic=PARAMLIB_MEMBER, member=4)
+    call assert_ok(status, 'member 4 of 4')
+    call det%free(status)
+    call ens%free(status)
+  end subroutine
+
+  subroutine thread_setter()
+    integer :: status
+    print '(a)', 'intra-op thread count'
+    call paramlib_set_num_threads(0, status)
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'set_num_threads(0)', '>= 1')
+    call paramlib_set_num_threads(-3, status)
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'set_num_threads(-3)', '>= 1')
+    call paramlib_set_num_threads(2, status)
+    call assert_ok(status, 'set_num_threads(2)')
+    call paramlib_set_num_threads(1, status)
+    call assert_ok(status, 'set_num_threads(1)')
+  end subroutine
+
+end program test_errors
