@@ -3,9 +3,11 @@
 #include "paramlib_bridge.h"
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <memory>
@@ -22,6 +24,27 @@ using paramlib::FieldSpec;
 using paramlib::ModelMetadata;
 
 thread_local std::string g_last_error;
+
+// libtorch runs its CPU kernels on the OpenMP runtime it shares with an OpenMP host: its
+// thread count is the calling thread's OpenMP team size (the nthreads ICV), and it sets that
+// ICV itself (pl_set_num_threads, and lazily on a thread's first parallel kernel). The bridge
+// keeps its count here and applies it only for the duration of a call, so the host's own
+// parallel regions keep the team size the host chose.
+std::atomic<int> g_intra_threads{0};  // 0: libtorch's default
+
+class IntraOpScope {
+ public:
+  IntraOpScope() : host_(omp_get_max_threads()) {
+    const int n = g_intra_threads.load();
+    if (n > 0) omp_set_num_threads(n);
+  }
+  ~IntraOpScope() { omp_set_num_threads(host_); }
+  IntraOpScope(const IntraOpScope &) = delete;
+  IntraOpScope &operator=(const IntraOpScope &) = delete;
+
+ private:
+  int host_;
+};
 
 int fail(int status, const std::string &msg) {
   g_last_error = msg;
@@ -214,7 +237,9 @@ const char *pl_version(void) { return PARAMLIB_BRIDGE_VERSION; }
 int pl_set_num_threads(int n) {
   if (n < 1) return fail(PL_ERR_ARGUMENT, "thread count must be >= 1, got " + std::to_string(n));
   return guarded("pl_set_num_threads", [&]() -> int {
+    IntraOpScope scope;  // at::set_num_threads also sets this thread's OpenMP ICV
     at::set_num_threads(n);
+    g_intra_threads = n;
     return PL_OK;
   });
 }
@@ -226,6 +251,7 @@ int pl_model_load(const char *path, int device, int device_index, pl_handle *out
   *out = 0;
   const std::string p = path ? path : "";
   return guarded("pl_model_load", [&]() -> int {
+    IntraOpScope threads;
     if (!std::ifstream(p).good()) return fail(PL_ERR_FILE, "cannot open model file '" + p + "' (missing or unreadable)");
     auto l = std::make_shared<Loaded>();
     l->path = p;
@@ -354,6 +380,7 @@ int pl_set_input(pl_handle model, const char *name, const char *units, const voi
   if (!m) return bad_handle(model);
   std::lock_guard<std::mutex> lock(m->mu);
   return guarded("pl_set_input", [&]() -> int {
+    IntraOpScope threads;
     const Loaded &l = *m->loaded;
     const std::string what = std::string("input '") + (name ? name : "") + "'";
     HostView v;
@@ -411,6 +438,7 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
   std::lock_guard<std::mutex> lock(m->mu);
   if (n_bad) *n_bad = 0;
   return guarded("pl_forward", [&]() -> int {
+    IntraOpScope threads;
     const Loaded &l = *m->loaded;
     for (std::size_t i = 0; i < m->input_set.size(); ++i)
       if (!m->input_set[i])
@@ -489,6 +517,7 @@ int pl_get_output(pl_handle model, const char *name, const char *units, void *da
   if (!m) return bad_handle(model);
   std::lock_guard<std::mutex> lock(m->mu);
   return guarded("pl_get_output", [&]() -> int {
+    IntraOpScope threads;
     const Loaded &l = *m->loaded;
     const std::string what = std::string("output '") + (name ? name : "") + "'";
     HostView v;
@@ -514,7 +543,8 @@ int pl_get_output(pl_handle model, const char *name, const char *units, void *da
       src = out.std(0, /*unbiased=*/false);
     } else if (statistic == PL_MEMBER) {
       if (member < 0 || member >= ens)
-        return fail(PL_ERR_ARGUMENT, what + ": member " + std::to_string(member) + " out of range 0.." + std::to_string(ens - 1));
+        return fail(PL_ERR_ARGUMENT, what + ": member " + std::to_string(member) + " out of range 0.." + std::to_string(ens - 1) +
+                                         " (0-based here; Fortran's member= counts from 1)");
       src = ens > 1 ? out[member] : out;
     } else {
       return fail(PL_ERR_ARGUMENT, what + ": statistic " + std::to_string(statistic) + " is not PL_MEAN, PL_SPREAD or PL_MEMBER");
