@@ -1,0 +1,1 @@
+"""Data: readers, the bundled testbed, and training-set pipelines."""
