@@ -167,11 +167,16 @@ struct HostView {
   }
 };
 
-int describe(int rank, const int64_t *shape, const int64_t *strides, const char *what,
-             HostView *v) {
-  if (!shape || !strides) return fail(PL_ERR_ARGUMENT, std::string(what) + ": shape and strides are required");
+std::string label(int kind, const char *name) {
+  return std::string(kind_name(kind)) + " '" + (name ? name : "") + "'";
+}
+
+int describe(int kind, const char *name, int rank, const int64_t *shape, const int64_t *strides, HostView *v) {
+  if (!shape || !strides) return fail(PL_ERR_ARGUMENT, label(kind, name) + ": shape and strides are required");
   for (int d = 0; d < rank && d < 3; ++d)
-    if (shape[d] < 1) return fail(PL_ERR_SHAPE, std::string(what) + ": extent " + std::to_string(shape[d]) + " in dimension " + std::to_string(d + 1) + " (must be >= 1)");
+    if (shape[d] < 1)
+      return fail(PL_ERR_SHAPE, label(kind, name) + ": extent " + std::to_string(shape[d]) + " in dimension " +
+                                    std::to_string(d + 1) + " (must be >= 1)");
   v->rank = rank;
   switch (rank) {
     case 1: v->ncol = shape[0]; v->nlev = 1; v->s_col = strides[0]; v->s_lev = 1; break;
@@ -182,16 +187,25 @@ int describe(int rank, const int64_t *shape, const int64_t *strides, const char 
       v->ncol = v->ni * v->nj;
       break;
     default:
-      return fail(PL_ERR_SHAPE, std::string(what) + ": rank " + std::to_string(rank) +
+      return fail(PL_ERR_SHAPE, label(kind, name) + ": rank " + std::to_string(rank) +
                                     " is not supported (1: (ncol), 2: (nlev, ncol), 3: (i, k, j) tile)");
   }
   return PL_OK;
 }
 
-int dtype_of(int dtype, torch::ScalarType *t) {
+// The checks shared by pl_set_input and pl_get_output: layout, dtype, name, levels, units.
+int resolve_host(const Loaded &l, int kind, const char *name, const char *units, const void *data, int dtype,
+                 int rank, const int64_t *shape, const int64_t *strides, HostView *v, torch::ScalarType *t,
+                 int *index) {
+  int st = describe(kind, name, rank, shape, strides, v);
+  if (st != PL_OK) return st;
   if (dtype == PL_FLOAT32) *t = torch::kFloat32;
   else if (dtype == PL_FLOAT64) *t = torch::kFloat64;
-  else return fail(PL_ERR_ARGUMENT, "dtype " + std::to_string(dtype) + " is not PL_FLOAT32 (0) or PL_FLOAT64 (1)");
+  else return fail(PL_ERR_ARGUMENT, label(kind, name) + ": dtype " + std::to_string(dtype) +
+                                        " is not PL_FLOAT32 (0) or PL_FLOAT64 (1)");
+  st = check_field(l, kind, name, static_cast<int>(v->nlev), units, index);
+  if (st != PL_OK) return st;
+  if (!data) return fail(PL_ERR_ARGUMENT, label(kind, name) + ": data pointer is NULL");
   return PL_OK;
 }
 
@@ -382,17 +396,13 @@ int pl_set_input(pl_handle model, const char *name, const char *units, const voi
   return guarded("pl_set_input", [&]() -> int {
     IntraOpScope threads;
     const Loaded &l = *m->loaded;
-    const std::string what = std::string("input '") + (name ? name : "") + "'";
     HostView v;
     torch::ScalarType t{};
     int index = 0;
-    int st = describe(rank, shape, strides, what.c_str(), &v);
-    if (st == PL_OK) st = dtype_of(dtype, &t);
-    if (st == PL_OK) st = check_field(l, 0, name, static_cast<int>(v.nlev), units, &index);
+    const int st = resolve_host(l, 0, name, units, data, dtype, rank, shape, strides, &v, &t, &index);
     if (st != PL_OK) return st;
-    if (!data) return fail(PL_ERR_ARGUMENT, what + ": data pointer is NULL");
     if (m->ncol >= 0 && m->ncol != v.ncol)
-      return fail(PL_ERR_SHAPE, what + ": " + std::to_string(v.ncol) + " columns, but inputs already set for this call have " +
+      return fail(PL_ERR_SHAPE, label(0, name) + ": " + std::to_string(v.ncol) + " columns, but inputs already set for this call have " +
                                     std::to_string(m->ncol));
     m->ncol = v.ncol;
     // Flags per input, so setting a field again replaces its earlier verdict.
@@ -519,18 +529,14 @@ int pl_get_output(pl_handle model, const char *name, const char *units, void *da
   return guarded("pl_get_output", [&]() -> int {
     IntraOpScope threads;
     const Loaded &l = *m->loaded;
-    const std::string what = std::string("output '") + (name ? name : "") + "'";
     HostView v;
     torch::ScalarType t{};
     int index = 0;
-    int st = describe(rank, shape, strides, what.c_str(), &v);
-    if (st == PL_OK) st = dtype_of(dtype, &t);
-    if (st == PL_OK) st = check_field(l, 1, name, static_cast<int>(v.nlev), units, &index);
+    const int st = resolve_host(l, 1, name, units, data, dtype, rank, shape, strides, &v, &t, &index);
     if (st != PL_OK) return st;
-    if (!data) return fail(PL_ERR_ARGUMENT, what + ": data pointer is NULL");
-    if (m->outputs.empty()) return fail(PL_ERR_NOT_READY, what + ": no outputs yet (call forward first)");
+    if (m->outputs.empty()) return fail(PL_ERR_NOT_READY, label(1, name) + ": no outputs yet (call forward first)");
     if (v.ncol != m->last_ncol)
-      return fail(PL_ERR_SHAPE, what + ": host array has " + std::to_string(v.ncol) + " columns, the last forward had " +
+      return fail(PL_ERR_SHAPE, label(1, name) + ": host array has " + std::to_string(v.ncol) + " columns, the last forward had " +
                                     std::to_string(m->last_ncol));
     const int ens = l.meta.ensemble_size;
     c10::InferenceMode guard;
@@ -539,15 +545,15 @@ int pl_get_output(pl_handle model, const char *name, const char *units, void *da
     if (statistic == PL_MEAN) {
       src = ens > 1 ? out.mean(0) : out;
     } else if (statistic == PL_SPREAD) {
-      if (ens == 1) return fail(PL_ERR_ARGUMENT, what + ": the model is deterministic (ensemble_size 1), it has no spread");
+      if (ens == 1) return fail(PL_ERR_ARGUMENT, label(1, name) + ": the model is deterministic (ensemble_size 1), it has no spread");
       src = out.std(0, /*unbiased=*/false);
     } else if (statistic == PL_MEMBER) {
       if (member < 0 || member >= ens)
-        return fail(PL_ERR_ARGUMENT, what + ": member " + std::to_string(member) + " out of range 0.." + std::to_string(ens - 1) +
+        return fail(PL_ERR_ARGUMENT, label(1, name) + ": member " + std::to_string(member) + " out of range 0.." + std::to_string(ens - 1) +
                                          " (0-based here; Fortran's member= counts from 1)");
       src = ens > 1 ? out[member] : out;
     } else {
-      return fail(PL_ERR_ARGUMENT, what + ": statistic " + std::to_string(statistic) + " is not PL_MEAN, PL_SPREAD or PL_MEMBER");
+      return fail(PL_ERR_ARGUMENT, label(1, name) + ": statistic " + std::to_string(statistic) + " is not PL_MEAN, PL_SPREAD or PL_MEMBER");
     }
     if (src.is_cuda()) {
       auto opt = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true);
