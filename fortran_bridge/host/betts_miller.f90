@@ -4,8 +4,8 @@
 !> Per column: a parcel from the lowest level rises dry to its LCL, then pseudo-
 !> adiabatically (thermodynamics: rising_parcel). CAPE = sum R_d (T_vp - T_v) dln p over
 !> the first buoyant layer; its top is the level of neutral buoyancy (LNB, level kt). With
-!> CAPE > 0, levels 1..kt relax over tau to T_ref = parcel temperature and
-!> q_ref = RH_BM q_s(T_ref):
+!> CAPE > 0, levels 1..kt relax over tau to T_ref = parcel temperature T_p and
+!> q_ref = RH_BM q_s(T_p) (the humidity reference is not shifted):
 !>   dT/dt = (T_ref - T) / tau,   dq/dt = (q_ref - q) / tau,
 !>   P_q = -sum(dq/dt dp) / g,    P_T = cp / L sum(dT/dt dp) / g.
 !> Deep (P_q > 0, P_T > 0): T_ref is shifted by one uniform dT over 1..kt so that

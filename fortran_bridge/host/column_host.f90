@@ -18,7 +18,8 @@
 !>      condensate rains out). Convection's water term is sum(dq dp) / g + P_c, zero when
 !>      the scheme's precipitation is the water it removed (P_ls is that by definition).
 !>      residual = storage - the sum of the other terms: round-off.
-!> Nothing is allocated in a step once the first step has been taken.
+!> A step allocates nothing (the per-column work arrays are automatic arrays, kept on the
+!> stack by -fstack-arrays; see CMakeLists.txt).
 module column_host
   use physical_constants, only: wp, GRAVITY, CP, LV
   use thermodynamics, only: saturation_humidity
@@ -92,7 +93,9 @@ module column_host
     type(column_state) :: state
     integer :: nstep = 0
     real(wp), allocatable :: omega0(:)          !< (ncol) Pa s-1, amplitude of omega
-    ! Fixed in time, from the parameters and the columns (prepare).
+    ! Fixed in time, from the parameters and the columns (prepare, before the next step or
+    ! reset_state once either has changed).
+    logical :: prepared = .false.
     real(wp), allocatable :: omega_int(:, :)    !< (nlev+1, ncol) Pa s-1
     real(wp), allocatable :: w_trop(:, :)       !< (nlev, ncol) troposphere weight
     real(wp), allocatable :: w_wtg(:, :)        !< (nlev, ncol) WTG weight
@@ -155,6 +158,7 @@ contains
     class(column_model), intent(inout) :: self
     real(wp) :: t_moist(self%state%nlev)
     integer :: i
+    call self%prepare()
     associate (s => self%state, pr => self%params)
       do i = 1, s%ncol
         call wtg_reference(s%sst(i), pr%wtg_sst_offset, pr%wtg_rh, s%p(:, i), t_moist)
@@ -210,7 +214,7 @@ contains
     if (status /= COLUMN_OK) return
     self%state%sst = sst
     self%omega0 = omega0
-    call self%prepare()
+    self%prepared = .false.
   end subroutine
 
   subroutine set_wtg(self, on)
@@ -236,7 +240,7 @@ contains
       return
     end if
     slot = value
-    call self%prepare()
+    self%prepared = .false.
   end subroutine
 
   subroutine get_parameter(self, name, value, status, message)
@@ -285,10 +289,13 @@ contains
     end select
   end subroutine
 
-  !> Profiles fixed in time: omega, the radiation and WTG weights, the WTG reference.
+  !> Profiles fixed in time: omega, the radiation and WTG weights, the WTG reference; only
+  !> where a parameter or a column changed since they were last computed.
   subroutine prepare(self)
     class(column_model), intent(inout) :: self
     integer :: i
+    if (self%prepared) return
+    self%prepared = .true.
     associate (s => self%state, pr => self%params)
       do i = 1, s%ncol
         call omega_profile(s%p_int(:, i), self%omega0(i), pr%p_omega_top, self%omega_int(:, i))
@@ -313,6 +320,7 @@ contains
     real(wp) :: dt1, dq1
     integer :: i, k
 
+    call self%prepare()
     associate (s => self%state, pr => self%params, tt => self%tend_t, tq => self%tend_q, &
                eb => self%energy_budget, wb => self%water_budget)
       tt(:, :, PROC_SURFACE) = 0.0_wp
