@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from paramlib.errors import FortranStatusError
+
 BUILD_HINT = "paramlib's Fortran bindings are not built: run `make build`"
 
 _DEVICES = {"cpu": 0, "cuda": 1}
@@ -55,17 +57,10 @@ class Status(IntEnum):
     ERR_RUNTIME = 21
 
 
-class BridgeError(RuntimeError):
+class BridgeError(FortranStatusError):
     """A bridge call failed: `status` is the Fortran status code, `message` its last_error."""
 
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        try:
-            label = Status(status).name
-        except ValueError:
-            label = f"status {status}"
-        super().__init__(f"{label}: {message}")
+    statuses = Status
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from paramlib.errors import FortranStatusError
+
 BUILD_HINT = "the column model's Python bindings are not built: run `make build`"
 
 # Names of the Fortran model's real parameters (column_host: column_parameters), which
@@ -68,17 +70,10 @@ class Status(IntEnum):
     ERR_HANDLE = 4
 
 
-class ColumnError(RuntimeError):
+class ColumnError(FortranStatusError):
     """A column-model call failed: ``status`` is the Fortran status code."""
 
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        try:
-            label = Status(status).name
-        except ValueError:
-            label = f"status {status}"
-        super().__init__(f"{label}: {message}")
+    statuses = Status
 
 
 @dataclasses.dataclass(frozen=True)
