@@ -4,6 +4,7 @@ module paramlib_test_utils
   use, intrinsic :: iso_fortran_env, only: real32, real64, int32, int64, output_unit
   use, intrinsic :: iso_c_binding, only: c_int
   use paramlib_bridge
+  use paramlib_check, only: check
   implicit none
   private
   public :: model_path, check, assert_status, assert_ok, assert_close, read_field, assert_matches_file
@@ -33,18 +34,6 @@ contains
     if (stat /= 0 .or. n == 0) error stop 'usage: test_program MODEL_DIR'
     path = trim(dir) // '/' // name
   end function
-
-  subroutine check(ok, what)
-    logical, intent(in) :: ok
-    character(*), intent(in) :: what
-    if (ok) then
-      write (output_unit, '(a)') '  ok    ' // what
-    else
-      write (output_unit, '(a)') '  FAIL  ' // what
-      flush (output_unit)
-      error stop 1
-    end if
-  end subroutine
 
   !> status must equal want and, for a failure, the last error must mention msg_has.
   subroutine assert_status(status, want, what, msg_has)

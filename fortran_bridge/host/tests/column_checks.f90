@@ -4,23 +4,12 @@ module column_checks
   use, intrinsic :: iso_fortran_env, only: output_unit
   use physical_constants, only: wp
   use column_status, only: COLUMN_OK
+  use paramlib_check, only: check
   implicit none
   private
   public :: check, check_close, check_ok
 
 contains
-
-  subroutine check(ok, what)
-    logical, intent(in) :: ok
-    character(len=*), intent(in) :: what
-    if (ok) then
-      write (output_unit, '(a)') '  ok    ' // what
-    else
-      write (output_unit, '(a)') '  FAIL  ' // what
-      flush (output_unit)
-      error stop 1
-    end if
-  end subroutine
 
   !> |actual - expected| <= rtol |expected|, or <= rtol where expected is zero.
   subroutine check_close(actual, expected, rtol, what)
