@@ -8,7 +8,7 @@
 program ensemble
   use, intrinsic :: iso_fortran_env, only: real32, error_unit
   use paramlib_bridge
-  use example_support, only: stop_on_error, idealized_column
+  use example_support, only: stop_on_error, idealized_column, set_column_inputs_and_forward
   implicit none
   integer, parameter :: nlev = 8, ncol = 4, level = 3
   type(paramlib_model) :: model
@@ -32,14 +32,7 @@ program ensemble
   do c = 1, ncol
     call idealized_column(c, t(:, c), q(:, c), ps(c))
   end do
-  call model%set_input('T', t, status, units='K')
-  call stop_on_error(status, 'set_input T')
-  call model%set_input('q', q, status, units='kg kg-1')
-  call stop_on_error(status, 'set_input q')
-  call model%set_input('ps', ps, status, units='Pa')
-  call stop_on_error(status, 'set_input ps')
-  call model%forward(status)
-  call stop_on_error(status, 'forward')
+  call set_column_inputs_and_forward(model, t, q, ps)
 
   ! Statistics are computed from the members of the last forward; no new forward.
   call model%get_output('heating', mean, status, statistic=PARAMLIB_MEAN)

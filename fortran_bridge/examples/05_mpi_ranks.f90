@@ -10,7 +10,8 @@ program mpi_ranks
   use, intrinsic :: iso_fortran_env, only: real32, real64, error_unit
   use mpi_f08
   use paramlib_bridge
-  use example_support, only: stop_on_error, idealized_column
+  use example_support, only: stop_on_error, idealized_column, set_column_inputs_and_forward, &
+    get_column_outputs
   implicit none
   integer, parameter :: nlev = 8, ncol_global = 1000
   type(MPI_Comm) :: node_comm
@@ -57,20 +58,8 @@ program mpi_ranks
     call idealized_column(first + c - 1, t(:, c), q(:, c), ps(c))
   end do
 
-  call model%set_input('T', t, status, units='K')
-  call stop_on_error(status, 'set_input T')
-  call model%set_input('q', q, status, units='kg kg-1')
-  call stop_on_error(status, 'set_input q')
-  call model%set_input('ps', ps, status, units='Pa')
-  call stop_on_error(status, 'set_input ps')
-  call model%forward(status)
-  call stop_on_error(status, 'forward')
-  call model%get_output('heating', heating, status, units='K s-1')
-  call stop_on_error(status, 'get_output heating')
-  call model%get_output('moistening', moistening, status, units='kg kg-1 s-1')
-  call stop_on_error(status, 'get_output moistening')
-  call model%get_output('precip', precip, status, units='mm s-1')
-  call stop_on_error(status, 'get_output precip')
+  call set_column_inputs_and_forward(model, t, q, ps)
+  call get_column_outputs(model, heating, moistening, precip)
 
   ! The global mean does not depend on how many ranks shared the columns.
   local_sum = sum(real(precip, real64))

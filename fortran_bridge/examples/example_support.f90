@@ -1,10 +1,11 @@
-!> What the examples share: the host's reaction to an error, and made-up columns.
+!> What the examples share: the host's reaction to an error, made-up columns, and the
+!> calls of the T, q, ps -> heating, moistening, precip model (spelled out in 02).
 module example_support
   use, intrinsic :: iso_fortran_env, only: real32, error_unit
-  use paramlib_bridge, only: PARAMLIB_OK, paramlib_last_error
+  use paramlib_bridge, only: PARAMLIB_OK, paramlib_last_error, paramlib_model
   implicit none
   private
-  public :: stop_on_error, idealized_column
+  public :: stop_on_error, idealized_column, set_column_inputs_and_forward, get_column_outputs
 
 contains
 
@@ -30,6 +31,33 @@ contains
       t(k) = 296.0 - 8.0 * (k - 1) + 2.0 * sin(0.1 * c)
       q(k) = 0.016 * exp(-0.35 * (k - 1)) * (0.8 + 0.2 * cos(0.07 * c))
     end do
+  end subroutine
+
+  !> Inputs of the column model (example 02 shows these calls one by one), then forward.
+  subroutine set_column_inputs_and_forward(model, t, q, ps)
+    type(paramlib_model), intent(inout) :: model
+    real(real32), intent(in), target :: t(:, :), q(:, :), ps(:)
+    integer :: status
+    call model%set_input('T', t, status, units='K')
+    call stop_on_error(status, 'set_input T')
+    call model%set_input('q', q, status, units='kg kg-1')
+    call stop_on_error(status, 'set_input q')
+    call model%set_input('ps', ps, status, units='Pa')
+    call stop_on_error(status, 'set_input ps')
+    call model%forward(status)
+    call stop_on_error(status, 'forward')
+  end subroutine
+
+  subroutine get_column_outputs(model, heating, moistening, precip)
+    type(paramlib_model), intent(inout) :: model
+    real(real32), intent(inout) :: heating(:, :), moistening(:, :), precip(:)
+    integer :: status
+    call model%get_output('heating', heating, status, units='K s-1')
+    call stop_on_error(status, 'get_output heating')
+    call model%get_output('moistening', moistening, status, units='kg kg-1 s-1')
+    call stop_on_error(status, 'get_output moistening')
+    call model%get_output('precip', precip, status, units='mm s-1')
+    call stop_on_error(status, 'get_output precip')
   end subroutine
 
 end module example_support
