@@ -22,12 +22,11 @@ import importlib
 from dataclasses import dataclass
 from enum import IntEnum
 from os import PathLike
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
 
-from paramlib.errors import FortranStatusError
+from paramlib.fortran_support import FortranStatusError, FreedOnExit
 
 BUILD_HINT = "paramlib's Fortran bindings are not built: run `make build`"
 
@@ -98,7 +97,7 @@ def set_num_threads(n: int) -> None:
     _check(_api().set_num_threads(n))
 
 
-class FortranModel:
+class FortranModel(FreedOnExit):
     """A model file loaded through the Fortran bridge.
 
     with FortranModel("model.pt") as model:
@@ -126,18 +125,6 @@ class FortranModel:
         name, units, nlev, status = _api().field_info(self.handle, kind, index)
         _check(status)
         return Field(name, units, nlev)
-
-    def __enter__(self) -> FortranModel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if not self._freed:
-            self.free()
 
     def free(self) -> None:
         """Release the model. The handle stays invalid: later calls raise ERR_HANDLE."""

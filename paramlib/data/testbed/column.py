@@ -27,13 +27,12 @@ import dataclasses
 import functools
 import importlib
 from enum import IntEnum
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from paramlib.errors import FortranStatusError
+from paramlib.fortran_support import FortranStatusError, FreedOnExit
 
 BUILD_HINT = "the column model's Python bindings are not built: run `make build`"
 
@@ -178,7 +177,7 @@ def fortran_constants() -> dict[str, float]:
     return dict(zip(names, (float(v) for v in _api().constants()), strict=True))
 
 
-class ColumnModel:
+class ColumnModel(FreedOnExit):
     """N columns of the Fortran column model.
 
     with ColumnModel(ColumnConfig(sst=np.full(100, 300.0), omega0=-0.05, wtg=True)) as m:
@@ -226,18 +225,6 @@ class ColumnModel:
         return tuple(name(i) for i in range(1, n + 1))
 
     # -- lifetime ---------------------------------------------------------------------------
-
-    def __enter__(self) -> ColumnModel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if not self._freed:
-            self.free()
 
     def free(self) -> None:
         """Release the Fortran model; later calls raise ``ColumnError`` (ERR_HANDLE)."""
