@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from paramlib import __version__
 
-SUBCOMMANDS: tuple[str, ...] = ("doctor", "demo")
+SUBCOMMANDS: tuple[str, ...] = ("doctor", "demo", "catalog")
 
 # The type `register(subparsers)` receives; argparse exposes no public name for it.
 Subparsers = argparse._SubParsersAction

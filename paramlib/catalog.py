@@ -1,0 +1,370 @@
+"""The data catalog: YAML files in ``data_catalog/`` that say what data exists and how to read it.
+
+Schema (data_catalog/README.md has the long form). A file holds ``entries`` (name -> entry) and
+optional ``defaults`` (keys every entry of that file starts from; an entry's own keys win):
+
+    description  str, required
+    format       required, one of FORMATS (the reader registered under that name reads it)
+    paths        required, list of paths or globs, relative to the data root unless absolute;
+                 environment variables ($VAR, ${VAR}) expanded
+    fidelity     required, "low" or "high"
+    scenario     required, e.g. "historical", "plus4k", or a run's name
+    variables    optional, reader variable -> {name: canonical name, units: expected units};
+                 when given, only these are kept (units checked, then renamed)
+    levels       optional, {coordinate, units, count (optional), source_order (optional:
+                 surface_to_top | top_to_surface, as stored; readers return surface_to_top)}
+    options      optional mapping, passed to the reader as keyword arguments
+    template     optional bool: real-data layout to copy; ``validate`` skips it while its paths
+                 do not exist
+
+The data root is ``--root`` / ``root=``, else $PARAMLIB_DATA_ROOT, else ``../shared/data`` next to
+the repository. The catalog folder is ``--catalog-dir``, else $PARAMLIB_CATALOG_DIR, else
+``data_catalog/`` in the repository. Validation names the file, the entry and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from paramlib.cli import Subparsers
+from paramlib.doctor import REPO_ROOT
+
+FORMATS = ("wrfout", "cesm-history", "srm-coarse", "zarr")
+FIDELITIES = ("low", "high")
+LEVEL_ORDERS = ("surface_to_top", "top_to_surface")
+DATA_ROOT_ENV = "PARAMLIB_DATA_ROOT"
+CATALOG_DIR_ENV = "PARAMLIB_CATALOG_DIR"
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_CATALOG_DIR = REPO_ROOT / "data_catalog"
+FILE_KEYS = ("defaults", "entries")
+_UNEXPANDED = re.compile(r"\$\{?\w+")
+
+
+class CatalogError(ValueError):
+    """Invalid catalog files or entries; one line per problem, each naming file, entry and key."""
+
+
+@dataclass(frozen=True)
+class VariableMap:
+    name: str  # canonical name
+    units: str  # units the reader must report
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    coordinate: str  # eta, hybrid_sigma_pressure, pressure, height, ...
+    units: str
+    count: int | None = None
+    source_order: str = "surface_to_top"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    description: str
+    format: str
+    paths: tuple[str, ...]
+    fidelity: str
+    scenario: str
+    variables: Mapping[str, VariableMap] = field(default_factory=dict)
+    levels: LevelSpec | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    template: bool = False
+    source_file: Path | None = None  # the YAML file it came from
+
+
+REQUIRED_KEYS = tuple(
+    f.name
+    for f in dataclasses.fields(CatalogEntry)
+    if f.default is dataclasses.MISSING
+    and f.default_factory is dataclasses.MISSING
+    and f.name != "name"
+)
+ENTRY_KEYS = tuple(
+    f.name for f in dataclasses.fields(CatalogEntry) if f.name not in ("name", "source_file")
+)
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    chosen = root if root is not None else os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT
+    return Path(os.path.expandvars(os.fspath(chosen))).expanduser()
+
+
+def catalog_dir(directory: str | os.PathLike | None = None) -> Path:
+    chosen = (
+        directory
+        if directory is not None
+        else (os.environ.get(CATALOG_DIR_ENV) or DEFAULT_CATALOG_DIR)
+    )
+    return Path(chosen).expanduser()
+
+
+def load_catalog(
+    directory: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    *,
+    check_paths: bool = True,
+) -> dict[str, CatalogEntry]:
+    """Every entry of ``directory``/*.yaml by name, validated. With ``check_paths``, the paths
+    of non-template entries must exist under the data root. Raises CatalogError listing every
+    problem found."""
+    folder = catalog_dir(directory)
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise CatalogError(f"{folder}: no catalog files (*.yaml)")
+    entries: dict[str, CatalogEntry] = {}
+    errors: list[str] = []
+    for path in files:
+        for entry in _parse_file(path, errors):
+            if entry.name in entries:
+                errors.append(
+                    f"{path}: entry {entry.name!r}: already defined in"
+                    f" {entries[entry.name].source_file}"
+                )
+            else:
+                entries[entry.name] = entry
+    if check_paths:
+        for entry in entries.values():
+            if not entry.template:
+                try:
+                    resolve_paths(entry, root)
+                except CatalogError as error:
+                    errors.append(str(error))
+    if errors:
+        raise CatalogError("\n".join(errors))
+    return entries
+
+
+def resolve_paths(entry: CatalogEntry, root: str | os.PathLike | None = None) -> list[Path]:
+    """The entry's files: each path or glob, variables expanded, under the data root."""
+    base = data_root(root)
+    files: list[Path] = []
+    for index, pattern in enumerate(entry.paths):
+        where = f"{entry.source_file}: entry {entry.name!r}: key 'paths[{index}]'"
+        expanded = os.path.expandvars(pattern)
+        unset = _UNEXPANDED.search(expanded)
+        if unset:
+            raise CatalogError(f"{where}: environment variable {unset.group(0)} is not set")
+        full = Path(expanded).expanduser()
+        full = full if full.is_absolute() else base / full
+        if glob.has_magic(str(full)):
+            matched = sorted(Path(p) for p in glob.glob(str(full)))
+            if not matched:
+                raise CatalogError(f"{where}: {pattern!r} matches no file ({full})")
+        elif full.exists():
+            matched = [full]
+        else:
+            raise CatalogError(f"{where}: {pattern!r} does not exist ({full})")
+        files.extend(p for p in matched if p not in files)
+    return files
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def _parse_file(path: Path, errors: list[str]) -> list[CatalogEntry]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        errors.append(f"{path}: cannot be read as YAML ({error})")
+        return []
+    if not isinstance(document, dict) or not isinstance(document.get("entries"), dict):
+        errors.append(f"{path}: expected a mapping with key 'entries' (name -> entry)")
+        return []
+    for key in document.keys() - set(FILE_KEYS):
+        errors.append(f"{path}: unknown top-level key {key!r} (allowed: {', '.join(FILE_KEYS)})")
+    defaults = document.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        errors.append(f"{path}: 'defaults' must be a mapping")
+        defaults = {}
+    parsed = []
+    for name, raw in document["entries"].items():
+        problems: list[str] = []
+        entry = _parse_entry(str(name), {**defaults, **(raw or {})}, path, problems)
+        errors.extend(f"{path}: entry {name!r}: {problem}" for problem in problems)
+        if entry is not None and not problems:
+            parsed.append(entry)
+    return parsed
+
+
+def _parse_entry(name: str, raw: dict, path: Path, problems: list[str]) -> CatalogEntry | None:
+    for key in sorted(raw.keys() - set(ENTRY_KEYS)):
+        problems.append(f"unknown key {key!r} (allowed: {', '.join(ENTRY_KEYS)})")
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            problems.append(f"missing required key {key!r}")
+    if problems:
+        return None
+
+    def check(key: str, ok: bool, expected: str) -> None:
+        if not ok:
+            problems.append(f"key {key!r}: expected {expected}, got {raw[key]!r}")
+
+    for key in ("description", "scenario"):
+        check(key, isinstance(raw[key], str) and bool(raw[key].strip()), "a non-empty string")
+    check("format", raw["format"] in FORMATS, f"one of {', '.join(FORMATS)}")
+    check("fidelity", raw["fidelity"] in FIDELITIES, f"one of {', '.join(FIDELITIES)}")
+    paths = raw["paths"]
+    check(
+        "paths",
+        isinstance(paths, list) and bool(paths) and all(isinstance(p, str) and p for p in paths),
+        "a non-empty list of path strings",
+    )
+    check("template", isinstance(raw.get("template", False), bool), "true or false")
+    check("options", isinstance(raw.get("options", {}), dict), "a mapping")
+    variables = _parse_variables(raw.get("variables") or {}, problems)
+    levels = _parse_levels(raw.get("levels"), problems)
+    if problems:
+        return None
+    return CatalogEntry(
+        name=name,
+        description=raw["description"].strip(),
+        format=raw["format"],
+        paths=tuple(paths),
+        fidelity=raw["fidelity"],
+        scenario=raw["scenario"],
+        variables=variables,
+        levels=levels,
+        options=dict(raw.get("options") or {}),
+        template=raw.get("template", False),
+        source_file=path,
+    )
+
+
+def _parse_variables(raw: object, problems: list[str]) -> dict[str, VariableMap]:
+    if not isinstance(raw, dict):
+        problems.append(
+            f"key 'variables': expected a mapping source -> {{name, units}}, got {raw!r}"
+        )
+        return {}
+    parsed = {}
+    for source, target in raw.items():
+        key = f"variables.{source}"
+        if not isinstance(target, dict) or set(target) != {"name", "units"}:
+            problems.append(f"key {key!r}: expected {{name: ..., units: ...}}, got {target!r}")
+        elif not all(isinstance(v, str) for v in target.values()):
+            problems.append(f"key {key!r}: name and units must be strings, got {target!r}")
+        else:
+            parsed[str(source)] = VariableMap(name=target["name"], units=target["units"])
+    return parsed
+
+
+def _parse_levels(raw: object, problems: list[str]) -> LevelSpec | None:
+    if raw is None:
+        return None
+    allowed = {f.name for f in dataclasses.fields(LevelSpec)}
+    if not isinstance(raw, dict) or not {"coordinate", "units"} <= raw.keys() <= allowed:
+        problems.append(
+            f"key 'levels': expected a mapping with coordinate and units (and"
+            f" optionally count, source_order), got {raw!r}"
+        )
+        return None
+    count = raw.get("count")
+    if count is not None and not (isinstance(count, int) and count > 0):
+        problems.append(f"key 'levels.count': expected a positive integer, got {count!r}")
+    order = raw.get("source_order", "surface_to_top")
+    if order not in LEVEL_ORDERS:
+        problems.append(f"key 'levels.source_order': expected one of {LEVEL_ORDERS}, got {order!r}")
+    return LevelSpec(str(raw["coordinate"]), str(raw["units"]), count, order)
+
+
+# --- paramlib catalog -----------------------------------------------------------------------
+
+
+def register(subparsers: Subparsers) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--catalog-dir",
+        help=f"catalog folder (default ${CATALOG_DIR_ENV} or {DEFAULT_CATALOG_DIR})",
+    )
+    common.add_argument(
+        "--root",
+        help=f"data root the entries' paths are relative to (default"
+        f" ${DATA_ROOT_ENV} or {DEFAULT_DATA_ROOT})",
+    )
+    parser = subparsers.add_parser("catalog", help="list, show and validate data catalog entries")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", parents=[common], help="one line per entry").set_defaults(func=_list)
+    show = actions.add_parser("show", parents=[common], help="an entry and its files")
+    show.add_argument("name")
+    show.set_defaults(func=_show)
+    actions.add_parser(
+        "validate", parents=[common], help="check every entry; templates only where present"
+    ).set_defaults(func=_validate)
+
+
+def _load_for_cli(args: argparse.Namespace) -> dict[str, CatalogEntry] | None:
+    try:
+        return load_catalog(args.catalog_dir, args.root, check_paths=False)
+    except CatalogError as error:
+        print(f"paramlib catalog: invalid catalog:\n{error}", file=sys.stderr)
+        return None
+
+
+def _list(args: argparse.Namespace) -> int:
+    entries = _load_for_cli(args)
+    if entries is None:
+        return 1
+    for entry in entries.values():
+        kind = "template" if entry.template else ""
+        print(
+            f"{entry.name:28} {entry.format:13} {entry.fidelity:5} {entry.scenario:12}"
+            f" {kind:9} {entry.description.splitlines()[0]}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    entries = _load_for_cli(args)
+    if entries is None:
+        return 1
+    if args.name not in entries:
+        print(
+            f"paramlib catalog show: no entry {args.name!r}; entries: {', '.join(entries)}",
+            file=sys.stderr,
+        )
+        return 1
+    entry = entries[args.name]
+    shown = dataclasses.asdict(entry)
+    shown["source_file"] = str(entry.source_file)
+    shown["paths"] = list(entry.paths)
+    print(yaml.safe_dump({entry.name: shown}, sort_keys=False), end="")
+    print(f"data root: {data_root(args.root)}")
+    try:
+        files = resolve_paths(entry, args.root)
+    except CatalogError as error:
+        print(f"files: not available: {error}")
+    else:
+        print("files:\n" + "\n".join(f"  {f}" for f in files))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    entries = _load_for_cli(args)
+    if entries is None:
+        return 1
+    failed = 0
+    for entry in entries.values():
+        try:
+            files = resolve_paths(entry, args.root)
+        except CatalogError as error:
+            if entry.template:
+                print(f"skip  {entry.name}: template, its data is not here")
+            else:
+                print(f"FAIL  {entry.name}: {error}")
+                failed += 1
+        else:
+            print(f"ok    {entry.name}: {len(files)} file(s)")
+    print(f"{len(entries)} entries, {failed} failed (data root {data_root(args.root)})")
+    return 1 if failed else 0

@@ -1,0 +1,110 @@
+"""Readers, registered by format name, behind one ``open_source`` call (like xarray's backends).
+
+A reader is a callable ``reader(paths, **options) -> xr.Dataset`` that returns the canonical
+column dataset (paramlib.data.canonical). Adding a format is one module here and one
+``register_reader`` line below; a reader is named as ``"module:function"`` so that it is imported
+only when used (a broken or heavy reader cannot break the others).
+
+``open_source(entry)`` reads a catalog entry: its paths under the data root, its ``options``
+passed to the reader, then its ``variables`` mapping applied (select, check units, rename).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import xarray as xr
+
+from paramlib.catalog import CatalogEntry, resolve_paths
+
+Reader = Callable[..., xr.Dataset]
+
+_READERS: dict[str, Reader | str] = {}
+
+
+class SourceError(ValueError):
+    """A source that cannot be read as its catalog entry says; the message names it."""
+
+
+def register_reader(format: str, reader: Reader | str, *, replace: bool = False) -> None:
+    """Register ``reader`` (a callable or ``"package.module:function"``) for ``format``."""
+    if format in _READERS and not replace:
+        raise ValueError(f"a reader for format {format!r} is already registered")
+    _READERS[format] = reader
+
+
+def registered_formats() -> tuple[str, ...]:
+    return tuple(sorted(_READERS))
+
+
+def get_reader(format: str) -> Reader:
+    try:
+        reader = _READERS[format]
+    except KeyError:
+        raise SourceError(
+            f"no reader for format {format!r}; registered: {', '.join(registered_formats())}"
+        ) from None
+    if isinstance(reader, str):
+        module, _, function = reader.partition(":")
+        reader = getattr(importlib.import_module(module), function)
+        _READERS[format] = reader
+    return reader
+
+
+def open_source(
+    source: CatalogEntry | str,
+    paths: Sequence[str | os.PathLike] | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+    **options: object,
+) -> xr.Dataset:
+    """Read a catalog entry, or ``paths`` in a format given by name, as a canonical dataset.
+
+    For an entry, ``paths`` defaults to its files under ``root`` (the catalog's data root when
+    None) and ``options`` override the entry's reader options.
+    """
+    if isinstance(source, str):
+        if paths is None:
+            raise SourceError(f"open_source({source!r}): paths are required with a format name")
+        return get_reader(source)(list(paths), **options)
+    files = resolve_paths(source, root) if paths is None else [Path(p) for p in paths]
+    ds = get_reader(source.format)(files, **{**source.options, **options})
+    return apply_variables(ds, source)
+
+
+def apply_variables(ds: xr.Dataset, entry: CatalogEntry) -> xr.Dataset:
+    """Keep the entry's mapped variables, check their units, rename them to canonical names
+    (all of them when the entry maps none), check the level count; records the entry in the
+    attributes."""
+    if entry.variables:
+        for source_name, target in entry.variables.items():
+            if source_name not in ds:
+                raise SourceError(
+                    f"catalog entry {entry.name!r} ({entry.source_file}): variables.{source_name}:"
+                    f" the {entry.format} reader gives no such variable; it gives"
+                    f" {sorted(map(str, ds.data_vars))}"
+                )
+            found = ds[source_name].attrs.get("units")
+            if found != target.units:
+                raise SourceError(
+                    f"catalog entry {entry.name!r} ({entry.source_file}): variables.{source_name}:"
+                    f" units {found!r} from the reader, the entry expects {target.units!r}"
+                )
+        ds = ds[list(entry.variables)].rename(
+            {source: target.name for source, target in entry.variables.items()}
+        )
+    levels = entry.levels
+    if levels is not None and levels.count is not None and ds.sizes.get("lev") != levels.count:
+        raise SourceError(
+            f"catalog entry {entry.name!r} ({entry.source_file}): levels.count: {levels.count},"
+            f" but the data have {ds.sizes.get('lev')} levels"
+        )
+    return ds.assign_attrs(
+        catalog_entry=entry.name, fidelity=entry.fidelity, scenario=entry.scenario
+    )
+
+
+register_reader("wrfout", "paramlib.data.readers.wrfout:open_wrfout")
