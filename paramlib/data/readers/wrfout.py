@@ -31,6 +31,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import xarray as xr
@@ -346,7 +347,10 @@ FRESH, ENDED, HELD = 0, 1, 2
 CALL_STATE_MEANINGS = "fresh ended held"
 
 
-def mskf_call_state(nca_previous, cudt_s: float, dt_s: float):
+ArrayT = TypeVar("ArrayT", np.ndarray, xr.DataArray)
+
+
+def mskf_call_state(nca_previous: ArrayT, cudt_s: float, dt_s: float) -> ArrayT:
     """Whether MSKF recomputed each column at a call, from NCA in the frame one call earlier
     (frames every ``cudt_s``; README of wrf_mskf, "Using it for an emulator").
 
