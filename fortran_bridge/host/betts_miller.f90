@@ -3,7 +3,9 @@
 !>
 !> Per column: a parcel from the lowest level rises dry to its LCL, then pseudo-
 !> adiabatically (thermodynamics: rising_parcel). CAPE = sum R_d (T_vp - T_v) dln p over
-!> the first buoyant layer; its top is the level of neutral buoyancy (LNB, level kt). With
+!> the first buoyant layer above the LCL (below it the parcel only meets inhibition, as in
+!> Frierson's capecalcnew, so a superadiabatic surface layer under a stable sub-cloud
+!> layer does not end the search); its top is the level of neutral buoyancy (LNB, level kt). With
 !> CAPE > 0, levels 1..kt relax over tau to T_ref = parcel temperature T_p and
 !> q_ref = RH_BM q_s(T_p) (the humidity reference is not shifted):
 !>   dT/dt = (T_ref - T) / tau,   dq/dt = (q_ref - q) / tau,
@@ -124,7 +126,7 @@ contains
       tp(k) = parcel%t
       qsp(k) = parcel%qs
       buoyancy = virtual_temperature(parcel%t, parcel%q) - virtual_temperature(t(k), q(k))
-      if (buoyancy > 0.0_wp) then
+      if (buoyancy > 0.0_wp .and. parcel%saturated) then
         cape = cape + RD * buoyancy * dlnp_layer(k)
         kt = k
       else if (kt > 0) then

@@ -5,7 +5,7 @@
 !> negative rain.
 program test_betts_miller
   use physical_constants, only: wp, GRAVITY, CP, LV, KAPPA
-  use thermodynamics, only: saturation_humidity, parcel_profile
+  use thermodynamics, only: saturation_humidity, parcel_profile, lcl_temperature
   use column_status, only: COLUMN_OK, COLUMN_MESSAGE_LEN
   use column_fields, only: column_state, mass_integral
   use betts_miller, only: betts_miller_scheme, bm_column, BM_NONE, BM_SHALLOW, BM_DEEP, &
@@ -29,6 +29,7 @@ program test_betts_miller
 
   call stable_columns()
   call deep_case()
+  call inhibition_below_the_lcl()
   call shallow_case()
   call random_columns()
   call through_the_scheme()
@@ -148,6 +149,23 @@ contains
     call check(k <= top, 'the deep case has non-zero heating')
   end subroutine
 
+  !> Buoyancy counts above the LCL only (Frierson's capecalcnew): a surface layer that is
+  !> superadiabatic under a stable sub-cloud layer does not end the parcel's ascent there.
+  subroutine inhibition_below_the_lcl()
+    integer :: lcl, lnb
+    write (*, '(a)') 'inhibition below the LCL'
+    call buoyant_to_200_hpa(1.5_wp)
+    q(2:) = 0.9_wp * saturation_humidity(t(2:), p(2:))
+    lcl = findloc(p < p(1) * (lcl_temperature(t(1), q(1), p(1)) / t(1))**(1.0_wp / KAPPA), &
+                  .true., dim=1)
+    call check(lcl >= 4, 'the parcel saturates above level 3')
+    t(lcl - 1) = tp(lcl - 1) + 2.0_wp  ! the parcel is buoyant at level 2, not just below its LCL
+    lnb = count(p > 2.0e4_wp)
+    call run_bm(TAU)
+    call check(kind == BM_DEEP .and. top == lnb, &
+               'deep convection to the level of neutral buoyancy above the stable sub-cloud layer')
+  end subroutine
+
   subroutine shallow_case()
     real(wp) :: first_dq(NLEV), p_below(NLEV), fraction, scale
     integer :: j, lnb, expected_top
@@ -208,7 +226,7 @@ contains
       call random_number(noise)
       call random_number(factor)
       t = t_base + 4.0_wp * (noise - 0.5_wp)
-      q = q_base * (0.2_wp + 1.0_wp * factor)
+      q = q_base * (0.5_wp + 1.0_wp * factor)
       call run_bm(TAU)
       n_kind(kind) = n_kind(kind) + 1
       never_negative = never_negative .and. precip >= 0.0_wp
