@@ -3,6 +3,8 @@
 Each subcommand lives in its own module `paramlib.<name>` that exposes
 `register(subparsers)`: it adds its parser and sets `func`, a callable taking the parsed
 arguments and returning the exit status. Adding a subcommand is one entry in SUBCOMMANDS.
+A group of subcommands registers from its package's `cli` module, entry `<group>.cli`
+(`paramlib data ...` from `paramlib.data.cli`).
 Subcommand modules import heavy or optional things (torch, the compiled bindings) inside
 `func`, not at module level, so that `paramlib doctor` works when the build is broken.
 """
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from paramlib import __version__
 
-SUBCOMMANDS: tuple[str, ...] = ("doctor", "demo", "catalog")
+SUBCOMMANDS: tuple[str, ...] = ("doctor", "demo", "catalog", "data.cli")
 
 # The type `register(subparsers)` receives; argparse exposes no public name for it.
 Subparsers = argparse._SubParsersAction
@@ -47,7 +49,7 @@ def build_parser(subcommands: Sequence[str] = SUBCOMMANDS) -> argparse.ArgumentP
             module = importlib.import_module(f"paramlib.{name}")
         except ImportError as error:
             # One broken subcommand must not take the others (doctor above all) down with it.
-            stub = subparsers.add_parser(name, help=f"(unavailable: {error})")
+            stub = subparsers.add_parser(name.split(".")[0], help=f"(unavailable: {error})")
             stub.set_defaults(func=_unavailable_handler(name, error))
         else:
             module.register(subparsers)

@@ -50,6 +50,17 @@ def bindings() -> Path:
     return found[0]
 
 
+@pytest.fixture(scope="session")
+def column_bindings() -> None:
+    """The column model's Python bindings, paramlib/_ext/_paramlib_column*.so."""
+    from paramlib.data.testbed import column
+
+    try:
+        column.fortran_constants()
+    except ImportError as error:
+        _require_build(f"the column model's Python bindings ({error})")
+
+
 @pytest.fixture
 def model_path(tmp_path: Path) -> Path:
     """Where a test may write a model file; nothing exists there yet."""

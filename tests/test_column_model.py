@@ -4,7 +4,6 @@ supplied-tendency path is the Betts-Miller path when given Betts-Miller's own te
 budgets close, and its errors surface as ColumnError. The Fortran unit tests (ctest -L column)
 run here too."""
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -21,15 +20,7 @@ NCOL = 8
 BUDGET_RTOL = 1e-10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def column_bindings() -> None:
-    """Skip (fail under CI) where paramlib/_ext/paramlib_column is not built."""
-    try:
-        column.fortran_constants()
-    except ImportError as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"{error} (`make test` builds it before running pytest)")
-        pytest.skip(str(error))
+pytestmark = pytest.mark.usefixtures("column_bindings")
 
 
 def config(**overrides: object) -> ColumnConfig:
