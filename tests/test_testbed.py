@@ -97,7 +97,7 @@ def test_cam_layout_and_cf_attributes(small: Path, report: dict, name: str) -> N
     assert (ds.attrs["usage"] == "test only") == (name == "hf_plus4k")
 
 
-def test_sigma_levels_in_camls_hybrid_coordinate(small: Path) -> None:
+def test_sigma_levels_in_cams_hybrid_coordinate(small: Path) -> None:
     ds = open_set(small, "hf_historical")
     assert np.all(ds.hyam == 0) and np.all(ds.hyai == 0) and float(ds.P0) == 1e5
     np.testing.assert_allclose(ds.lev, 1000 * (ds.hyam + ds.hybm))
@@ -225,6 +225,17 @@ def test_wrf_state_is_smooth_in_space_and_evolves_in_time(small: Path) -> None:
     assert np.all(counting % 30.0 == 0) and counting.max() <= 3600.0, "NCA counts in 30-s steps"
     held = nca[:-1] >= 330.0  # skipped by the next call: its tendencies are held
     assert held.any()
+
+
+def test_the_wrfout_reader_reads_the_set(small: Path, report: dict) -> None:
+    from paramlib.data.readers.wrfout import open_wrfout
+
+    ds = open_wrfout(sorted((small / "wrf").iterdir()))
+    grid = report["wrf"]["grid"]
+    assert dict(ds.sizes) == {
+        "time": report["wrf"]["frames"], "y": grid["ny"], "x": grid["nx"], "lev": grid["nz"],
+    }  # fmt: skip
+    assert float(ds.t.min()) > 180.0 and float(ds.rthcuten.count()) == ds.rthcuten.size
 
 
 # --- determinism and atomic writing -------------------------------------------------------
