@@ -97,32 +97,40 @@ def column_dataset(
     ps = run.columns.ps
     sigma = run.p[0] / ps[0]
     sigma_int = run.p_int[0] / ps[0]
-    mid, interface = ("time", "lev", "ncol"), ("time", "ncol")
+    profile, surface = ("time", "lev", "ncol"), ("time", "ncol")
 
     def per_time(a: np.ndarray) -> np.ndarray:
         return np.broadcast_to(a, (nt, *np.shape(a)))
 
-    prefix = DIAGNOSTIC_PREFIX[diagnostic_scheme]
-    fields = {
-        "T": (mid, _profile(run.t), "T", run.scheme),
-        "Q": (mid, _profile(run.q), "Q", run.scheme),
-        "OMEGA": (mid, per_time(_profile(run.omega)), "OMEGA", run.scheme),
-        "PS": (interface, per_time(ps), "PS", run.scheme),
-        "TS": (interface, per_time(run.columns.sst), "TS", run.scheme),
-        "SOLIN": (interface, per_time(run.columns.solin), "SOLIN", run.scheme),
-        "SHFLX": (interface, run.shflx, "SHFLX", run.scheme),
-        "LHFLX": (interface, run.lhflx, "LHFLX", run.scheme),
-        "PRECL": (interface, run.precl / RHO_WATER, "PRECL", run.scheme),
-        "CONVDT": (mid, _profile(run.convection.dtdt), "CONVDT", run.scheme),
-        "CONVDQ": (mid, _profile(run.convection.dqdt), "CONVDQ", run.scheme),
-        "PRECC": (interface, run.convection.precip / RHO_WATER, "PRECC", run.scheme),
-        f"{prefix}_DT": (mid, _profile(diagnostic.dtdt), "_DT", diagnostic_scheme),
-        f"{prefix}_DQ": (mid, _profile(diagnostic.dqdt), "_DQ", diagnostic_scheme),
-        f"{prefix}_PREC": (interface, diagnostic.precip / RHO_WATER, "_PREC", diagnostic_scheme),
+    own = {
+        "T": (profile, _profile(run.t)),
+        "Q": (profile, _profile(run.q)),
+        "OMEGA": (profile, per_time(_profile(run.omega))),
+        "PS": (surface, per_time(ps)),
+        "TS": (surface, per_time(run.columns.sst)),
+        "SOLIN": (surface, per_time(run.columns.solin)),
+        "SHFLX": (surface, run.shflx),
+        "LHFLX": (surface, run.lhflx),
+        "PRECL": (surface, run.precl / RHO_WATER),
+        "CONVDT": (profile, _profile(run.convection.dtdt)),
+        "CONVDQ": (profile, _profile(run.convection.dqdt)),
+        "PRECC": (surface, run.convection.precip / RHO_WATER),
     }
+    other = {
+        "_DT": (profile, _profile(diagnostic.dtdt)),
+        "_DQ": (profile, _profile(diagnostic.dqdt)),
+        "_PREC": (surface, diagnostic.precip / RHO_WATER),
+    }
+    prefix = DIAGNOSTIC_PREFIX[diagnostic_scheme]
     data_vars = {
-        name: xr.Variable(dims, np.asarray(values, dtype=np.float32), _attrs(key, scheme))
-        for name, (dims, values, key, scheme) in fields.items()
+        name: xr.Variable(dims, np.asarray(values, np.float32), _attrs(name, run.scheme))
+        for name, (dims, values) in own.items()
+    }
+    data_vars |= {
+        prefix + key: xr.Variable(
+            dims, np.asarray(values, np.float32), _attrs(key, diagnostic_scheme)
+        )
+        for key, (dims, values) in other.items()
     }
     hybrid = {
         "hyam": ("lev", np.zeros_like(sigma), "hybrid A coefficient at layer midpoints"),

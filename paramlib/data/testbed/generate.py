@@ -35,7 +35,6 @@ from paramlib.data.testbed.wrf_set import WrfSetConfig, make_wrf_set
 
 SUMMARY = "summary.json"
 WRF_DIR = "wrf"
-FIDELITY = {Scheme.BETTS_MILLER: "lf", Scheme.EMANUEL: "hf"}
 T = TypeVar("T")
 USAGE = {
     ("lf", "historical"): "training",
