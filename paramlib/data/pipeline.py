@@ -1,0 +1,389 @@
+"""``paramlib dataset build``: a recipe (paramlib.data.recipe) -> a training store (zarr).
+
+Stages, all lazy (dask) until a compute:
+
+1. open each catalog entry with its reader, select the recipe's frames, levels and variables
+   (plus, for WRF MSKF, the call state and the previous frame's fields), stack to (sample, lev);
+2. one pass computes one boolean per column per check: non-finite values, values outside the QC
+   range, not a fresh MSKF call, the balance predicate; the columns kept are chosen from these
+   small per-column arrays in numpy (``choose_columns``), so what is dropped is counted exactly;
+3. split by run or by contiguous frame blocks with a gap (``time_blocks``);
+4. each split is written to its group of the store, chunk by chunk (``to_zarr``);
+5. normalisation statistics are reduced from the written train group in one pass.
+
+Memory is set by the chunks (one frame of one source while reading, ``chunk_samples`` while
+writing), never by the size of the input. The dask scheduler is whatever is active: the CLI
+starts a distributed cluster (paramlib.dataset); tests may use the synchronous one.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from paramlib.catalog import CatalogEntry, load_catalog, resolve_paths
+from paramlib.data.canonical import LEV, SAMPLE, stack_columns
+from paramlib.data.readers import open_source
+from paramlib.data.recipe import SPLITS, Balance, Recipe
+from paramlib.data.store import (
+    atomic_store,
+    fingerprint,
+    package_versions,
+    sha256_file,
+    stored_fingerprint,
+    write_attrs,
+)
+
+OPS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+CALL_STATE = "mskf_call_state"
+
+
+class PipelineError(ValueError):
+    """A recipe that cannot be built from its sources; the message names source and variable."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    up_to_date: bool  # True: the store matched the recipe and sources; nothing was done
+    samples: dict[str, int]
+    seconds: float
+
+
+# --- pure numerics ----------------------------------------------------------------------------
+
+
+def time_blocks(n_frames: int, fractions: Mapping[str, float], gap: int) -> dict[str, np.ndarray]:
+    """Frame indices of each split: contiguous blocks train | gap | val | gap | test, sized by
+    ``fractions`` of the frames left after the gaps, so no two splits hold neighbouring frames."""
+    present = [name for name in SPLITS if fractions.get(name, 0.0) > 0]
+    usable = n_frames - gap * (len(present) - 1)
+    if usable < len(present):
+        raise PipelineError(
+            f"split by time: {n_frames} frames cannot hold {len(present)} blocks with gap {gap}"
+        )
+    edges = np.round(np.cumsum([fractions[name] for name in present]) * usable).astype(int)
+    blocks, start = {}, 0
+    for name, stop in zip(present, edges, strict=True):
+        blocks[name] = np.arange(start, max(stop, start + 1))
+        start = blocks[name][-1] + 1 + gap
+    return blocks
+
+
+def choose_columns(
+    flags: Mapping[str, np.ndarray], positive: np.ndarray | None, balance: Balance | None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Columns to keep (indices) and counts: a column goes when any flag is set; then, with
+    ``balance``, at most ``ratio`` x (number of positive columns) negatives are kept, drawn
+    with its seed."""
+    n = len(next(iter(flags.values())))
+    dropped = np.zeros(n, bool)
+    counts = {"columns": n}
+    for name, flag in flags.items():
+        counts[name] = int(flag.sum())
+        dropped |= flag
+    kept = np.flatnonzero(~dropped)
+    if balance is not None and positive is not None:
+        pos = kept[positive[kept]]
+        neg = kept[~positive[kept]]
+        n_neg = min(len(neg), int(round(balance.ratio * len(pos))))
+        neg = np.random.default_rng(balance.seed).choice(neg, size=n_neg, replace=False)
+        counts["balance_positive"] = len(pos)
+        counts["balance_dropped"] = len(kept) - len(pos) - n_neg
+        kept = np.sort(np.concatenate([pos, neg]))
+    counts["kept"] = len(kept)
+    return kept, counts
+
+
+# --- stages -----------------------------------------------------------------------------------
+
+
+def open_columns(recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | None) -> xr.Dataset:
+    """The entry's columns (sample, lev) with the recipe's frames, levels and variables, lazily;
+    ``mskf_call_state`` added when the recipe keeps fresh columns only."""
+    ds = open_source(entry, root=root)
+    files = ", ".join(map(str, resolve_paths(entry, root)))
+    where = f"source {entry.name!r} ({files})"
+    wanted = [*recipe.inputs, *recipe.targets]
+    if recipe.sampling.balance:
+        wanted.append(recipe.sampling.balance.variable)
+    missing = sorted({v for v in (*wanted, *recipe.sampling.previous) if v not in ds})
+    if missing:
+        raise PipelineError(
+            f"{where}: variables {missing} are not in the data; it has {sorted(map(str, ds))}"
+        )
+    for var, expected in recipe.units.items():
+        found = ds[var.removesuffix("_prev")].attrs.get("units")
+        if found != expected:
+            raise PipelineError(
+                f"{where}: variable {var!r} has units {found!r}, expected {expected!r}"
+            )
+    ds = ds.isel(time=recipe.times.as_slice())
+    if LEV in ds.dims:
+        ds = ds.isel({LEV: recipe.levels.as_slice()})
+    if ds.sizes.get("time", 0) == 0 or ds.sizes.get(LEV, 1) == 0:
+        raise PipelineError(
+            f"{where}: the recipe's times {recipe.times} and levels {recipe.levels} select"
+            f" nothing (the data have {dict(ds.sizes)})"
+        )
+    selected = ds[list(dict.fromkeys(wanted))]
+    if recipe.sampling.mskf_fresh or recipe.sampling.previous:
+        # The first frame has no previous frame: it goes.
+        current = {"time": slice(1, None)}
+        later_times = ds["time"].values[1:]
+        selected = selected.isel(current)
+        for name in recipe.sampling.previous:
+            prev = ds[name].isel(time=slice(0, -1)).assign_coords(time=later_times)
+            selected[f"{name}_prev"] = prev.assign_attrs(
+                long_name=f"{ds[name].attrs.get('long_name', name)}, previous frame"
+            )
+        if recipe.sampling.mskf_fresh:
+            from paramlib.data.readers.wrfout import mskf_call_states
+
+            try:
+                selected[CALL_STATE] = mskf_call_states(ds)
+            except (KeyError, ValueError) as error:
+                raise PipelineError(
+                    f"{where}: sampling.mskf_fresh needs WRF MSKF data (nca, DT, CUDT): {error}"
+                ) from error
+    selected.attrs = {}
+    return stack_columns(selected)
+
+
+def column_flags(ds: xr.Dataset, recipe: Recipe) -> dict[str, xr.DataArray]:
+    """One lazy boolean per column for each reason to drop it, and the balance predicate."""
+    flags: dict[str, xr.DataArray] = {}
+    for var in recipe.variables:
+        da = ds[var]
+        per_column = [d for d in da.dims if d != SAMPLE]
+        flags[f"nonfinite.{var}"] = (~np.isfinite(da)).any(per_column)
+        if var in recipe.ranges:
+            low, high = recipe.ranges[var]
+            flags[f"out_of_range.{var}"] = ((da < low) | (da > high)).any(per_column)
+    if CALL_STATE in ds:
+        flags["not_fresh"] = ds[CALL_STATE] != 0
+    balance = recipe.sampling.balance
+    if balance:
+        da = ds[balance.variable]
+        flags["balance"] = OPS[balance.op](da, balance.value).any(
+            [d for d in da.dims if d != SAMPLE]
+        )
+    return flags
+
+
+def normalisation_stats(ds: xr.Dataset) -> dict[str, dict[str, list[float]]]:
+    """Mean and standard deviation (ddof 0) over samples, per variable and level, from one
+    pass (both reductions in one compute share the reads)."""
+    mean, std = compute(ds.mean(SAMPLE), ds.std(SAMPLE), label="normalisation statistics")
+    return {
+        var: {
+            "mean": np.atleast_1d(mean[var].values).astype(float).tolist(),
+            "std": np.atleast_1d(std[var].values).astype(float).tolist(),
+        }
+        for var in ds.data_vars
+    }
+
+
+def compute(*things: Any, label: str) -> tuple:
+    """dask.compute with a progress bar: distributed's when a client is active, else dask's."""
+    print(f"[paramlib dataset] {label}", flush=True)
+    try:
+        from distributed import default_client, progress
+
+        client = default_client()
+    except (ImportError, ValueError):
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(dt=0.1):
+            return dask.compute(*things)
+    futures = client.compute(list(things))
+    progress(futures)
+    print(flush=True)
+    return tuple(client.gather(futures))
+
+
+# --- the build ------------------------------------------------------------------------------
+
+
+def build_store(
+    recipe: Recipe,
+    out: str | os.PathLike,
+    *,
+    catalog_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    force: bool = False,
+) -> BuildResult:
+    """Build the recipe's store at ``out`` unless one built from the same recipe, catalog entries
+    and source files is there (then nothing is done). On failure nothing is left at ``out``
+    but what was there before."""
+    started = time.perf_counter()
+    out = Path(out)
+    catalog = load_catalog(catalog_dir, root, check_paths=False)
+    unknown = [name for name in recipe.sources if name not in catalog]
+    if unknown:
+        raise PipelineError(
+            f"{recipe.path}: sources {unknown} are not catalog entries ({', '.join(catalog)})"
+        )
+    entries = [catalog[name] for name in recipe.sources]
+    files = {entry.name: resolve_paths(entry, root) for entry in entries}
+    hashes = {str(p): sha256_file(p) for paths in files.values() for p in paths}
+    key = fingerprint(recipe, entries, hashes)
+    if not force and stored_fingerprint(out) == key:
+        print(f"[paramlib dataset] {out}: up to date (fingerprint {key[:12]})")
+        return BuildResult(out, True, {}, time.perf_counter() - started)
+
+    try:
+        return _build(recipe, out, entries, files, hashes, key, started, root)
+    except (OSError, RuntimeError) as error:
+        # Raised while computing: a file readable at open but broken inside (truncated data).
+        raise PipelineError(
+            f"{recipe.path}: reading the sources failed ({type(error).__name__}: {error});"
+            f" files: {[str(p) for paths in files.values() for p in paths]}"
+        ) from error
+
+
+def _build(
+    recipe: Recipe,
+    out: Path,
+    entries: list[CatalogEntry],
+    files: Mapping[str, list[Path]],
+    hashes: Mapping[str, str],
+    key: str,
+    started: float,
+    root: str | os.PathLike | None,
+) -> BuildResult:
+    columns = {entry.name: open_columns(recipe, entry, root) for entry in entries}
+    flags = {name: column_flags(ds, recipe) for name, ds in columns.items()}
+    (computed,) = compute(
+        {name: {k: v.data for k, v in f.items()} for name, f in flags.items()},
+        label="quality control and sampling flags",
+    )
+    kept, qc = {}, {}
+    for name, per_column in computed.items():
+        positive = per_column.pop("balance", None)
+        kept[name], qc[name] = choose_columns(per_column, positive, recipe.sampling.balance)
+        print(f"[paramlib dataset] {name}: {qc[name]}")
+
+    parts = _split(recipe, columns, kept)
+    samples = {split: sum(len(i) for _, i in items) for split, items in parts.items()}
+    for split, n in samples.items():
+        if n == 0 and (recipe.split.by == "time" or recipe.split.runs.get(split)):
+            raise PipelineError(
+                f"{recipe.path}: split {split!r} selects no column from"
+                f" {[name for name, _ in parts[split]] or 'no source'} after QC and sampling"
+                f" (counts: {qc})"
+            )
+    run_ids = {name: i for i, name in enumerate(recipe.sources)}
+    with atomic_store(out) as tmp:
+        writes = []
+        for split, items in parts.items():
+            if samples[split] == 0:
+                continue
+            ds = xr.concat(
+                [
+                    columns[name]
+                    .isel({SAMPLE: index})
+                    .assign_coords(run=(SAMPLE, np.full(len(index), run_ids[name], "int16")))
+                    for name, index in items
+                ],
+                dim=SAMPLE,
+            )
+            ds = _portable(ds.drop_vars(CALL_STATE, errors="ignore"))
+            ds = ds.chunk({SAMPLE: recipe.chunk_samples})
+            writes.append(ds.to_zarr(tmp, group=split, mode="w", compute=False, consolidated=False))
+        compute(*writes, label=f"writing {samples} samples to {out}")
+        stats = normalisation_stats(xr.open_zarr(tmp, group="train", consolidated=False))
+        write_attrs(
+            tmp,
+            {
+                "paramlib_store_format": 1,
+                "name": recipe.name,
+                "description": recipe.description,
+                "recipe": recipe.text,
+                "fingerprint": key,
+                "inputs": [v for v in recipe.variables if v not in recipe.targets],
+                "targets": list(recipe.targets),
+                "runs": list(recipe.sources),
+                "sources": {
+                    entry.name: {
+                        "format": entry.format,
+                        "catalog_file": str(entry.source_file),
+                        "files": {str(p): hashes[str(p)] for p in files[entry.name]},
+                    }
+                    for entry in entries
+                },
+                "normalisation": stats,
+                "split": _split_definition(recipe, columns),
+                "samples": samples,
+                "qc": qc,
+                "versions": package_versions(),
+            },
+        )
+    seconds = time.perf_counter() - started
+    print(f"[paramlib dataset] {out}: built in {seconds:.1f} s, samples {samples}")
+    return BuildResult(out, False, samples, seconds)
+
+
+def _split(
+    recipe: Recipe, columns: Mapping[str, xr.Dataset], kept: Mapping[str, np.ndarray]
+) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Per split, the (source, column indices) that go into it."""
+    if recipe.split.by == "run":
+        return {
+            split: [(name, kept[name]) for name in recipe.split.runs[split]] for split in SPLITS
+        }
+    parts: dict[str, list[tuple[str, np.ndarray]]] = {split: [] for split in SPLITS}
+    for name, ds in columns.items():
+        frames = np.unique(ds["time"].values)
+        blocks = time_blocks(len(frames), recipe.split.fractions, recipe.split.gap)
+        sample_times = ds["time"].values[kept[name]]
+        for split, block in blocks.items():
+            parts[split].append((name, kept[name][np.isin(sample_times, frames[block])]))
+    return parts
+
+
+def _split_definition(recipe: Recipe, columns: Mapping[str, xr.Dataset]) -> dict[str, Any]:
+    if recipe.split.by == "run":
+        return {"by": "run", **{k: list(v) for k, v in recipe.split.runs.items()}}
+    definition: dict[str, Any] = {"by": "time", "gap_frames": recipe.split.gap, "blocks": {}}
+    for name, ds in columns.items():
+        frames = np.unique(ds["time"].values)
+        blocks = time_blocks(len(frames), recipe.split.fractions, recipe.split.gap)
+        definition["blocks"][name] = {
+            split: [str(frames[block[0]]), str(frames[block[-1]])]
+            for split, block in blocks.items()
+        }
+    return definition
+
+
+def _portable(ds: xr.Dataset) -> xr.Dataset:
+    """Times as integer seconds since 1970 (idealized WRF runs start in year 1, which CF time
+    encoding handles poorly); no inherited encodings (source chunks, netCDF fill values)."""
+    epoch = np.datetime64("1970-01-01T00:00:00", "s")
+    seconds = ((ds["time"].values - epoch) // np.timedelta64(1, "s")).astype("int64")
+    ds = ds.assign_coords(
+        time=(
+            SAMPLE,
+            seconds,
+            {"long_name": "time, seconds since 1970-01-01T00:00:00", "units": "s"},
+        )
+    )
+    for var in ds.variables.values():
+        var.encoding = {}
+    return ds

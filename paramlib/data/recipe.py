@@ -1,0 +1,271 @@
+"""Dataset recipes: the YAML file ``paramlib dataset build`` reads (schema below), as dataclasses.
+
+    name: bilstm_wrf_mskf            # required; the store's default file name is NAME.zarr
+    description: ...                 # required
+    sources: [wrf_mskf_ctl, ...]     # required: catalog entry names
+    inputs: [t, qv, ...]             # required: canonical variable names (after the entry's map)
+    targets: [rthcuten, ...]         # required
+    units: {t: K}                    # optional: units each variable must have, checked per source
+    levels: {start: 0, stop: 30}     # optional: level index slice, 0 = lowest level
+    times: {start: 0, stop: 10}      # optional: frame index slice of every source
+    qc:
+      ranges: {t: [150, 350]}        # optional: columns with a value outside [lo, hi] are dropped
+    sampling:                        # optional
+      mskf_fresh: true               # WRF MSKF: keep columns MSKF recomputed at this call
+      previous: [rthcuten]           # add the previous frame's fields as inputs NAME_prev
+      balance: {where: "rthcuten != 0", ratio: 1.0, seed: 0}
+                                     # keep every column where the predicate holds on any level
+                                     # and at most ratio x as many others, drawn at random
+    split:                           # required
+      by: run                        # run: whole catalog entries per split
+      train: [wrf_mskf_ctl]
+      val: []
+      test: [wrf_mskf_shear2x]
+    # or
+      by: time                       # contiguous frame blocks train | gap | val | gap | test
+      fractions: {train: 0.7, val: 0.15, test: 0.15}
+      gap: 1                         # frames left out between blocks (no neighbouring times)
+    chunk_samples: 8192              # optional: zarr chunk length along sample
+
+Every problem found is reported at once, each line naming the recipe file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPLITS = ("train", "val", "test")
+SPLIT_BY = ("run", "time")
+PREDICATE = re.compile(r"^\s*(\w+)\s*(==|!=|>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+TOP_KEYS = (
+    *("name", "description", "sources", "inputs", "targets", "units", "levels", "times"),
+    *("qc", "sampling", "split", "chunk_samples"),
+)
+
+
+class RecipeError(ValueError):
+    """An invalid recipe; one line per problem, each naming the file and key."""
+
+
+@dataclass(frozen=True)
+class IndexSlice:
+    start: int | None = None
+    stop: int | None = None
+
+    def as_slice(self) -> slice:
+        return slice(self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class Balance:
+    variable: str
+    op: str
+    value: float
+    ratio: float = 1.0
+    seed: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"{self.variable} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    mskf_fresh: bool = False
+    previous: tuple[str, ...] = ()
+    balance: Balance | None = None
+
+
+@dataclass(frozen=True)
+class Split:
+    by: str
+    runs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by run: split -> entries
+    fractions: dict[str, float] = field(default_factory=dict)  # by time: split -> fraction
+    gap: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    sources: tuple[str, ...]
+    inputs: tuple[str, ...]
+    targets: tuple[str, ...]
+    split: Split
+    units: dict[str, str] = field(default_factory=dict)
+    levels: IndexSlice = IndexSlice()
+    times: IndexSlice = IndexSlice()
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    sampling: Sampling = Sampling()
+    chunk_samples: int = 8192
+    text: str = ""  # the YAML as written, stored in the store's attributes
+    path: Path | None = None
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Inputs (previous-frame fields included) then targets: what the store holds."""
+        previous = tuple(f"{name}_prev" for name in self.sampling.previous)
+        return (*self.inputs, *previous, *self.targets)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text()
+        raw = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as error:
+        raise RecipeError(f"{path}: cannot be read as YAML ({error})") from error
+    return parse_recipe(raw, text=text, path=path)
+
+
+def parse_recipe(raw: Any, *, text: str = "", path: Path | None = None) -> Recipe:
+    where = str(path) if path else "recipe"
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    for key in sorted(raw.keys() - set(TOP_KEYS)):
+        problems.append(f"unknown key {key!r} (allowed: {', '.join(TOP_KEYS)})")
+    missing = [
+        k for k in ("name", "description", "sources", "inputs", "targets", "split") if k not in raw
+    ]
+    if missing:
+        problems.append(f"missing required keys {missing}")
+        raise RecipeError("\n".join(f"{where}: {p}" for p in problems))
+
+    def names(key: str, value: Any, allow_empty: bool = False) -> tuple[str, ...]:
+        ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+        if not ok or (not value and not allow_empty):
+            problems.append(f"key {key!r}: expected a list of names, got {value!r}")
+            return ()
+        return tuple(value)
+
+    for key in ("name", "description"):
+        if not (isinstance(raw[key], str) and raw[key].strip()):
+            problems.append(f"key {key!r}: expected a non-empty string, got {raw[key]!r}")
+    sources = names("sources", raw["sources"])
+    inputs = names("inputs", raw["inputs"])
+    targets = names("targets", raw["targets"])
+    units = _mapping(raw.get("units", {}), "units", problems)
+    ranges = {}
+    qc = _mapping(raw.get("qc") or {}, "qc", problems)
+    for name in sorted(qc.keys() - {"ranges"}):
+        problems.append(f"key 'qc.{name}': unknown (allowed: ranges)")
+    for var, bounds in _mapping(qc.get("ranges", {}), "qc.ranges", problems).items():
+        if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] <= bounds[1]):
+            problems.append(f"key 'qc.ranges.{var}': expected [low, high], got {bounds!r}")
+        else:
+            ranges[var] = (float(bounds[0]), float(bounds[1]))
+    sampling = _parse_sampling(raw.get("sampling") or {}, problems)
+    split = _parse_split(raw["split"], sources, problems)
+    chunk = raw.get("chunk_samples", 8192)
+    if not (isinstance(chunk, int) and chunk > 0):
+        problems.append(f"key 'chunk_samples': expected a positive integer, got {chunk!r}")
+    known = {*inputs, *targets}
+    for key, used in (("units", units), ("qc.ranges", ranges)):
+        for var in sorted(set(used) - known - {f"{p}_prev" for p in sampling.previous}):
+            problems.append(f"key '{key}.{var}': {var!r} is neither an input nor a target")
+    if problems:
+        raise RecipeError("\n".join(f"{where}: {p}" for p in problems))
+    return Recipe(
+        name=raw["name"].strip(),
+        description=raw["description"].strip(),
+        sources=sources,
+        inputs=inputs,
+        targets=targets,
+        split=split,
+        units={str(k): str(v) for k, v in units.items()},
+        levels=_parse_slice(raw.get("levels"), "levels", problems),
+        times=_parse_slice(raw.get("times"), "times", problems),
+        ranges=ranges,
+        sampling=sampling,
+        chunk_samples=chunk,
+        text=text,
+        path=path,
+    )
+
+
+def _mapping(value: Any, key: str, problems: list[str]) -> dict:
+    if not isinstance(value, dict):
+        problems.append(f"key {key!r}: expected a mapping, got {value!r}")
+        return {}
+    return value
+
+
+def _parse_slice(value: Any, key: str, problems: list[str]) -> IndexSlice:
+    raw = _mapping(value or {}, key, problems)
+    for name in sorted(raw.keys() - {"start", "stop"}):
+        problems.append(f"key '{key}.{name}': unknown (allowed: start, stop)")
+    bounds = [raw.get("start"), raw.get("stop")]
+    if not all(b is None or (isinstance(b, int) and b >= 0) for b in bounds):
+        problems.append(f"key {key!r}: start and stop must be non-negative integers, got {raw!r}")
+        return IndexSlice()
+    return IndexSlice(*bounds)
+
+
+def _parse_sampling(value: Any, problems: list[str]) -> Sampling:
+    raw = _mapping(value, "sampling", problems)
+    for name in sorted(raw.keys() - {"mskf_fresh", "previous", "balance"}):
+        problems.append(f"key 'sampling.{name}': unknown (allowed: mskf_fresh, previous, balance)")
+    balance = None
+    if "balance" in raw:
+        spec = _mapping(raw["balance"], "sampling.balance", problems)
+        match = PREDICATE.match(str(spec.get("where", "")))
+        if not match:
+            problems.append(
+                "key 'sampling.balance.where': expected 'VARIABLE OP NUMBER' (OP one of"
+                f" == != > >= < <=), got {spec.get('where')!r}"
+            )
+        else:
+            balance = Balance(
+                match[1],
+                match[2],
+                float(match[3]),
+                float(spec.get("ratio", 1.0)),
+                int(spec.get("seed", 0)),
+            )
+    previous = raw.get("previous", [])
+    if not (isinstance(previous, list) and all(isinstance(p, str) for p in previous)):
+        problems.append(f"key 'sampling.previous': expected a list of names, got {previous!r}")
+        previous = []
+    return Sampling(bool(raw.get("mskf_fresh", False)), tuple(previous), balance)
+
+
+def _parse_split(value: Any, sources: tuple[str, ...], problems: list[str]) -> Split:
+    raw = _mapping(value, "split", problems)
+    by = raw.get("by")
+    if by not in SPLIT_BY:
+        problems.append(f"key 'split.by': expected one of {SPLIT_BY}, got {by!r}")
+        return Split(by="run")
+    if by == "run":
+        runs = {}
+        for name in SPLITS:
+            entries = raw.get(name, [])
+            if not (isinstance(entries, list) and all(isinstance(e, str) for e in entries)):
+                problems.append(f"key 'split.{name}': expected a list of source names")
+                entries = []
+            runs[name] = tuple(entries)
+        listed = [e for entries in runs.values() for e in entries]
+        for entry in sorted({e for e in listed if listed.count(e) > 1}):
+            problems.append(f"key 'split': source {entry!r} is in more than one split")
+        for entry in sorted(set(listed) ^ set(sources)):
+            problems.append(
+                f"key 'split': source {entry!r} must be in exactly one of train/val/test"
+                " and in 'sources'"
+            )
+        if not runs["train"]:
+            problems.append("key 'split.train': needs at least one source")
+        return Split(by="run", runs=runs)
+    fractions = _mapping(raw.get("fractions", {}), "split.fractions", problems)
+    if set(fractions) - set(SPLITS) or "train" not in fractions:
+        problems.append(f"key 'split.fractions': expected train (and val, test), got {fractions}")
+    elif abs(sum(fractions.values()) - 1.0) > 1e-9 or min(fractions.values()) < 0:
+        problems.append(f"key 'split.fractions': must be >= 0 and sum to 1, got {fractions}")
+    gap = raw.get("gap", 1)
+    if not (isinstance(gap, int) and gap >= 0):
+        problems.append(f"key 'split.gap': expected a non-negative integer, got {gap!r}")
+    return Split(by="time", fractions={k: float(v) for k, v in fractions.items()}, gap=gap)

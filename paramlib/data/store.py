@@ -1,0 +1,104 @@
+"""Training stores on disk: atomic zarr writing, provenance attributes, the build fingerprint.
+
+A store is written under a temporary sibling path and renamed into place only when complete;
+on failure the temporary path is removed and a store already at the target stays as it was.
+Its root attributes hold a fingerprint of the recipe text, the catalog entries it read and the
+sha256 of every source file: equal fingerprints mean rebuilding would give the same store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from paramlib.catalog import CatalogEntry
+from paramlib.data.recipe import Recipe
+
+# Bumped when the pipeline changes what it writes for the same recipe: stores built by an
+# older pipeline then rebuild.
+PIPELINE_VERSION = 1
+VERSIONED = ("paramlib", "numpy", "xarray", "dask", "distributed", "zarr", "netCDF4")
+
+
+def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(recipe: Recipe, entries: Sequence[CatalogEntry], hashes: Mapping[str, str]) -> str:
+    """sha256 over what determines the store: pipeline version, recipe (parsed, so comments and
+    layout do not count), catalog entries (minus where they were defined) and file hashes."""
+    described = {
+        "pipeline": PIPELINE_VERSION,
+        "recipe": dataclasses.asdict(dataclasses.replace(recipe, text="", path=None)),
+        "entries": [
+            dataclasses.asdict(dataclasses.replace(entry, source_file=None)) for entry in entries
+        ],
+        "files": dict(sorted(hashes.items())),
+    }
+    text = json.dumps(described, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_fingerprint(path: str | os.PathLike) -> str | None:
+    """The fingerprint of the store at ``path``; None when there is no readable store."""
+    try:
+        return zarr.open_group(str(path), mode="r").attrs.get("fingerprint")
+    except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError, OSError):
+        return None
+
+
+def write_attrs(path: str | os.PathLike, attrs: Mapping[str, Any]) -> None:
+    """Set the store's root attributes, then consolidate its metadata (one read to open it)."""
+    zarr.open_group(str(path), mode="a").attrs.update(dict(attrs))
+    with warnings.catch_warnings():
+        # zarr 3 warns that consolidated metadata is outside the v3 spec; xarray reads it.
+        warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+        zarr.consolidate_metadata(str(path))
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@contextmanager
+def atomic_store(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``target`` to write into; renamed to ``target`` when the block
+    ends without error (replacing what was there), removed when it raises."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
