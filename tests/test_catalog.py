@@ -190,7 +190,7 @@ def toy_reader(monkeypatch: pytest.MonkeyPatch):
         return xr.Dataset({"T": ("lev", [300.0, 290.0], {"units": "K", "long_name": "t"})})
 
     monkeypatch.setattr(readers, "_READERS", dict(readers._READERS))
-    register_reader("zarr", reader)
+    register_reader("zarr", reader, replace=True)
     return calls
 
 
@@ -225,7 +225,10 @@ def test_open_source_checks_the_mapping(
 
 
 def test_registry_refuses_unknown_formats_and_silent_replacement(toy_reader) -> None:
-    with pytest.raises(SourceError, match="no reader for format 'grib'; registered: wrfout, zarr"):
+    with pytest.raises(
+        SourceError,
+        match="no reader for format 'grib'; registered: cesm-history, wrfout, zarr",
+    ):
         open_source("grib", ["x.grb"])
     with pytest.raises(ValueError, match="already registered"):
         register_reader("zarr", lambda paths: xr.Dataset())

@@ -108,3 +108,4 @@ def apply_variables(ds: xr.Dataset, entry: CatalogEntry) -> xr.Dataset:
 
 
 register_reader("wrfout", "paramlib.data.readers.wrfout:open_wrfout")
+register_reader("cesm-history", "paramlib.data.readers.cesm_history:open_cesm_history")
