@@ -227,7 +227,7 @@ def test_open_source_checks_the_mapping(
 def test_registry_refuses_unknown_formats_and_silent_replacement(toy_reader) -> None:
     with pytest.raises(
         SourceError,
-        match="no reader for format 'grib'; registered: cesm-history, wrfout, zarr",
+        match="no reader for format 'grib'; registered: cesm-history, srm-coarse, wrfout, zarr",
     ):
         open_source("grib", ["x.grb"])
     with pytest.raises(ValueError, match="already registered"):

@@ -1,7 +1,7 @@
-"""The cesm-history reader on the small testbed (generated once here, read through the catalog
-and directly) and on small hand-written files: hybrid pressure and interfaces by hand, level
-order, units and attributes, given and computed tendencies, and errors that name the file, the
-variable and the expectation."""
+"""The cesm-history, srm-coarse and zarr readers on the small testbed (generated once here) and
+on small hand-written files: hybrid pressure and interfaces by hand, level order, units and
+attributes, given and computed tendencies, block means by hand, frame tendencies, zarr round
+trip, and errors that name the file, the variable and the expectation."""
 
 import re
 from collections.abc import Iterator
@@ -15,9 +15,12 @@ import pytest
 import xarray as xr
 
 from paramlib.catalog import CatalogEntry, load_catalog
-from paramlib.data.canonical import check_canonical
+from paramlib.data.canonical import check_canonical, stack_columns
 from paramlib.data.readers import open_source
 from paramlib.data.readers.cesm_history import CesmHistoryError, open_cesm_history
+from paramlib.data.readers.srm_coarse import SrmCoarseError, open_srm_coarse
+from paramlib.data.readers.wrfout import open_wrfout
+from paramlib.data.readers.zarr_store import ZarrStoreError
 
 COLUMN_SETS = ("lf_historical", "lf_plus4k", "hf_historical", "hf_plus4k")
 RUN_RENAME = {"CONVDT": "heating", "CONVDQ": "moistening", "PRECC": "precip"}
@@ -37,6 +40,11 @@ def catalog(testbed: Path) -> Iterator[dict[str, CatalogEntry]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PARAMLIB_TESTBED", str(testbed))
         yield load_catalog()
+
+
+@pytest.fixture(scope="module")
+def wrf_files(testbed: Path) -> list[Path]:
+    return sorted((testbed / "wrf").glob("wrfout_d01_*"))
 
 
 def raw(path: Path, name: str) -> np.ndarray:
@@ -226,3 +234,140 @@ def test_wrf_set_through_catalog(catalog: dict[str, CatalogEntry]) -> None:
     check_canonical(ds)
     assert dict(ds.sizes) == {"time": 12, "lev": 44, "y": 12, "x": 12}
     assert ds.attrs["catalog_entry"] == "testbed_wrf"
+
+
+# --- srm-coarse -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fine(wrf_files: list[Path]) -> xr.Dataset:
+    return open_wrfout(wrf_files)[["t", "qv", "rthcuten", "hfx"]].load()
+
+
+def block_mean(da: xr.DataArray, factor: int, j: int, i: int) -> np.ndarray:
+    block = da.isel(y=slice(j * factor, (j + 1) * factor), x=slice(i * factor, (i + 1) * factor))
+    return block.values.astype(float).mean(axis=(1, 2))  # (time, ...) over the block
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_block_means_on_wrf_set(wrf_files: list[Path], fine: xr.Dataset, factor: int) -> None:
+    coarse = open_source(
+        "srm-coarse",
+        wrf_files,
+        factor=factor,
+        source_format="wrfout",
+        variables={"t": "t", "rthcuten": "heating", "hfx": "hfx"},
+    )
+    check_canonical(coarse)
+    n = 12 // factor
+    assert dict(coarse.sizes) == {"time": fine.sizes["time"], "y": n, "x": n, "lev": 44}
+    assert isinstance(coarse["t"].data, dask.array.Array)
+    assert coarse["heating"].attrs["units"] == "K s-1"
+    for j, i in [(0, 0), (n - 1, n - 1), (1, n - 2)]:
+        np.testing.assert_allclose(
+            coarse["t"].isel(y=j, x=i).values, block_mean(fine["t"], factor, j, i), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            coarse["heating"].isel(y=j, x=i).values,
+            block_mean(fine["rthcuten"], factor, j, i),
+            rtol=1e-5,
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            coarse["hfx"].isel(y=j, x=i).values, block_mean(fine["hfx"], factor, j, i), rtol=1e-6
+        )
+    # Coarse coordinates are the block centres.
+    assert float(coarse["x"][0]) == pytest.approx(5000.0 * (factor - 1) / 2)
+
+
+def test_coarse_tendencies_from_consecutive_frames(catalog: dict[str, CatalogEntry]) -> None:
+    ds = open_source(catalog["testbed_wrf_coarse3"])  # factor 3, dtdt from t
+    check_canonical(ds)
+    full = open_source(catalog["testbed_wrf_coarse3"], tendencies={})
+    assert ds.sizes["time"] == full.sizes["time"] - 1  # the last frame has no next one
+    seconds = np.diff(full["time"].values) / np.timedelta64(1, "s")
+    by_hand = full["t"].diff("time").values / seconds[:, None, None, None]
+    np.testing.assert_allclose(ds["dtdt"].values, by_hand, rtol=1e-5, atol=1e-10)
+    assert ds["dtdt"].attrs["units"] == "K s-1" and "standard_name" not in ds["dtdt"].attrs
+
+
+def test_non_divisible_factor(wrf_files: list[Path], fine: xr.Dataset) -> None:
+    with pytest.raises(SrmCoarseError, match=r"y has 12 points, not divisible by factor 5"):
+        open_srm_coarse(wrf_files, factor=5, source_format="wrfout")
+    trimmed = open_srm_coarse(wrf_files, factor=5, source_format="wrfout", trim=True)
+    assert (trimmed.sizes["y"], trimmed.sizes["x"]) == (2, 2)
+    np.testing.assert_allclose(
+        trimmed["t"].isel(y=1, x=1).values, block_mean(fine["t"], 5, 1, 1), rtol=1e-6
+    )
+
+
+def write_sam_like(path: Path, start_s: float, seed: int) -> Path:
+    """A SAM-like 3-D file: dims (time, z, y, x), heights in m, two frames 60 s apart."""
+    rng = np.random.default_rng(seed)
+    shape = (2, 3, 4, 6)
+    ds = xr.Dataset(
+        {
+            "TABS": (("time", "z", "y", "x"), 280 + rng.random(shape), {"units": "K"}),
+            "QV": (("time", "z", "y", "x"), 1e-2 * rng.random(shape), {"units": "kg kg-1"}),
+            "PREC": (("time", "y", "x"), rng.random((2, 4, 6)), {"units": "mm s-1"}),
+        },
+        coords={
+            "time": ("time", [start_s, start_s + 60.0], {"units": "seconds since 2000-01-01"}),
+            "z": ("z", [50.0, 500.0, 2000.0], {"units": "m", "long_name": "height"}),
+            "y": ("y", 1000.0 * np.arange(4), {"units": "m"}),
+            "x": ("x", 1000.0 * np.arange(6), {"units": "m"}),
+        },
+    )
+    ds.to_netcdf(path)
+    return path
+
+
+def test_sam_like_netcdf(tmp_path: Path) -> None:
+    files = [write_sam_like(tmp_path / f"sam_{k}.nc", 120.0 * k, k) for k in range(2)]
+    ds = open_srm_coarse(
+        files,
+        factor=2,
+        variables={"TABS": "t", "QV": "qv", "PREC": "precip"},
+        tendencies={"dtdt": "t"},
+    )
+    check_canonical(ds)
+    assert dict(ds.sizes) == {"time": 3, "y": 2, "x": 3, "lev": 3}
+    assert ds["lev"].attrs["units"] == "m" and ds["t"].dims == ("time", "y", "x", "lev")
+    tabs = np.concatenate([raw(f, "TABS") for f in files])  # (time, z, y, x)
+    blocks = tabs.reshape(4, 3, 2, 2, 3, 2).mean(axis=(3, 5))  # (time, z, Y, X)
+    np.testing.assert_allclose(ds["t"].values, blocks[:3].transpose(0, 2, 3, 1), rtol=1e-12)
+    seconds = np.array([60.0, 60.0, 60.0])  # frames at 0, 60, 120, 180 s
+    by_hand = np.diff(blocks, axis=0) / seconds[:, None, None, None]
+    np.testing.assert_allclose(ds["dtdt"].values, by_hand.transpose(0, 2, 3, 1), rtol=1e-9)
+    with pytest.raises(SrmCoarseError, match=r"sam_0.nc: variables.TEMP: no such variable"):
+        open_srm_coarse(files, factor=2, variables={"TEMP": "t"})
+    with pytest.raises(SrmCoarseError, match=r"sam_0.nc: dims \['zc'\] missing"):
+        open_srm_coarse(files, factor=2, dims={"time": "time", "zc": "lev", "y": "y", "x": "x"})
+
+
+# --- zarr -----------------------------------------------------------------------------------
+
+
+def test_zarr_round_trip(catalog: dict[str, CatalogEntry], tmp_path: Path) -> None:
+    written = stack_columns(open_source(catalog["testbed_hf_historical"]))
+    store = tmp_path / "hf.zarr"
+    written.to_zarr(store, consolidated=False)
+    back = open_source("zarr", [store])  # checks the canonical contract itself
+    assert back["t"].dims == ("sample", "lev")
+    assert isinstance(back["t"].data, dask.array.Array)
+    assert back.attrs["paramlib_reader"] == "zarr" and back.attrs["fidelity"] == "high"
+    xr.testing.assert_equal(back.load().drop_attrs(), written.load().drop_attrs())
+    for name in written.variables:
+        assert back[name].attrs == written[name].attrs, name
+
+
+def test_zarr_errors_name_the_store(tmp_path: Path) -> None:
+    missing = tmp_path / "none.zarr"
+    with pytest.raises(ZarrStoreError, match=f"{missing}: cannot be opened"):
+        open_source("zarr", [missing])
+    foreign = tmp_path / "foreign.zarr"
+    xr.Dataset({"a": (("ilev",), np.ones(3), {"units": "1", "long_name": "a"})}).to_zarr(
+        foreign, consolidated=False
+    )
+    with pytest.raises(ZarrStoreError, match=r"foreign.zarr: not a canonical column dataset"):
+        open_source("zarr", [foreign])

@@ -109,3 +109,5 @@ def apply_variables(ds: xr.Dataset, entry: CatalogEntry) -> xr.Dataset:
 
 register_reader("wrfout", "paramlib.data.readers.wrfout:open_wrfout")
 register_reader("cesm-history", "paramlib.data.readers.cesm_history:open_cesm_history")
+register_reader("srm-coarse", "paramlib.data.readers.srm_coarse:open_srm_coarse")
+register_reader("zarr", "paramlib.data.readers.zarr_store:open_zarr_store")
