@@ -397,7 +397,7 @@ def test_recipe_validation_names_file_and_key(tmp_path):
 # --- CLI, cluster, recipes ------------------------------------------------------------------
 
 
-def test_cli_builds_on_a_local_cluster_then_reports_up_to_date(tmp_path):
+def test_cli_builds_on_a_local_cluster_or_threads_then_reports_up_to_date(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(tiny()))
     out = tmp_path / "cli.zarr"
@@ -407,8 +407,11 @@ def test_cli_builds_on_a_local_cluster_then_reports_up_to_date(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "built in" in first.stdout
     assert xr.open_zarr(out, group="train").sizes["lev"] == 3
-    second = subprocess.run(command, capture_output=True, text=True, env=env)
-    assert second.returncode == 0 and "up to date" in second.stdout
+    forced = [*command, "--force", "--scheduler", "threads"]
+    second = subprocess.run(forced, capture_output=True, text=True, env=env)
+    assert second.returncode == 0 and "built in" in second.stdout, second.stderr
+    third = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert third.returncode == 0 and "up to date" in third.stdout
     recipe.write_text(yaml.safe_dump(tiny(inputs=["t", "nosuch"])))
     failed = subprocess.run(command, capture_output=True, text=True, env=env)
     assert failed.returncode == 1 and "['nosuch']" in failed.stderr
