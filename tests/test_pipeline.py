@@ -141,11 +141,16 @@ def test_provenance_attributes(store):
     files = attrs["sources"]["wrf_mskf_ctl"]["files"]
     assert files == {str(CTL): sha256_file(CTL)}
     assert attrs["sources"]["wrf_mskf_shear2x"]["format"] == "wrfout"
-    assert attrs["split"] == {
-        "by": "run",
-        "train": ["wrf_mskf_ctl"],
-        "val": [],
-        "test": ["wrf_mskf_shear2x"],
+    split = attrs["split"]
+    assert split["by"] == "run" and split["val_fraction"] == 0
+    assert (split["train"], split["val"], split["test"]) == (
+        ["wrf_mskf_ctl"],
+        [],
+        ["wrf_mskf_shear2x"],
+    )
+    # Frames 1..4 (01:35..01:50): the first frame went, it has no previous frame.
+    assert split["blocks"]["wrf_mskf_ctl"] == {
+        "train": ["0001-01-01T01:35:00", "0001-01-01T01:50:00"]
     }
     assert attrs["inputs"] == ["t", "qv", "hfx", "rthcuten_prev"]
     assert attrs["targets"] == ["rthcuten"]
@@ -183,13 +188,16 @@ def test_store_is_chunked_along_sample(store):
 
 def test_time_blocks_are_contiguous_ordered_and_gapped():
     blocks = time_blocks(20, {"train": 0.7, "val": 0.15, "test": 0.15}, gap=2)
-    assert blocks["train"][0] == 0 and blocks["test"][-1] <= 19
+    assert blocks["train"][0] == 0 and blocks["test"][-1] == 19  # every frame but the gaps
+    assert sum(len(b) for b in blocks.values()) == 20 - 2 * 2
     for a, b in (("train", "val"), ("val", "test")):
         assert np.all(np.diff(blocks[a]) == 1)
         assert blocks[b][0] - blocks[a][-1] == 3
     assert time_blocks(4, {"train": 1.0}, gap=5) == {"train": pytest.approx(np.arange(4))}
     with pytest.raises(PipelineError, match="cannot hold 3 blocks with gap 2"):
         time_blocks(5, {"train": 0.5, "val": 0.25, "test": 0.25}, gap=2)
+    with pytest.raises(PipelineError, match="too few for fractions"):
+        time_blocks(4, {"train": 0.9, "val": 0.05, "test": 0.05}, gap=0)
 
 
 def test_split_by_time_has_no_leakage(tmp_path):
@@ -212,6 +220,32 @@ def test_split_by_time_has_no_leakage(tmp_path):
     split = zarr.open_group(str(out), mode="r").attrs["split"]
     assert split["by"] == "time" and split["gap_frames"] == 1
     assert set(split["blocks"]["wrf_mskf_ctl"]) == {"train", "val", "test"}
+
+
+def test_split_by_run_with_val_held_out_of_train_runs(tmp_path):
+    raw = small(
+        times={"start": 0, "stop": 10},
+        sampling={},
+        split={
+            "by": "run",
+            "train": ["wrf_mskf_ctl"],
+            "test": ["wrf_mskf_shear2x"],
+            "val_fraction": 0.3,
+            "gap": 1,
+        },
+    )
+    out = tmp_path / "byrun.zarr"
+    build(raw, out)
+    parts = {s: xr.open_zarr(out, group=s) for s in ("train", "val", "test")}
+    frames = {s: np.unique(ds["time"].values) for s, ds in parts.items()}
+    assert set(np.unique(parts["val"]["run"].values)) == {0}  # from the train run only
+    assert set(np.unique(parts["test"]["run"].values)) == {1}
+    assert len(frames["test"]) == 10  # the test run is whole
+    assert len(frames["train"]) + len(frames["val"]) == 10 - 1  # one frame of gap
+    assert frames["val"].min() - frames["train"].max() == 2 * 300
+    stats = zarr.open_group(str(out), mode="r").attrs["normalisation"]
+    t = parts["train"]["t"].values.astype(np.float64)
+    np.testing.assert_allclose(stats["t"]["mean"], t.mean(0), rtol=1e-5)
 
 
 # --- idempotence and rebuilds ---------------------------------------------------------------

@@ -79,10 +79,16 @@ def time_blocks(n_frames: int, fractions: Mapping[str, float], gap: int) -> dict
             f"split by time: {n_frames} frames cannot hold {len(present)} blocks with gap {gap}"
         )
     edges = np.round(np.cumsum([fractions[name] for name in present]) * usable).astype(int)
+    sizes = np.maximum(np.diff(edges, prepend=0), 1)  # every split named gets a frame
+    if sizes.sum() > usable:
+        raise PipelineError(
+            f"split by time: {n_frames} frames are too few for fractions {dict(fractions)}"
+            f" with gap {gap}"
+        )
     blocks, start = {}, 0
-    for name, stop in zip(present, edges, strict=True):
-        blocks[name] = np.arange(start, max(stop, start + 1))
-        start = blocks[name][-1] + 1 + gap
+    for name, size in zip(present, sizes, strict=True):
+        blocks[name] = np.arange(start, start + size)
+        start += size + gap
     return blocks
 
 
@@ -283,7 +289,7 @@ def _build(
     parts = _split(recipe, columns, kept)
     samples = {split: sum(len(i) for _, i in items) for split, items in parts.items()}
     for split, n in samples.items():
-        if n == 0 and (recipe.split.by == "time" or recipe.split.runs.get(split)):
+        if n == 0 and parts[split]:
             raise PipelineError(
                 f"{recipe.path}: split {split!r} selects no column from"
                 f" {[name for name, _ in parts[split]] or 'no source'} after QC and sampling"
@@ -344,31 +350,37 @@ def _split(
     recipe: Recipe, columns: Mapping[str, xr.Dataset], kept: Mapping[str, np.ndarray]
 ) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Per split, the (source, column indices) that go into it."""
-    if recipe.split.by == "run":
-        return {
-            split: [(name, kept[name]) for name in recipe.split.runs[split]] for split in SPLITS
-        }
     parts: dict[str, list[tuple[str, np.ndarray]]] = {split: [] for split in SPLITS}
     for name, ds in columns.items():
-        frames = np.unique(ds["time"].values)
-        blocks = time_blocks(len(frames), recipe.split.fractions, recipe.split.gap)
         sample_times = ds["time"].values[kept[name]]
-        for split, block in blocks.items():
-            parts[split].append((name, kept[name][np.isin(sample_times, frames[block])]))
+        for split, frames in _source_blocks(recipe, name, ds).items():
+            parts[split].append((name, kept[name][np.isin(sample_times, frames)]))
     return parts
 
 
+def _source_blocks(recipe: Recipe, name: str, ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """The frames (times) of one source in each split it feeds."""
+    frames = np.unique(ds["time"].values)
+    split = recipe.split
+    if split.by == "time":
+        fractions = split.fractions
+    elif name in split.runs["train"] and split.val_fraction > 0:
+        fractions = {"train": 1.0 - split.val_fraction, "val": split.val_fraction}
+    else:
+        return {next(s for s in SPLITS if name in split.runs[s]): frames}
+    return {s: frames[block] for s, block in time_blocks(len(frames), fractions, split.gap).items()}
+
+
 def _split_definition(recipe: Recipe, columns: Mapping[str, xr.Dataset]) -> dict[str, Any]:
-    if recipe.split.by == "run":
-        return {"by": "run", **{k: list(v) for k, v in recipe.split.runs.items()}}
-    definition: dict[str, Any] = {"by": "time", "gap_frames": recipe.split.gap, "blocks": {}}
-    for name, ds in columns.items():
-        frames = np.unique(ds["time"].values)
-        blocks = time_blocks(len(frames), recipe.split.fractions, recipe.split.gap)
-        definition["blocks"][name] = {
-            split: [str(frames[block[0]]), str(frames[block[-1]])]
-            for split, block in blocks.items()
-        }
+    split = recipe.split
+    definition: dict[str, Any] = {"by": split.by, "gap_frames": split.gap}
+    if split.by == "run":
+        definition.update({k: list(v) for k, v in split.runs.items()})
+        definition["val_fraction"] = split.val_fraction
+    definition["blocks"] = {
+        name: {s: [str(f[0]), str(f[-1])] for s, f in _source_blocks(recipe, name, ds).items()}
+        for name, ds in columns.items()
+    }
     return definition
 
 

@@ -21,6 +21,8 @@
       train: [wrf_mskf_ctl]
       val: []
       test: [wrf_mskf_shear2x]
+      val_fraction: 0.2              # optional: the last 20 % of each train run's frames (after
+      gap: 1                         # a gap of 1 frame) go to val instead
     # or
       by: time                       # contiguous frame blocks train | gap | val | gap | test
       fractions: {train: 0.7, val: 0.15, test: 0.15}
@@ -86,7 +88,8 @@ class Split:
     by: str
     runs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by run: split -> entries
     fractions: dict[str, float] = field(default_factory=dict)  # by time: split -> fraction
-    gap: int = 0
+    gap: int = 0  # frames left out between time blocks
+    val_fraction: float = 0.0  # by run: the last frames of each train run held out as val
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,12 @@ def _parse_split(value: Any, sources: tuple[str, ...], problems: list[str]) -> S
     if by not in SPLIT_BY:
         problems.append(f"key 'split.by': expected one of {SPLIT_BY}, got {by!r}")
         return Split(by="run")
+    allowed = {"by", *SPLITS, "val_fraction", "gap"} if by == "run" else {"by", "fractions", "gap"}
+    for name in sorted(raw.keys() - allowed):
+        problems.append(f"key 'split.{name}': unknown with by: {by} (allowed: {sorted(allowed)})")
+    gap = raw.get("gap", 1)
+    if not (isinstance(gap, int) and gap >= 0):
+        problems.append(f"key 'split.gap': expected a non-negative integer, got {gap!r}")
     if by == "run":
         runs = {}
         for name in SPLITS:
@@ -259,13 +268,14 @@ def _parse_split(value: Any, sources: tuple[str, ...], problems: list[str]) -> S
             )
         if not runs["train"]:
             problems.append("key 'split.train': needs at least one source")
-        return Split(by="run", runs=runs)
+        val_fraction = raw.get("val_fraction", 0.0)
+        if not (isinstance(val_fraction, int | float) and 0 <= val_fraction < 1):
+            problems.append(f"key 'split.val_fraction': expected 0 <= f < 1, got {val_fraction!r}")
+            val_fraction = 0.0
+        return Split(by="run", runs=runs, gap=gap, val_fraction=float(val_fraction))
     fractions = _mapping(raw.get("fractions", {}), "split.fractions", problems)
     if set(fractions) - set(SPLITS) or "train" not in fractions:
         problems.append(f"key 'split.fractions': expected train (and val, test), got {fractions}")
     elif abs(sum(fractions.values()) - 1.0) > 1e-9 or min(fractions.values()) < 0:
         problems.append(f"key 'split.fractions': must be >= 0 and sum to 1, got {fractions}")
-    gap = raw.get("gap", 1)
-    if not (isinstance(gap, int) and gap >= 0):
-        problems.append(f"key 'split.gap': expected a non-negative integer, got {gap!r}")
     return Split(by="time", fractions={k: float(v) for k, v in fractions.items()}, gap=gap)
