@@ -371,3 +371,20 @@ def test_zarr_errors_name_the_store(tmp_path: Path) -> None:
     )
     with pytest.raises(ZarrStoreError, match=r"foreign.zarr: not a canonical column dataset"):
         open_source("zarr", [foreign])
+
+
+def test_zarr_split_groups(catalog: dict[str, CatalogEntry], tmp_path: Path) -> None:
+    """A training store's layout: one group per split, labels (run) along sample."""
+    columns = stack_columns(open_source(catalog["testbed_lf_historical"])[["t", "heating"]])
+    columns = columns.assign_coords(
+        run=("sample", np.full(columns.sizes["sample"], "lf", dtype=object))
+    )
+    store = tmp_path / "splits.zarr"
+    n = columns.sizes["sample"] // 2
+    columns.isel(sample=slice(0, n)).to_zarr(store, group="train", consolidated=False)
+    columns.isel(sample=slice(n, None)).to_zarr(store, group="test", mode="a", consolidated=False)
+    test = open_source("zarr", [store], group="test")
+    np.testing.assert_array_equal(test["t"].values, columns["t"].values[n:])
+    assert test["run"].values[0] == "lf"
+    with pytest.raises(ZarrStoreError, match=r"splits.zarr: no variables; .*\['test', 'train'\]"):
+        open_source("zarr", [store])

@@ -1,8 +1,9 @@
 """The ``zarr`` reader: a training store (or any zarr group holding a canonical dataset), lazily.
 
 The store's own chunks become the dask chunks; its attributes (recipe, provenance, statistics)
-come through unchanged. The data must already be canonical (``check_canonical``): a store is
-written from readers' output, so anything else is a foreign group and is refused.
+come through unchanged. A training store keeps each split in a group (``group="train"``). The
+fields must already be canonical (``check_canonical``): a store is written from readers' output,
+so anything else is a foreign group and is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import xarray as xr
+import zarr
 
 from paramlib.data.canonical import check_canonical
 
@@ -34,11 +36,16 @@ def open_zarr_store(paths: Sequence[str | os.PathLike], *, group: str | None = N
             ds = xr.open_zarr(path, group=group, chunks={})
     except (OSError, ValueError, KeyError) as error:
         raise ZarrStoreError(f"{where}: cannot be opened as a zarr store ({error})") from error
-    # Decoded times keep their CF units in .encoding, not .attrs; stacked ones are plain
-    # coordinates along sample, which check_canonical would otherwise ask for units.
-    decoded = [name for name, var in ds.variables.items() if "units" in var.encoding]
+    if not ds.data_vars:
+        groups = sorted(zarr.open_group(str(path), path=group or "", mode="r").group_keys())
+        raise ZarrStoreError(
+            f"{where}: no variables; a training store keeps its splits in groups ({groups} here):"
+            " name one with group="
+        )
+    # Fields must be canonical; coordinates along sample are labels (time, run, y, x: decoded
+    # times keep their units in .encoding, run names have none), so they are not asked for units.
     try:
-        check_canonical(ds.drop_vars([n for n in decoded if n not in ds.indexes]))
+        check_canonical(ds.reset_coords(drop=True))
     except ValueError as error:
         raise ZarrStoreError(f"{where}: not a canonical column dataset: {error}") from error
     return ds.assign_attrs(paramlib_reader="zarr", source_files=[str(path)])
