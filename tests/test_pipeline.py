@@ -486,3 +486,37 @@ def test_bilstm_recipe_splits_by_run_on_fresh_columns():
     assert recipe.split.runs["test"] == ("wrf_mskf_shear2x",)
     assert set(recipe.split.runs["train"]) == {"wrf_mskf_ctl", "wrf_mskf_qv090", "wrf_mskf_qv110"}
     assert recipe.sampling.mskf_fresh
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory, column_bindings) -> Path:
+    from paramlib.data.testbed.generate import generate
+
+    out = tmp_path_factory.mktemp("pipeline") / "testbed"
+    generate(out, size="small", seed=0, wrf=True, log=lambda _: None)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", ["mfrpn_lf_testbed", "mfrpn_hf_testbed", "bilstm_testbed_wrf"], ids=str
+)
+def test_testbed_recipes_build(name, testbed, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAMLIB_TESTBED", str(testbed))
+    recipe = load_recipe(REPO_ROOT / "training" / "recipes" / f"{name}.yaml")
+    out = tmp_path / f"{name}.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        result = build_store(recipe, out)
+    assert all(n > 0 for n in result.samples.values()), result.samples
+    attrs = zarr.open_group(str(out), mode="r").attrs
+    assert attrs["targets"] == list(recipe.targets)
+    train = xr.open_zarr(out, group="train")
+    assert set(train.data_vars) == set(recipe.variables)
+    t = train[recipe.inputs[3 if name.startswith("bilstm") else 0]]
+    np.testing.assert_allclose(
+        attrs["normalisation"][t.name]["mean"],
+        np.atleast_1d(t.values.astype(np.float64).mean(0)),
+        rtol=1e-5,
+    )
+    if name == "mfrpn_hf_testbed":  # +4K columns only in test
+        assert set(np.unique(xr.open_zarr(out, group="test")["run"].values)) == {1}
+        assert set(np.unique(xr.open_zarr(out, group="val")["run"].values)) == {0}

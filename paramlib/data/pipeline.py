@@ -368,7 +368,11 @@ def _source_blocks(recipe: Recipe, name: str, ds: xr.Dataset) -> dict[str, np.nd
         fractions = {"train": 1.0 - split.val_fraction, "val": split.val_fraction}
     else:
         return {next(s for s in SPLITS if name in split.runs[s]): frames}
-    return {s: frames[block] for s, block in time_blocks(len(frames), fractions, split.gap).items()}
+    try:
+        blocks = time_blocks(len(frames), fractions, split.gap)
+    except PipelineError as error:
+        raise PipelineError(f"source {name!r}: {error}") from None
+    return {s: frames[block] for s, block in blocks.items()}
 
 
 def _split_definition(recipe: Recipe, columns: Mapping[str, xr.Dataset]) -> dict[str, Any]:
@@ -384,18 +388,29 @@ def _split_definition(recipe: Recipe, columns: Mapping[str, xr.Dataset]) -> dict
     return definition
 
 
+def seconds_since_1970(times: np.ndarray) -> tuple[np.ndarray, str]:
+    """Times (datetime64, or cftime objects of model calendars) as integer seconds since
+    1970-01-01 and the calendar they count in."""
+    if np.issubdtype(times.dtype, np.datetime64):
+        epoch = np.datetime64("1970-01-01T00:00:00", "s")
+        return ((times - epoch) // np.timedelta64(1, "s")).astype("int64"), "proleptic_gregorian"
+    import cftime
+
+    calendar = times.flat[0].calendar
+    seconds = cftime.date2num(times, "seconds since 1970-01-01 00:00:00", calendar=calendar)
+    return np.asarray(seconds).astype("int64"), calendar
+
+
 def _portable(ds: xr.Dataset) -> xr.Dataset:
-    """Times as integer seconds since 1970 (idealized WRF runs start in year 1, which CF time
-    encoding handles poorly); no inherited encodings (source chunks, netCDF fill values)."""
-    epoch = np.datetime64("1970-01-01T00:00:00", "s")
-    seconds = ((ds["time"].values - epoch) // np.timedelta64(1, "s")).astype("int64")
-    ds = ds.assign_coords(
-        time=(
-            SAMPLE,
-            seconds,
-            {"long_name": "time, seconds since 1970-01-01T00:00:00", "units": "s"},
-        )
-    )
+    """Times as integer seconds since 1970 (idealized WRF runs start in year 1 and CAM counts
+    in a no-leap calendar, which CF time encoding handles unevenly); no inherited encodings
+    (source chunks, netCDF fill values)."""
+    seconds, calendar = seconds_since_1970(ds["time"].values)
+    attrs = {
+        "long_name": f"time, seconds since 1970-01-01T00:00:00 ({calendar} calendar)",
+        "units": "s",
+    }
+    ds = ds.assign_coords(time=(SAMPLE, seconds, attrs))
     for var in ds.variables.values():
         var.encoding = {}
     return ds
