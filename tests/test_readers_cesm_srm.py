@@ -222,6 +222,20 @@ def test_cesm_errors_name_file_and_variable(tmp_path: Path, drop, units, options
         open_cesm_history([path], **options)
 
 
+def test_cesm_files_of_one_run(testbed: Path, hf: xr.Dataset, tmp_path: Path) -> None:
+    whole = xr.open_dataset(testbed / "hf_historical.nc", decode_times=False)
+    halves = [tmp_path / "h1.a.nc", tmp_path / "h1.b.nc"]
+    whole.isel(time=slice(0, 5)).to_netcdf(halves[0])
+    whole.isel(time=slice(5, None)).to_netcdf(halves[1])
+    joined = open_cesm_history(halves, rename=RUN_RENAME)
+    xr.testing.assert_identical(joined.drop_attrs(), hf.drop_attrs())
+    with pytest.raises(CesmHistoryError, match=r"h1.a.nc: starts at .* not after the end of"):
+        open_cesm_history(halves[::-1])
+    whole.isel(time=slice(5, None), ncol=slice(0, 10)).to_netcdf(tmp_path / "h1.c.nc")
+    with pytest.raises(CesmHistoryError, match=r"h1.c.nc: dimension ncol is 10, but 48 in"):
+        open_cesm_history([halves[0], tmp_path / "h1.c.nc"])
+
+
 def test_cesm_unreadable_file_named(tmp_path: Path) -> None:
     path = tmp_path / "truncated.nc"
     path.write_bytes(b"CDF\x01 not really")

@@ -68,12 +68,13 @@ def open_cesm_history(
     rename: Mapping[str, str] | None = None,
     tendencies: Mapping[str, Mapping[str, object]] | None = None,
 ) -> xr.Dataset:
-    """Read CAM history files (one run, in time order) lazily, one dask chunk per file, as the
+    """Read CAM history files (one run, in time order) lazily, chunked as stored, as the
     canonical column dataset described in the module docstring."""
     files = [Path(p) for p in paths]
     if not files:
         raise CesmHistoryError("open_cesm_history: no files given")
     frames = [_open_file(path) for path in files]
+    _check_sequence(files, frames)
     raw = xr.concat(
         frames, dim="time", data_vars="minimal", coords="minimal", compat="override", join="exact"
     )
@@ -84,7 +85,7 @@ def open_cesm_history(
             raise CesmHistoryError(f"{files[0]}: rename: variable {source} not in the file")
     ds = _canonical(raw, files[0], rename)
     for name, spec in (tendencies or {}).items():
-        ds[name] = state_tendency(raw, name, spec, files[0], rename)
+        ds[name] = state_tendency(raw, name, spec, files[0])
     for name, expected in CANONICAL_UNITS.items():
         if name in ds and ds[name].attrs["units"] != expected:
             raise CesmHistoryError(
@@ -117,7 +118,7 @@ def convert_units(da: xr.DataArray, name: str) -> tuple[xr.DataArray, str] | Non
 
 
 def state_tendency(
-    raw: xr.Dataset, name: str, spec: Mapping[str, object], path: Path, rename: Mapping[str, str]
+    raw: xr.Dataset, name: str, spec: Mapping[str, object], path: Path
 ) -> xr.DataArray:
     """(after - before) / dt of two states of the file, in canonical units per second."""
     if set(spec) != {"before", "after", "dt"}:
@@ -175,6 +176,23 @@ def _open_file(path: Path) -> xr.Dataset:
             f"{path}: dims {dict(ds.sizes)}; expected time and ncol (or lat and lon)"
         )
     return ds
+
+
+def _check_sequence(files: list[Path], frames: list[xr.Dataset]) -> None:
+    """Files of one run: the first file's grid, times increasing from file to file."""
+    for k in range(1, len(files)):
+        path, ds = files[k], frames[k]
+        for dim, size in frames[0].sizes.items():
+            if dim != "time" and ds.sizes.get(dim) != size:
+                raise CesmHistoryError(
+                    f"{path}: dimension {dim} is {ds.sizes.get(dim)}, but {size} in {files[0]}"
+                )
+        previous = frames[k - 1]["time"].values
+        if ds["time"].size and previous.size and ds["time"].values[0] <= previous[-1]:
+            raise CesmHistoryError(
+                f"{path}: starts at {ds['time'].values[0]}, not after the end of {files[k - 1]};"
+                " give the files of one run in time order"
+            )
 
 
 # --- canonical dataset ----------------------------------------------------------------------
@@ -258,7 +276,7 @@ def _coords(raw: xr.Dataset) -> dict[str, xr.DataArray]:
     lon_attrs = cf_attrs("degrees_east", "longitude", "longitude")
     if "ncol" in raw.dims:
         for name, attrs in (("lat", lat_attrs), ("lon", lon_attrs)):
-            if name in raw.coords or name in raw:
+            if name in raw:
                 coords[name] = xr.DataArray(np.asarray(raw[name].values), dims="x", attrs=attrs)
     else:
         coords["lat"] = xr.DataArray(raw["lat"].values, dims="y", attrs=lat_attrs)

@@ -86,12 +86,7 @@ def coarse_grain(ds: xr.Dataset, factor: int, *, trim: bool = False, where: str 
             )
         if size < factor:
             raise SrmCoarseError(f"{where}: {dim} has {size} points, fewer than factor {factor}")
-    coarse = ds.coarsen(y=factor, x=factor, boundary="trim", coord_func="mean").mean(
-        keep_attrs=True
-    )
-    for name in coarse.variables:
-        coarse[name].attrs = ds[name].attrs
-    return coarse
+    return ds.coarsen(y=factor, x=factor, boundary="trim", coord_func="mean").mean(keep_attrs=True)
 
 
 def frame_tendency(state: xr.DataArray) -> xr.DataArray:
