@@ -398,6 +398,15 @@ def test_empty_selection_is_an_error(existing, changes, message):
     assert_intact(existing, key)
 
 
+def test_refuses_to_replace_what_is_not_a_store(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(PipelineError, match="not a paramlib training store"):
+        build(tiny(), out)
+    assert (out / "notes.txt").read_text() == "keep me" and not leftovers(out)
+
+
 def test_atomic_store_keeps_the_old_store_when_writing_fails(tmp_path):
     out = tmp_path / "a.zarr"
     out.mkdir()

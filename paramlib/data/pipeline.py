@@ -250,6 +250,12 @@ def build_store(
     files = {entry.name: resolve_paths(entry, root) for entry in entries}
     hashes = {str(p): sha256_file(p) for paths in files.values() for p in paths}
     key = fingerprint(recipe, entries, hashes)
+    if out.exists() and stored_fingerprint(out) is None:
+        # Replacing is only safe for a store this pipeline wrote: never remove anything else.
+        raise PipelineError(
+            f"{out}: exists and is not a paramlib training store (no fingerprint attribute);"
+            " remove it or choose another output path"
+        )
     if not force and stored_fingerprint(out) == key:
         print(f"[paramlib dataset] {out}: up to date (fingerprint {key[:12]})")
         return BuildResult(out, True, {}, time.perf_counter() - started)
