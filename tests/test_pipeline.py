@@ -323,6 +323,16 @@ def test_balance_keeps_every_positive_and_as_many_negatives(tmp_path):
     assert qc["kept"] == 2 * qc["balance_positive"]
 
 
+def test_balance_on_a_variable_not_stored(tmp_path):
+    raw = tiny(sampling={"balance": {"where": "pratec > 0", "ratio": 2.0, "seed": 1}})
+    out = tmp_path / "balanced.zarr"
+    build(raw, out)
+    qc = zarr.open_group(str(out), mode="r").attrs["qc"]["wrf_mskf_ctl"]
+    train = xr.open_zarr(out, group="train")
+    assert set(train.data_vars) == {"t", "qv", "hfx", "rthcuten"}  # pratec only chose columns
+    assert qc["balance_positive"] > 0 and qc["kept"] == 3 * qc["balance_positive"]
+
+
 def test_choose_columns_counts_each_reason():
     flags = {"a": np.array([1, 0, 0, 1, 0, 0], bool), "b": np.array([1, 1, 0, 0, 0, 0], bool)}
     kept, counts = choose_columns(flags, None, None)

@@ -151,9 +151,8 @@ def open_columns(recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | 
     selected = ds[list(dict.fromkeys(wanted))]
     if recipe.sampling.mskf_fresh or recipe.sampling.previous:
         # The first frame has no previous frame: it goes.
-        current = {"time": slice(1, None)}
         later_times = ds["time"].values[1:]
-        selected = selected.isel(current)
+        selected = selected.isel(time=slice(1, None))
         for name in recipe.sampling.previous:
             prev = ds[name].isel(time=slice(0, -1)).assign_coords(time=later_times)
             selected[f"{name}_prev"] = prev.assign_attrs(
@@ -309,14 +308,14 @@ def _build(
                 continue
             ds = xr.concat(
                 [
-                    columns[name]
+                    columns[name][list(recipe.variables)]
                     .isel({SAMPLE: index})
                     .assign_coords(run=(SAMPLE, np.full(len(index), run_ids[name], "int16")))
                     for name, index in items
                 ],
                 dim=SAMPLE,
             )
-            ds = _portable(ds.drop_vars(CALL_STATE, errors="ignore"))
+            ds = _portable(ds)
             ds = ds.chunk({SAMPLE: recipe.chunk_samples})
             writes.append(ds.to_zarr(tmp, group=split, mode="w", compute=False, consolidated=False))
         compute(*writes, label=f"writing {samples} samples to {out}")
