@@ -18,22 +18,15 @@ import pytest
 import xarray as xr
 import yaml
 import zarr
+from wrf_data import CTL
 
-from paramlib.catalog import CatalogError, data_root, load_catalog
+from paramlib.catalog import CatalogError, load_catalog
 from paramlib.data.pipeline import PipelineError, build_store, choose_columns, time_blocks
 from paramlib.data.readers.wrfout import FRESH, mskf_call_state
 from paramlib.data.recipe import Balance, RecipeError, load_recipe, parse_recipe
 from paramlib.data.store import atomic_store, sha256_file, stored_fingerprint
 from paramlib.doctor import REPO_ROOT
 
-WRF_DIR = data_root() / "wrf_mskf"
-CTL = WRF_DIR / "wrfout_d01_ctl.nc"
-if not CTL.is_file():
-    pytest.skip(
-        f"real WRF MSKF output not found at {WRF_DIR}: set PARAMLIB_DATA_ROOT to the folder"
-        " holding wrf_mskf/",
-        allow_module_level=True,
-    )
 RECIPES = sorted((REPO_ROOT / "training" / "recipes").glob("*.yaml"))
 NLEV = 6
 

@@ -9,8 +9,9 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from wrf_data import CTL
 
-from paramlib.catalog import data_root, load_catalog
+from paramlib.catalog import load_catalog
 from paramlib.data.canonical import check_canonical, stack_columns
 from paramlib.data.readers import get_reader, open_source
 from paramlib.data.readers.wrfout import (
@@ -23,15 +24,6 @@ from paramlib.data.readers.wrfout import (
     mskf_call_states,
     open_wrfout,
 )
-
-WRF_DIR = data_root() / "wrf_mskf"
-CTL = WRF_DIR / "wrfout_d01_ctl.nc"
-if not CTL.is_file():
-    pytest.skip(
-        f"real WRF MSKF output not found at {WRF_DIR}: set PARAMLIB_DATA_ROOT to the folder"
-        " holding wrf_mskf/",
-        allow_module_level=True,
-    )
 
 # (frame, k, j, i): surface, mid-troposphere near the storm, top level, domain edges.
 POINTS = [(0, 0, 0, 0), (7, 12, 20, 21), (12, 5, 33, 17), (18, 39, 40, 40)]
