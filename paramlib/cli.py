@@ -49,8 +49,8 @@ def build_parser(subcommands: Sequence[str] = SUBCOMMANDS) -> argparse.ArgumentP
             module = importlib.import_module(f"paramlib.{name}")
         except ImportError as error:
             # One broken subcommand must not take the others (doctor above all) down with it.
-            stub = subparsers.add_parser(name.split(".")[0], help=f"(unavailable: {error})")
-            stub.set_defaults(func=_unavailable_handler(name, error))
+            unavailable = subparsers.add_parser(name.split(".")[0], help=f"(unavailable: {error})")
+            unavailable.set_defaults(func=_unavailable_handler(name, error))
         else:
             module.register(subparsers)
     return parser

@@ -81,3 +81,14 @@ def example_model_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
         return written[kind]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def small_testbed(tmp_path_factory: pytest.TempPathFactory, column_bindings: None) -> Path:
+    """The small testbed (seed 0, with its WRF set), generated once for every test that only
+    reads it."""
+    from paramlib.data.testbed.generate import generate
+
+    out = tmp_path_factory.mktemp("shared") / "testbed"
+    generate(out, size="small", seed=0, wrf=True, log=lambda _: None)
+    return out

@@ -500,20 +500,11 @@ def test_bilstm_recipe_splits_by_run_on_fresh_columns():
     assert recipe.sampling.mskf_fresh
 
 
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory, column_bindings) -> Path:
-    from paramlib.data.testbed.generate import generate
-
-    out = tmp_path_factory.mktemp("pipeline") / "testbed"
-    generate(out, size="small", seed=0, wrf=True, log=lambda _: None)
-    return out
-
-
 @pytest.mark.parametrize(
     "name", ["mfrpn_lf_testbed", "mfrpn_hf_testbed", "bilstm_testbed_wrf"], ids=str
 )
-def test_testbed_recipes_build(name, testbed, tmp_path, monkeypatch):
-    monkeypatch.setenv("PARAMLIB_TESTBED", str(testbed))
+def test_testbed_recipes_build(name, small_testbed, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAMLIB_TESTBED", str(small_testbed))
     recipe = load_recipe(REPO_ROOT / "training" / "recipes" / f"{name}.yaml")
     out = tmp_path / f"{name}.zarr"
     with dask.config.set(scheduler="synchronous"):

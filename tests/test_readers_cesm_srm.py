@@ -1,4 +1,4 @@
-"""The cesm-history, srm-coarse and zarr readers on the small testbed (generated once here) and
+"""The cesm-history, srm-coarse and zarr readers on the small testbed (conftest: small_testbed) and
 on small hand-written files: hybrid pressure and interfaces by hand, level order, units and
 attributes, given and computed tendencies, block means by hand, frame tendencies, zarr round
 trip, and errors that name the file, the variable and the expectation."""
@@ -28,25 +28,16 @@ RUN_RENAME = {"CONVDT": "heating", "CONVDQ": "moistening", "PRECC": "precip"}
 
 
 @pytest.fixture(scope="module")
-def testbed(tmp_path_factory: pytest.TempPathFactory, column_bindings: None) -> Path:
-    from paramlib.data.testbed.generate import generate
-
-    out = tmp_path_factory.mktemp("readers") / "testbed"
-    generate(out, size="small", seed=0, wrf=True, log=lambda _: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def catalog(testbed: Path) -> Iterator[dict[str, CatalogEntry]]:
+def catalog(small_testbed: Path) -> Iterator[dict[str, CatalogEntry]]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PARAMLIB_TESTBED", str(testbed))
+        patch.setenv("PARAMLIB_TESTBED", str(small_testbed))
         # Paths are checked when read; the real WRF entries need not be present here.
         yield load_catalog(check_paths=False)
 
 
 @pytest.fixture(scope="module")
-def wrf_files(testbed: Path) -> list[Path]:
-    return sorted((testbed / "wrf").glob("wrfout_d01_*"))
+def wrf_files(small_testbed: Path) -> list[Path]:
+    return sorted((small_testbed / "wrf").glob("wrfout_d01_*"))
 
 
 def raw(path: Path, name: str) -> np.ndarray:
@@ -82,14 +73,14 @@ def test_column_sets_through_catalog(catalog: dict[str, CatalogEntry], name: str
 
 
 @pytest.fixture(scope="module")
-def hf(testbed: Path) -> xr.Dataset:
-    return open_cesm_history([testbed / "hf_historical.nc"], rename=RUN_RENAME)
+def hf(small_testbed: Path) -> xr.Dataset:
+    return open_cesm_history([small_testbed / "hf_historical.nc"], rename=RUN_RENAME)
 
 
 @pytest.mark.parametrize(("n", "k", "i"), [(0, 0, 0), (3, 12, 17), (7, 25, 47)])
-def test_pressure_from_hybrid_coefficients(testbed: Path, hf: xr.Dataset, n, k, i) -> None:
+def test_pressure_from_hybrid_coefficients(small_testbed: Path, hf: xr.Dataset, n, k, i) -> None:
     """(n, k, i) in the file's order: k = 0 is the top level."""
-    path = testbed / "hf_historical.nc"
+    path = small_testbed / "hf_historical.nc"
     hyam, hybm, hyai, hybi = (raw(path, v) for v in ("hyam", "hybm", "hyai", "hybi"))
     p0, ps = float(raw(path, "P0")), raw(path, "PS")[n, i]
     nlev = hyam.size
@@ -103,8 +94,8 @@ def test_pressure_from_hybrid_coefficients(testbed: Path, hf: xr.Dataset, n, k, 
     assert float(column["ps"]) == pytest.approx(ps, rel=1e-6)
 
 
-def test_levels_surface_first(testbed: Path, hf: xr.Dataset) -> None:
-    path = testbed / "hf_historical.nc"
+def test_levels_surface_first(small_testbed: Path, hf: xr.Dataset) -> None:
+    path = small_testbed / "hf_historical.nc"
     assert np.all(np.diff(hf["lev"].values) < 0)  # reference pressure falls: surface first
     assert hf["lev"].attrs["units"] == "hPa"
     np.testing.assert_allclose(hf["lev"].values, raw(path, "lev")[::-1])
@@ -113,8 +104,8 @@ def test_levels_surface_first(testbed: Path, hf: xr.Dataset) -> None:
     np.testing.assert_array_equal(hf["t"].isel(y=0).values, np.swapaxes(t[:, ::-1, :], 1, 2))
 
 
-def test_units_attributes_and_time(testbed: Path, hf: xr.Dataset) -> None:
-    path = testbed / "hf_historical.nc"
+def test_units_attributes_and_time(small_testbed: Path, hf: xr.Dataset) -> None:
+    path = small_testbed / "hf_historical.nc"
     expected = {
         "t": ("K", "air_temperature"),
         "q": ("kg kg-1", "specific_humidity"),
@@ -141,8 +132,8 @@ def test_units_attributes_and_time(testbed: Path, hf: xr.Dataset) -> None:
     assert hf["lat"].dims == ("x",)
 
 
-def test_given_tendencies_are_the_files(testbed: Path, hf: xr.Dataset) -> None:
-    path = testbed / "hf_historical.nc"
+def test_given_tendencies_are_the_files(small_testbed: Path, hf: xr.Dataset) -> None:
+    path = small_testbed / "hf_historical.nc"
     for name, source in (("heating", "CONVDT"), ("moistening", "CONVDQ")):
         stored = np.swapaxes(raw(path, source)[:, ::-1, :], 1, 2)
         np.testing.assert_array_equal(hf[name].isel(y=0).values, stored.astype(np.float32))
@@ -227,8 +218,8 @@ def test_cesm_errors_name_file_and_variable(tmp_path: Path, drop, units, options
         open_cesm_history([path], **options)
 
 
-def test_cesm_files_of_one_run(testbed: Path, hf: xr.Dataset, tmp_path: Path) -> None:
-    whole = xr.open_dataset(testbed / "hf_historical.nc", decode_times=False)
+def test_cesm_files_of_one_run(small_testbed: Path, hf: xr.Dataset, tmp_path: Path) -> None:
+    whole = xr.open_dataset(small_testbed / "hf_historical.nc", decode_times=False)
     halves = [tmp_path / "h1.a.nc", tmp_path / "h1.b.nc"]
     whole.isel(time=slice(0, 5)).to_netcdf(halves[0])
     whole.isel(time=slice(5, None)).to_netcdf(halves[1])
