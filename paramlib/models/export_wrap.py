@@ -1,0 +1,175 @@
+"""Model files from trained networks: named physical fields in, named physical fields out.
+
+`export_module` wraps a network that maps normalised features (B, n_in) to normalised
+predictions (M, B, n_out) (`RPN`, `MFRPN`, `EnsembleMLP`) with its normalisers and field
+layouts into a scriptable module following `paramlib.export`'s forward convention, and
+returns the metadata to save with it::
+
+    module, metadata = export_module(rpn, inputs, targets, in_norm, out_norm, output="mean")
+    paramlib.export.save(module, "model.pt", metadata)
+
+Output modes (an ensemble can be exported several ways from one checkpoint):
+
+- ``members``      every member: (M, ncol, nlev) per target, ensemble_size M;
+- ``mean``         the ensemble mean: (ncol, nlev) per target;
+- ``mean_spread``  per target its mean, then per target ``<name>_spread``, the standard
+  deviation over members (n - 1 in the denominator), same units;
+- ``member``       one member (``member=i``): (ncol, nlev) per target.
+
+The last three have ensemble_size 1 in the metadata, as does any mode of a 1-member network.
+
+``compute_dtype=torch.bfloat16`` (or float16) stores the network's weights in that type and
+runs it there, for GPUs; normalisation, inputs and outputs stay float32 (a surface pressure
+of 1e5 Pa has a resolution of 512 Pa in bfloat16).
+"""
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import torch
+from torch import Tensor, nn
+
+from paramlib.export import FieldSpec, ModelMetadata
+from paramlib.models.normalise import FieldLayout, Normaliser
+
+OUTPUT_MODES = ("members", "mean", "mean_spread", "member")
+SPREAD_SUFFIX = "_spread"
+
+
+def _forward_source(n_in: int, n_out: int) -> str:
+    """forward(x0, x1, ...) for the convention: TorchScript has no *args."""
+    arguments = ", ".join(f"x{i}: Tensor" for i in range(n_in))
+    call = "self.forward_fields([" + ", ".join(f"x{i}" for i in range(n_in)) + "])"
+    if n_out == 1:
+        return f"def forward(self, {arguments}) -> Tensor:\n    return {call}[0]\n"
+    returned = ", ".join(f"y[{i}]" for i in range(n_out))
+    return (
+        f"def forward(self, {arguments}) -> Tuple[{', '.join(['Tensor'] * n_out)}]:\n"
+        f"    y = {call}\n"
+        f"    return ({returned})\n"
+    )
+
+
+class ExportedEnsemble(nn.Module):
+    """Physical (ncol, nlev) fields -> normalise -> net -> denormalise -> output mode."""
+
+    # A TorchScript constant, so modules whose generated forward differs get distinct
+    # TorchScript class types and defining forward on one never clashes with another.
+    forward_source: Final[str]
+    mode: Final[str]
+    member: Final[int]
+    compute_dtype: torch.dtype
+    out_nlev: list[int]
+
+    def __init__(
+        self,
+        net: nn.Module,
+        in_norm: Normaliser,
+        out_norm: Normaliser,
+        n_inputs: int,
+        out_nlev: Sequence[int],
+        mode: str,
+        member: int,
+        compute_dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.in_norm = in_norm
+        self.out_norm = out_norm
+        self.out_nlev = list(out_nlev)
+        self.mode = mode
+        self.member = member
+        self.compute_dtype = compute_dtype
+        n_out = len(out_nlev) * (2 if mode == "mean_spread" else 1)
+        self.forward_source = _forward_source(n_inputs, n_out)
+
+    @torch.jit.export
+    def forward_fields(self, fields: list[Tensor]) -> list[Tensor]:
+        x = self.in_norm(torch.cat(fields, dim=1)).to(self.compute_dtype)
+        y = self.out_norm.denormalise(self.net(x).float())
+        if self.mode == "mean_spread":
+            mean = list(torch.split(y.mean(dim=0), self.out_nlev, dim=-1))
+            return mean + list(torch.split(y.std(dim=0), self.out_nlev, dim=-1))
+        if self.mode == "mean":
+            y = y.mean(dim=0)
+        elif self.mode == "member" or y.shape[0] == 1:
+            y = y[self.member]
+        return list(torch.split(y, self.out_nlev, dim=-1))
+
+    def to_torchscript(self) -> torch.jit.ScriptModule:
+        scripted = torch.jit.script(self)
+        if not hasattr(scripted, "forward"):  # a module sharing this class type defined it
+            scripted.define(self.forward_source)
+        return scripted
+
+
+def export_module(
+    net: nn.Module,
+    inputs: FieldLayout,
+    outputs: FieldLayout,
+    in_norm: Normaliser,
+    out_norm: Normaliser,
+    *,
+    output: str = "members",
+    member: int = 0,
+    model_kind: str = "rpn",
+    compute_dtype: torch.dtype = torch.float32,
+    valid_range: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> tuple[torch.jit.ScriptModule, ModelMetadata]:
+    """A scripted model file module and its metadata, ready for `paramlib.export.save`.
+
+    `net` maps normalised (B, inputs.size) to normalised (M, B, outputs.size); `in_norm` and
+    `out_norm` are the normalisers it was trained with (over `inputs` and `outputs`). The
+    network is copied, so the trained model stays as it is (device, train mode).
+    """
+    if output not in OUTPUT_MODES:
+        raise ValueError(f"output: expected one of {', '.join(OUTPUT_MODES)}, got {output!r}")
+    members = int(net.members)
+    if not 0 <= member < members:
+        raise ValueError(f"member: expected 0 .. {members - 1}, got {member}")
+    if output == "mean_spread" and members < 2:
+        raise ValueError("mean_spread needs an ensemble of at least 2 members")
+    for name, norm, layout in (("in_norm", in_norm, inputs), ("out_norm", out_norm, outputs)):
+        if norm.mean.shape[0] != layout.size:
+            raise ValueError(f"{name} has {norm.mean.shape[0]} features, layout {layout.size}")
+    # CPU copies in eval mode, so the caller's model stays as it was.
+    net, in_norm, out_norm = (
+        copy.deepcopy(module).to("cpu", dtype).eval()
+        for module, dtype in (
+            (net, compute_dtype),
+            (in_norm, torch.float32),
+            (out_norm, torch.float32),
+        )
+    )
+    wrapper = ExportedEnsemble(
+        net, in_norm, out_norm, len(inputs.fields), outputs.nlevs, output, member, compute_dtype
+    )
+    out_fields = list(outputs.fields)
+    if output == "mean_spread":
+        out_fields += [
+            FieldSpec(
+                spec.name + SPREAD_SUFFIX,
+                spec.units,
+                spec.nlev,
+                spec.level_order,
+                f"ensemble standard deviation of {spec.long_name or spec.name}",
+            )
+            for spec in outputs.fields
+        ]
+    metadata = ModelMetadata(
+        model_kind=model_kind,
+        inputs=inputs.fields,
+        outputs=out_fields,
+        ensemble_size=members if output == "members" else 1,
+        valid_range=dict(valid_range or {}),
+        provenance={
+            **dict(provenance or {}),
+            "output": output,
+            **({"member": member} if output == "member" else {}),
+            "members_trained": members,
+            "compute_dtype": str(compute_dtype).removeprefix("torch."),
+        },
+    )
+    return wrapper.to_torchscript(), metadata
