@@ -288,14 +288,26 @@ def test_exported_rpn_round_trips_through_a_model_file(tmp_path: Path, output: s
     rpn = RPN.create(LAYOUT.size, OUTPUTS.size, [8, 8], M, seed=5)
     in_norm = Normaliser.from_stats(LAYOUT, IN_STATS)
     out_norm = Normaliser.from_stats(OUTPUTS, OUT_STATS)
+    columns = physical_inputs(LAYOUT, 7)
+    seen = LAYOUT.value_range(torch.cat(columns, dim=1))
     module, metadata = export_module(
-        rpn, LAYOUT, OUTPUTS, in_norm, out_norm, output=output, member=2, provenance={"seed": 5}
+        rpn,
+        LAYOUT,
+        OUTPUTS,
+        in_norm,
+        out_norm,
+        output=output,
+        member=2,
+        valid_range=seen,
+        provenance={"seed": 5},
     )
     path = save(module, tmp_path / "rpn.pt", metadata)
     loaded = torch.jit.load(str(path))
     written = load_metadata(path)
-
-    columns = physical_inputs(LAYOUT, 7)
+    # One member exported is one member's weights and work, not M.
+    weight = loaded.state_dict()["net.trainable.layers.0.weight"]
+    assert weight.shape[0] == (1 if output == "member" else M)
+    assert written["valid_range"]["ps"]["min"] == [float(columns[2].min())]
     with torch.no_grad():
         members = out_norm.denormalise(rpn(in_norm(torch.cat(columns, dim=1))))
     expected = {

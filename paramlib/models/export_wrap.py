@@ -14,7 +14,8 @@ Output modes (an ensemble can be exported several ways from one checkpoint):
 - ``mean``         the ensemble mean: (ncol, nlev) per target;
 - ``mean_spread``  per target its mean, then per target ``<name>_spread``, the standard
   deviation over members (n - 1 in the denominator), same units;
-- ``member``       one member (``member=i``): (ncol, nlev) per target.
+- ``member``       one member (``member=i``): (ncol, nlev) per target; the file holds that
+  member's weights alone, so it costs what one member costs.
 
 The last three have ensemble_size 1 in the metadata, as does any mode of a 1-member network.
 
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from paramlib.export import FieldSpec, ModelMetadata
+from paramlib.models.mlp import EnsembleLinear
 from paramlib.models.normalise import FieldLayout, Normaliser
 
 OUTPUT_MODES = ("members", "mean", "mean_spread", "member")
@@ -58,7 +60,6 @@ class ExportedEnsemble(nn.Module):
     # TorchScript class types and defining forward on one never clashes with another.
     forward_source: Final[str]
     mode: Final[str]
-    member: Final[int]
     compute_dtype: torch.dtype
     out_nlev: list[int]
 
@@ -70,7 +71,6 @@ class ExportedEnsemble(nn.Module):
         n_inputs: int,
         out_nlev: Sequence[int],
         mode: str,
-        member: int,
         compute_dtype: torch.dtype,
     ) -> None:
         super().__init__()
@@ -79,7 +79,6 @@ class ExportedEnsemble(nn.Module):
         self.out_norm = out_norm
         self.out_nlev = list(out_nlev)
         self.mode = mode
-        self.member = member
         self.compute_dtype = compute_dtype
         n_out = len(out_nlev) * (2 if mode == "mean_spread" else 1)
         self.forward_source = _forward_source(n_inputs, n_out)
@@ -93,8 +92,8 @@ class ExportedEnsemble(nn.Module):
             return mean + list(torch.split(y.std(dim=0), self.out_nlev, dim=-1))
         if self.mode == "mean":
             y = y.mean(dim=0)
-        elif self.mode == "member" or y.shape[0] == 1:
-            y = y[self.member]
+        elif y.shape[0] == 1:  # mode "member", or any mode of a 1-member network
+            y = y[0]
         return list(torch.split(y, self.out_nlev, dim=-1))
 
     def to_torchscript(self) -> torch.jit.ScriptModule:
@@ -143,8 +142,10 @@ def export_module(
             (out_norm, torch.float32),
         )
     )
+    if output == "member":
+        _keep_member(net, member)
     wrapper = ExportedEnsemble(
-        net, in_norm, out_norm, len(inputs.fields), outputs.nlevs, output, member, compute_dtype
+        net, in_norm, out_norm, len(inputs.fields), outputs.nlevs, output, compute_dtype
     )
     out_fields = list(outputs.fields)
     if output == "mean_spread":
@@ -173,3 +174,15 @@ def export_module(
         },
     )
     return wrapper.to_torchscript(), metadata
+
+
+def _keep_member(net: nn.Module, member: int) -> None:
+    """Cut every stacked layer of `net` (a copy) down to one member, in place."""
+    for module in net.modules():
+        if isinstance(module, EnsembleLinear):
+            for tensors in (module._parameters, module._buffers):
+                for name, tensor in tensors.items():
+                    part = tensor.detach()[member : member + 1].clone()
+                    tensors[name] = nn.Parameter(part) if tensors is module._parameters else part
+        if hasattr(module, "members"):
+            module.members = 1

@@ -89,6 +89,12 @@ class FieldLayout:
             parts.append(value[..., : spec.nlev])
         return torch.cat(parts, dim=-1)
 
+    def value_range(self, flat: Tensor) -> dict[str, dict[str, list[float]]]:
+        """Per field and level, the min and max over the rows of a (rows, size) tensor: the
+        model file's ``valid_range`` when `flat` is the training inputs in physical units."""
+        low, high = self.split(flat.amin(dim=0)), self.split(flat.amax(dim=0))
+        return {n: {"min": low[n].tolist(), "max": high[n].tolist()} for n in self.names}
+
     def split(self, flat: Tensor) -> dict[str, Tensor]:
         """Named (..., nlev) views of a (..., size) tensor."""
         if flat.shape[-1] != self.size:
