@@ -131,6 +131,8 @@ class BootstrapSampler:
     Everything derives from ``(seed, epoch)``, never from past calls: ``batch(step, ...)``
     for any step gives the same indices, so a resumed run only needs its step counter.
     ``first_member`` gives member-parallel ranks the subsets of their slice of members.
+    Samplers over different data in one run (MF-RPN's LF and HF stores) take different
+    seeds, so that their draws are unrelated.
     """
 
     def __init__(
