@@ -97,6 +97,8 @@ def _build(args: argparse.Namespace) -> int:
             return 0
         from distributed import Client, LocalCluster
 
+        from paramlib.data.workers import BoundedFileMemory
+
         if args.scheduler:
             cluster = None
             client = Client(args.scheduler)
@@ -114,6 +116,7 @@ def _build(args: argparse.Namespace) -> int:
             if args.slurm:
                 cluster.scale(jobs=args.jobs)
             client = Client(cluster)
+        client.register_plugin(BoundedFileMemory())
         try:
             build()
         finally:

@@ -21,7 +21,13 @@ import zarr
 from wrf_data import CTL
 
 from paramlib.catalog import CatalogError, load_catalog
-from paramlib.data.pipeline import PipelineError, build_store, choose_columns, time_blocks
+from paramlib.data.pipeline import (
+    Moments,
+    PipelineError,
+    build_store,
+    choose_columns,
+    time_blocks,
+)
 from paramlib.data.readers.wrfout import FRESH, mskf_call_state
 from paramlib.data.recipe import Balance, RecipeError, load_recipe, parse_recipe
 from paramlib.data.store import atomic_store, sha256_file, stored_fingerprint
@@ -326,13 +332,28 @@ def test_balance_on_a_variable_not_stored(tmp_path):
     assert qc["balance_positive"] > 0 and qc["kept"] == 3 * qc["balance_positive"]
 
 
+def test_moments_combined_over_batches_equal_numpy():
+    rng = np.random.default_rng(0)
+    data = rng.normal(300.0, 5.0, (1000, 3))
+    ds = xr.Dataset({"t": (("sample", "lev"), data)})
+    moments = None
+    for start, stop in ((0, 10), (10, 400), (400, 1000)):
+        part = ds.isel(sample=slice(start, stop))
+        found = Moments.of(stop - start, *(m.compute() for m in Moments.lazy(part)))
+        moments = found if moments is None else moments.combine(found)
+    stats = moments.as_stats()["t"]
+    np.testing.assert_allclose(stats["mean"], data.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats["std"], data.std(0), rtol=1e-10)
+
+
 def test_choose_columns_counts_each_reason():
-    flags = {"a": np.array([1, 0, 0, 1, 0, 0], bool), "b": np.array([1, 1, 0, 0, 0, 0], bool)}
-    kept, counts = choose_columns(flags, None, None)
+    dropped = np.array([1, 1, 0, 1, 0, 0], bool)
+    kept, counts = choose_columns(dropped, {"a": 2, "b": 2}, None, None)
     assert kept.tolist() == [2, 4, 5]
     assert counts == {"columns": 6, "a": 2, "b": 2, "kept": 3}
     positive = np.array([0, 0, 1, 0, 0, 0], bool)
-    kept, counts = choose_columns(flags, positive, Balance("x", "!=", 0.0, ratio=1.0, seed=3))
+    balance = Balance("x", "!=", 0.0, ratio=1.0, seed=3)
+    kept, counts = choose_columns(dropped, {"a": 2, "b": 2}, positive, balance)
     assert 2 in kept and len(kept) == 2 and counts["balance_dropped"] == 1
 
 

@@ -13,7 +13,7 @@ from wrf_data import CTL
 
 from paramlib.catalog import load_catalog
 from paramlib.data.canonical import check_canonical, stack_columns
-from paramlib.data.readers import get_reader, open_source
+from paramlib.data.readers import get_reader, open_source, wrfout
 from paramlib.data.readers.wrfout import (
     ENDED,
     FRESH,
@@ -89,10 +89,18 @@ def test_times_are_decoded_from_wrf_times(ctl: xr.Dataset) -> None:
     np.testing.assert_array_equal(minutes, np.arange(90, 181, 5))
 
 
-def test_reading_is_lazy_one_chunk_per_frame(ctl: xr.Dataset) -> None:
+def test_reading_is_lazy_in_blocks_of_whole_frames(ctl: xr.Dataset) -> None:
     for name, var in ctl.data_vars.items():
         assert isinstance(var.data, dask.array.Array), name
-        assert set(var.chunks[0]) == {1}, name
+        assert all(len(chunks) == 1 for chunks in var.chunks[1:]), name  # whole frames
+        assert var.nbytes / ctl.sizes["time"] * max(var.chunks[0]) <= wrfout.CHUNK_BYTES, name
+
+
+def test_frames_per_chunk_spreads_frames_evenly_within_the_limit() -> None:
+    ds = xr.Dataset({"T": (("Time", "z"), np.zeros((12, 1024), "float32"))})  # 4 KiB a frame
+    assert wrfout.frames_per_chunk(ds, limit_bytes=11 * 4096) == 6  # 6 + 6, not 11 + 1
+    assert wrfout.frames_per_chunk(ds, limit_bytes=1 << 30) == 12
+    assert wrfout.frames_per_chunk(ds, limit_bytes=100) == 1
 
 
 # --- values against the raw variables -------------------------------------------------------

@@ -4,24 +4,28 @@ Stages, all lazy (dask) until a compute:
 
 1. open each catalog entry with its reader, select the recipe's frames, levels and variables
    (plus, for WRF MSKF, the call state and the previous frame's fields), stack to (sample, lev);
-2. one pass computes one boolean per column per check: non-finite values, values outside the QC
-   range, not a fresh MSKF call, the balance predicate; the columns kept are chosen from these
-   small per-column arrays in numpy (``choose_columns``), so what is dropped is counted exactly;
+2. one pass over the sources computes, per column, whether any check drops it (non-finite
+   values, values outside the QC range, not a fresh MSKF call) and the balance predicate, with
+   counts per check; the columns kept are chosen from these two booleans per column in numpy
+   (``choose_columns``), so what is dropped is counted exactly;
 3. split by run or by contiguous frame blocks with a gap (``time_blocks``);
-4. each split is written to its group of the store, chunk by chunk (``to_zarr``);
-5. normalisation statistics are reduced from the written train group in one pass.
+4. a second pass writes each split to its group of the store in batches of zarr chunks, the
+   train group's normalisation moments computed from the same reads (``Moments``).
 
-Memory is set by the chunks (one frame of one source while reading, ``chunk_samples`` while
-writing), never by the size of the input. The dask scheduler is whatever is active: the CLI
-starts a distributed cluster (paramlib.dataset); tests may use the synchronous one.
+Memory is set by the chunks (a block of frames of one source while reading, ``chunk_samples``
+while writing) and the write batches, not by the size of the input. The dask scheduler is
+whatever is active: the CLI starts a distributed cluster (paramlib.dataset); tests may use the
+synchronous one.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,7 @@ from paramlib.data.store import (
     atomic_store,
     fingerprint,
     package_versions,
-    sha256_file,
+    sha256_files,
     stored_fingerprint,
     write_attrs,
 )
@@ -52,6 +56,28 @@ OPS = {
     "<=": operator.le,
 }
 CALL_STATE = "mskf_call_state"
+WRITE_BATCH_CHUNKS = 16  # zarr chunks of samples per compute while writing
+# Memory held per open file, which would otherwise grow with the number of input files:
+# netCDF-C's per-variable chunk cache (64 MiB by default, kept while the file is open; the
+# pipeline reads each chunk once per pass, so it only held memory: 2.5 GB for the 16-file
+# `large` set) and xarray's cache of open files (128 by default, a few MB of HDF5 metadata
+# each; reopening a file costs milliseconds).
+NETCDF_CHUNK_CACHE_BYTES = 0
+OPEN_FILES = 8
+
+
+@contextmanager
+def bounded_file_memory() -> Iterator[None]:
+    """The limits above for files opened inside the block; the previous settings after it."""
+    import netCDF4
+
+    previous = netCDF4.get_chunk_cache()
+    netCDF4.set_chunk_cache(NETCDF_CHUNK_CACHE_BYTES)
+    try:
+        with xr.set_options(file_cache_maxsize=OPEN_FILES):
+            yield
+    finally:
+        netCDF4.set_chunk_cache(*previous)
 
 
 class PipelineError(ValueError):
@@ -93,17 +119,15 @@ def time_blocks(n_frames: int, fractions: Mapping[str, float], gap: int) -> dict
 
 
 def choose_columns(
-    flags: Mapping[str, np.ndarray], positive: np.ndarray | None, balance: Balance | None
+    dropped: np.ndarray,
+    counts: Mapping[str, int],
+    positive: np.ndarray | None,
+    balance: Balance | None,
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Columns to keep (indices) and counts: a column goes when any flag is set; then, with
-    ``balance``, at most ``ratio`` x (number of positive columns) negatives are kept, drawn
-    with its seed."""
-    n = len(next(iter(flags.values())))
-    dropped = np.zeros(n, bool)
-    counts = {"columns": n}
-    for name, flag in flags.items():
-        counts[name] = int(flag.sum())
-        dropped |= flag
+    """Columns to keep (indices) and counts: the columns not ``dropped`` (``counts`` says by which
+    flag); then, with ``balance``, at most ``ratio`` x (number of positive columns) negatives
+    are kept, drawn with its seed."""
+    counts = {"columns": len(dropped), **counts}
     kept = np.flatnonzero(~dropped)
     if balance is not None and positive is not None:
         pos = kept[positive[kept]]
@@ -171,8 +195,10 @@ def open_columns(recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | 
     return stack_columns(selected)
 
 
-def column_flags(ds: xr.Dataset, recipe: Recipe) -> dict[str, xr.DataArray]:
-    """One lazy boolean per column for each reason to drop it, and the balance predicate."""
+def column_flags(ds: xr.Dataset, recipe: Recipe) -> dict[str, Any]:
+    """Lazily: ``dropped``, one boolean per column (any reason to drop it), ``counts`` of columns
+    per reason, and ``positive``, the balance predicate per column (None without balancing).
+    Only these two booleans per column are ever held in memory, not one per reason."""
     flags: dict[str, xr.DataArray] = {}
     for var in recipe.variables:
         da = ds[var]
@@ -183,26 +209,72 @@ def column_flags(ds: xr.Dataset, recipe: Recipe) -> dict[str, xr.DataArray]:
             flags[f"out_of_range.{var}"] = ((da < low) | (da > high)).any(per_column)
     if CALL_STATE in ds:
         flags["not_fresh"] = ds[CALL_STATE] != 0
+    positive = None
     balance = recipe.sampling.balance
     if balance:
         da = ds[balance.variable]
-        flags["balance"] = OPS[balance.op](da, balance.value).any(
-            [d for d in da.dims if d != SAMPLE]
-        )
-    return flags
-
-
-def normalisation_stats(ds: xr.Dataset) -> dict[str, dict[str, list[float]]]:
-    """Mean and standard deviation (ddof 0) over samples, per variable and level, from one
-    pass (both reductions in one compute share the reads)."""
-    mean, std = compute(ds.mean(SAMPLE), ds.std(SAMPLE), label="normalisation statistics")
+        positive = OPS[balance.op](da, balance.value).any([d for d in da.dims if d != SAMPLE])
+    dropped = functools.reduce(operator.or_, flags.values())
     return {
-        var: {
-            "mean": np.atleast_1d(mean[var].values).astype(float).tolist(),
-            "std": np.atleast_1d(std[var].values).astype(float).tolist(),
-        }
-        for var in ds.data_vars
+        "dropped": dropped.data,
+        "counts": {name: flag.sum().data for name, flag in flags.items()},
+        "positive": None if positive is None else positive.data,
     }
+
+
+def compressors(name: str) -> tuple:
+    """zarr codecs of a recipe's ``compression``."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    return {
+        "lz4": (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),),
+        "zstd": (ZstdCodec(level=3),),
+        "none": (),
+    }[name]
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and sum of squared deviations per variable (per level), combinable across
+    batches (Chan et al.'s pairwise update), in float64."""
+
+    count: int
+    mean: dict[str, np.ndarray]
+    m2: dict[str, np.ndarray]
+
+    @staticmethod
+    def lazy(ds: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
+        """Mean and variance over samples, lazily (QC let only finite values in: no NaN-skipping
+        copies)."""
+        ds = ds.astype("float64")
+        return ds.mean(SAMPLE, skipna=False), ds.var(SAMPLE, skipna=False)
+
+    @classmethod
+    def of(cls, count: int, mean: xr.Dataset, var: xr.Dataset) -> Moments:
+        return cls(
+            count,
+            {name: np.atleast_1d(mean[name].values) for name in mean.data_vars},
+            {name: count * np.atleast_1d(var[name].values) for name in var.data_vars},
+        )
+
+    def combine(self, other: Moments) -> Moments:
+        n = self.count + other.count
+        mean, m2 = {}, {}
+        for name, a in self.mean.items():
+            delta = other.mean[name] - a
+            mean[name] = a + delta * (other.count / n)
+            m2[name] = self.m2[name] + other.m2[name] + delta**2 * (self.count * other.count / n)
+        return Moments(n, mean, m2)
+
+    def as_stats(self) -> dict[str, dict[str, list[float]]]:
+        """The store's ``normalisation`` attribute: mean and standard deviation (ddof 0)."""
+        return {
+            name: {
+                "mean": self.mean[name].astype(float).tolist(),
+                "std": np.sqrt(self.m2[name] / self.count).astype(float).tolist(),
+            }
+            for name in self.mean
+        }
 
 
 def compute(*things: Any, label: str) -> tuple:
@@ -247,7 +319,7 @@ def build_store(
         )
     entries = [catalog[name] for name in recipe.sources]
     files = {entry.name: resolve_paths(entry, root) for entry in entries}
-    hashes = {str(p): sha256_file(p) for paths in files.values() for p in paths}
+    hashes = sha256_files([p for paths in files.values() for p in paths])
     key = fingerprint(recipe, entries, hashes)
     if out.exists() and stored_fingerprint(out) is None:
         # Replacing is only safe for a store this pipeline wrote: never remove anything else.
@@ -260,7 +332,8 @@ def build_store(
         return BuildResult(out, True, {}, time.perf_counter() - started)
 
     try:
-        return _build(recipe, out, entries, files, hashes, key, started, root)
+        with bounded_file_memory():
+            return _build(recipe, out, entries, files, hashes, key, started, root)
     except (OSError, RuntimeError) as error:
         # Raised while computing: a file readable at open but broken inside (truncated data).
         raise PipelineError(
@@ -282,13 +355,15 @@ def _build(
     columns = {entry.name: open_columns(recipe, entry, root) for entry in entries}
     flags = {name: column_flags(ds, recipe) for name, ds in columns.items()}
     (computed,) = compute(
-        {name: {k: v.data for k, v in f.items()} for name, f in flags.items()},
+        flags,
         label="quality control and sampling flags",
     )
     kept, qc = {}, {}
     for name, per_column in computed.items():
-        positive = per_column.pop("balance", None)
-        kept[name], qc[name] = choose_columns(per_column, positive, recipe.sampling.balance)
+        counts = {reason: int(n) for reason, n in per_column["counts"].items()}
+        kept[name], qc[name] = choose_columns(
+            per_column["dropped"], counts, per_column["positive"], recipe.sampling.balance
+        )
         print(f"[paramlib dataset] {name}: {qc[name]}")
 
     parts = _split(recipe, columns, kept)
@@ -302,7 +377,7 @@ def _build(
             )
     run_ids = {name: i for i, name in enumerate(recipe.sources)}
     with atomic_store(out) as tmp:
-        writes = []
+        stats = None
         for split, items in parts.items():
             if samples[split] == 0:
                 continue
@@ -315,11 +390,9 @@ def _build(
                 ],
                 dim=SAMPLE,
             )
-            ds = _portable(ds)
-            ds = ds.chunk({SAMPLE: recipe.chunk_samples})
-            writes.append(ds.to_zarr(tmp, group=split, mode="w", compute=False, consolidated=False))
-        compute(*writes, label=f"writing {samples} samples to {out}")
-        stats = normalisation_stats(xr.open_zarr(tmp, group="train", consolidated=False))
+            moments = _write_split(_portable(ds), tmp, split, recipe, with_moments=split == "train")
+            if moments is not None:
+                stats = moments.as_stats()
         write_attrs(
             tmp,
             {
@@ -349,6 +422,42 @@ def _build(
     seconds = time.perf_counter() - started
     print(f"[paramlib dataset] {out}: built in {seconds:.1f} s, samples {samples}")
     return BuildResult(out, False, samples, seconds)
+
+
+def _write_split(
+    ds: xr.Dataset, store: Path, split: str, recipe: Recipe, *, with_moments: bool
+) -> Moments | None:
+    """Write ``ds`` to the store's group ``split`` in batches of ``WRITE_BATCH_CHUNKS`` zarr
+    chunks, one compute each (appended along sample), so that neither the task graph nor the
+    scheduler's bookkeeping grows with the input; with the moments of every variable, computed
+    from the same reads."""
+    batch = WRITE_BATCH_CHUNKS * recipe.chunk_samples  # a multiple: appends start on a chunk
+    total = ds.sizes[SAMPLE]
+    moments = None
+    for start in range(0, total, batch):
+        part = ds.isel({SAMPLE: slice(start, start + batch)}).chunk({SAMPLE: recipe.chunk_samples})
+        if start == 0:
+            codecs = compressors(recipe.compression)
+            write = part.to_zarr(
+                store,
+                group=split,
+                mode="w",
+                compute=False,
+                consolidated=False,
+                encoding={name: {"compressors": codecs} for name in part},
+            )
+        else:
+            write = part.to_zarr(
+                store, group=split, append_dim=SAMPLE, compute=False, consolidated=False
+            )
+        label = f"{split}: writing samples {start}-{min(start + batch, total)} of {total}"
+        if not with_moments:
+            compute(write, label=label)
+            continue
+        _, *computed = compute(write, *Moments.lazy(part), label=label + " and statistics")
+        found = Moments.of(part.sizes[SAMPLE], *computed)
+        moments = found if moments is None else moments.combine(found)
+    return moments
 
 
 def _split(

@@ -28,6 +28,8 @@
       fractions: {train: 0.7, val: 0.15, test: 0.15}
       gap: 1                         # frames left out between blocks (no neighbouring times)
     chunk_samples: 8192              # optional: zarr chunk length along sample
+    compression: lz4                 # optional: lz4 (default, Blosc with byte shuffle; writes
+                                     # ~2x faster than zstd), zstd (smaller files) or none
 
 Every problem found is reported at once, each line naming the recipe file and the key.
 """
@@ -46,8 +48,9 @@ SPLIT_BY = ("run", "time")
 PREDICATE = re.compile(r"^\s*(\w+)\s*(==|!=|>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 TOP_KEYS = (
     *("name", "description", "sources", "inputs", "targets", "units", "levels", "times"),
-    *("qc", "sampling", "split", "chunk_samples"),
+    *("qc", "sampling", "split", "chunk_samples", "compression"),
 )
+COMPRESSIONS = ("lz4", "zstd", "none")
 
 
 class RecipeError(ValueError):
@@ -106,6 +109,7 @@ class Recipe:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     sampling: Sampling = Sampling()
     chunk_samples: int = 8192
+    compression: str = "lz4"
     text: str = ""  # the YAML as written, stored in the store's attributes
     path: Path | None = None
 
@@ -168,6 +172,9 @@ def parse_recipe(raw: Any, *, text: str = "", path: Path | None = None) -> Recip
     chunk = raw.get("chunk_samples", 8192)
     if not (isinstance(chunk, int) and chunk > 0):
         problems.append(f"key 'chunk_samples': expected a positive integer, got {chunk!r}")
+    compression = raw.get("compression", "lz4")
+    if compression not in COMPRESSIONS:
+        problems.append(f"key 'compression': expected one of {COMPRESSIONS}, got {compression!r}")
     known = {*inputs, *targets}
     for key, used in (("units", units), ("qc.ranges", ranges)):
         for var in sorted(set(used) - known - {f"{p}_prev" for p in sampling.previous}):
@@ -187,6 +194,7 @@ def parse_recipe(raw: Any, *, text: str = "", path: Path | None = None) -> Recip
         ranges=ranges,
         sampling=sampling,
         chunk_samples=chunk,
+        compression=compression,
         text=text,
         path=path,
     )

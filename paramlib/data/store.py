@@ -18,6 +18,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from paramlib.data.recipe import Recipe
 
 # Bumped when the pipeline changes what it writes for the same recipe: stores built by an
 # older pipeline then rebuild.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 VERSIONED = ("paramlib", "numpy", "xarray", "dask", "distributed", "zarr", "netCDF4")
 
 
@@ -39,6 +40,13 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
         while chunk := stream.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_files(paths: Sequence[str | os.PathLike], threads: int = 4) -> dict[str, str]:
+    """sha256 of each file, a few at a time (hashlib releases the GIL: the reads and hashes of
+    a many-file run overlap)."""
+    with ThreadPoolExecutor(threads) as pool:
+        return dict(zip(map(str, paths), pool.map(sha256_file, paths), strict=True))
 
 
 def fingerprint(recipe: Recipe, entries: Sequence[CatalogEntry], hashes: Mapping[str, str]) -> str:

@@ -122,13 +122,14 @@ COPIED: dict[str, Field] = {
     )
 }
 
+CHUNK_BYTES = 16 << 20  # per variable and dask chunk
 _DIMS = {"Time": "time", "bottom_top": LEV, "south_north": "y", "west_east": "x"}
 _ORDER = ("time", "y", "x", LEV)
 
 
 def open_wrfout(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
-    """Read wrfout files (one run, consecutive frames, in the given order) lazily, one dask
-    chunk per frame, as the canonical column dataset described in the module docstring."""
+    """Read wrfout files (one run, consecutive frames, in the given order) lazily, in chunks of
+    whole frames (``frames_per_chunk``), as the canonical column dataset of the module docstring."""
     files = [Path(p) for p in paths]
     if not files:
         raise WrfoutError("open_wrfout: no files given")
@@ -192,13 +193,23 @@ def _open_file(path: Path) -> xr.Dataset:
         if n in ds
     ]
     # Chunked as stored first (xarray warns when asked chunks split stored ones: P_TOP of some
-    # writers), then one frame per chunk, WRF's own chunking and the unit the pipelines stream.
-    ds = ds[keep].chunk({"Time": 1})
+    # writers), then in blocks of whole frames: a few MiB per variable, so that a pipeline task
+    # does real work (per-task overhead dominated one-frame chunks) and memory stays small.
+    ds = ds[keep].chunk({"Time": frames_per_chunk(ds)})
     try:
         times = decode_times(ds["Times"].values, path)
     except (OSError, RuntimeError) as error:
         raise WrfoutError(f"{path}: reading Times failed ({error})") from error
     return ds.drop_vars("Times").assign_coords(Time=("Time", times))
+
+
+def frames_per_chunk(ds: xr.Dataset, limit_bytes: int = CHUNK_BYTES) -> int:
+    """Frames per dask chunk: as many as keep the largest variable's chunk within
+    ``limit_bytes``, spread evenly over the file's frames (12 frames, limit 11 -> 6 + 6)."""
+    n = ds.sizes.get("Time", 1)
+    frame = max(var.nbytes // max(n, 1) for var in ds.data_vars.values())
+    chunks = -(-n // max(1, min(n, limit_bytes // max(frame, 1))))
+    return -(-n // chunks)
 
 
 def _check_variables(ds: xr.Dataset, path: Path) -> None:

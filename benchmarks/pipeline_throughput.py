@@ -1,0 +1,201 @@
+"""Training-store pipeline throughput and memory against a plain xarray read of the same data.
+
+For each input size (the first N files of a wrfout set), two fresh processes:
+
+  raw       opens each file with xarray and loads the variables the wrfout reader reads, one
+            file at a time (the floor: bytes off disk into numpy, nothing else);
+  pipeline  `paramlib dataset build` of the Bi-LSTM recipe (training/recipes/bilstm_testbed_wrf,
+            its source pointed at those files) on the default LocalCluster, or --scheduler.
+
+MB/s counts the same input bytes (the raw variables' sizes) for both, so
+ratio_vs_raw_read = raw seconds / pipeline seconds. Peak RSS is each process's maximum resident
+set (workers are threads of the build process, so it covers them). By default the `large`
+testbed WRF set (64 x 64 x 44, 192 frames in 16 hourly files) is generated once into
+build/bench/pipeline/ (about 2 minutes) and reused.
+
+    .venv/bin/python benchmarks/pipeline_throughput.py --json build/bench/pipeline_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
+
+from paramlib.doctor import build_dir  # noqa: E402
+
+RECIPE = ROOT / "training" / "recipes" / "bilstm_testbed_wrf.yaml"
+ENTRY = "bench_wrf"
+TARGET_RATIO = 0.5  # reported, not asserted
+TARGET_RSS_MB = 2048.0
+
+# Run in a child process: prints {"seconds", "bytes", "peak_rss_mb"} as its last line.
+RAW_READ = """
+import json, resource, sys, time
+import xarray as xr
+from paramlib.data.readers.wrfout import (
+    CUMULUS_OPTIONAL, CUMULUS_REQUIRED, STATE_OPTIONAL, STATE_REQUIRED)
+names = (*STATE_REQUIRED, *STATE_OPTIONAL, *CUMULUS_REQUIRED, *CUMULUS_OPTIONAL)
+start, size = time.perf_counter(), 0
+for path in sys.argv[1:]:
+    with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
+        loaded = ds[[n for n in names if n in ds]].load()
+        size += sum(v.nbytes for v in loaded.data_vars.values())
+print(json.dumps({"seconds": time.perf_counter() - start, "bytes": size,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+BUILD = """
+import json, resource, sys, time
+from paramlib.cli import main
+start = time.perf_counter()
+code = main(["dataset", "build", *sys.argv[1:]])
+print(json.dumps({"seconds": time.perf_counter() - start, "code": code,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+sys.exit(code)
+"""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--wrf-dir", type=Path, help="wrfout_d01_* files (default: generate)")
+    parser.add_argument(
+        "--files",
+        type=int,
+        nargs="+",
+        help="input sizes as numbers of files (default: half and all of them)",
+    )
+    parser.add_argument(
+        "--scheduler", help="passed to `paramlib dataset build` (default: its LocalCluster)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a 2-file 12 x 12 set instead of `large` (tests)"
+    )
+    parser.add_argument("--json", type=Path, help="write the results here")
+    return parser.parse_args()
+
+
+def wrf_set(args: argparse.Namespace) -> list[Path]:
+    """The wrfout files: given, or generated once (deterministic, seed 0) and reused."""
+    import numpy as np
+
+    from paramlib.data.testbed.generate import SIZES
+    from paramlib.data.testbed.wrf_set import WrfSetConfig, make_wrf_set
+
+    if args.wrf_dir is not None:
+        directory = args.wrf_dir
+    else:
+        name = "wrf_quick" if args.quick else "wrf_large"
+        directory = build_dir() / "bench" / "pipeline" / name
+        done = directory / ".complete"
+        if not done.exists():
+            config = (
+                WrfSetConfig(nx=12, ny=12, spin_up_days=0.1, hours=2.0)
+                if args.quick
+                else SIZES["large"].wrf
+            )
+            print(f"generating the wrfout set in {directory} ...", flush=True)
+            make_wrf_set(directory, config, np.random.default_rng(0))
+            done.touch()
+    files = sorted(directory.glob("wrfout_d01_*"))
+    if not files:
+        raise SystemExit(f"--wrf-dir {directory}: no wrfout_d01_* files")
+    return files
+
+
+def run_child(code: str, argv: list[str], cwd: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark child failed:\n{result.stdout}\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure(files: list[Path], scheduler: str | None, work: Path) -> dict[str, Any]:
+    """Raw read and pipeline build of ``files``; the store is built into ``work``."""
+    catalog = work / "catalog"
+    catalog.mkdir(parents=True)
+    entry = {
+        "description": "pipeline benchmark input",
+        "format": "wrfout",
+        "fidelity": "high",
+        "scenario": "historical",
+        "paths": [str(p) for p in files],
+        "levels": {"coordinate": "eta", "units": "1", "count": 44},
+        "options": {},
+        "variables": {},
+    }
+    (catalog / "bench.yaml").write_text(yaml.safe_dump({"entries": {ENTRY: entry}}))
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe["sources"] = [ENTRY]
+    (work / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+
+    raw = run_child(RAW_READ, [str(p) for p in files], work)
+    build_args = [str(work / "recipe.yaml"), "--out", str(work / "store.zarr")]
+    build_args += ["--catalog-dir", str(catalog)]
+    if scheduler:
+        build_args += ["--scheduler", scheduler]
+    built = run_child(BUILD, build_args, work)
+    mb = raw["bytes"] / 1e6
+    return {
+        "files": len(files),
+        "input_mb": mb,
+        "raw_seconds": raw["seconds"],
+        "raw_mb_per_s": mb / raw["seconds"],
+        "raw_peak_rss_mb": raw["peak_rss_mb"],
+        "pipeline_seconds": built["seconds"],
+        "pipeline_mb_per_s": mb / built["seconds"],
+        "peak_rss_mb": built["peak_rss_mb"],
+        "ratio_vs_raw_read": raw["seconds"] / built["seconds"],
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # numpy in the children: no thread fights
+    files = wrf_set(args)
+    counts = args.files or sorted({max(1, len(files) // 2), len(files)})
+    rows = []
+    for count in counts:
+        with tempfile.TemporaryDirectory(prefix="pipeline_bench_") as work:
+            print(f"input: first {count} of {len(files)} files ...", flush=True)
+            rows.append(measure(files[:count], args.scheduler, Path(work)))
+    header = ("files", "input MB", "raw MB/s", "pipeline MB/s", "ratio", "peak RSS MB")
+    print("\n" + " | ".join(f"{h:>13}" for h in header))
+    for row in rows:
+        cells = (row["files"], row["input_mb"], row["raw_mb_per_s"], row["pipeline_mb_per_s"])
+        cells += (row["ratio_vs_raw_read"], row["peak_rss_mb"])
+        print(" | ".join(f"{c:>13.3g}" if isinstance(c, float) else f"{c:>13}" for c in cells))
+    result = {
+        "benchmark": "pipeline_throughput",
+        "recipe": str(RECIPE.relative_to(ROOT)),
+        "scheduler": args.scheduler or "LocalCluster (paramlib dataset build default)",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "targets": {"ratio_vs_raw_read": TARGET_RATIO, "peak_rss_mb": TARGET_RSS_MB},
+        # The headline ratio is the largest input's; every size's is in `sizes`.
+        "ratio_vs_raw_read": rows[-1]["ratio_vs_raw_read"],
+        "peak_rss_mb": [{"files": r["files"], "input_mb": r["input_mb"],
+                         "peak_rss_mb": r["peak_rss_mb"]} for r in rows],
+        "sizes": rows,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
