@@ -450,6 +450,7 @@ def test_recipe_validation_names_file_and_key(tmp_path):
     bad = small(sources=["wrf_mskf_ctl"], colour="red")
     bad["split"] = {"by": "run", "train": ["wrf_mskf_ctl", "wrf_mskf_shear2x"]}
     bad["sampling"] = {"balance": {"where": "rthcuten is big"}}
+    bad["source_fractions"] = {"wrf_mskf_ctl": {"start": 0.7, "stop": 0.2}, "other": {}}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(RecipeError) as error:
@@ -458,6 +459,8 @@ def test_recipe_validation_names_file_and_key(tmp_path):
     assert f"{path}: unknown key 'colour'" in message
     assert "source 'wrf_mskf_shear2x' must be in exactly one of train/val/test" in message
     assert "'sampling.balance.where'" in message
+    assert "'source_fractions.wrf_mskf_ctl': expected 0 <= start < stop <= 1" in message
+    assert "'source_fractions.other': 'other' is not in 'sources'" in message
     assert "'rthcuten_prev'" not in message
 
 
@@ -544,3 +547,27 @@ def test_testbed_recipes_build(name, small_testbed, tmp_path, monkeypatch):
     if name == "mfrpn_hf_testbed":  # +4K columns only in test
         assert set(np.unique(xr.open_zarr(out, group="test")["run"].values)) == {1}
         assert set(np.unique(xr.open_zarr(out, group="val")["run"].values)) == {0}
+
+
+def test_oracle_trains_on_plus4k_frames_the_others_never_test_on(
+    small_testbed, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PARAMLIB_TESTBED", str(small_testbed))
+    frames = {}
+    for name in ("mfrpn_hf_testbed", "mfrpn_hf_oracle_testbed"):
+        recipe = load_recipe(REPO_ROOT / "training" / "recipes" / f"{name}.yaml")
+        with dask.config.set(scheduler="synchronous"):
+            build_store(recipe, tmp_path / name)
+        samples = zarr.open_group(str(tmp_path / name), mode="r").attrs["samples"]
+        for split in (s for s, n in samples.items() if n > 0):
+            group = xr.open_zarr(tmp_path / name, group=split)
+            plus4k = group["time"].values[group["run"].values == 1]
+            frames[name, split] = np.unique(plus4k)
+    oracle = np.union1d(
+        frames["mfrpn_hf_oracle_testbed", "train"], frames["mfrpn_hf_oracle_testbed", "val"]
+    )
+    test = frames["mfrpn_hf_testbed", "test"]
+    assert len(oracle) > 0 and len(test) > 0
+    assert ("mfrpn_hf_oracle_testbed", "test") not in frames
+    interval = np.diff(test).min()
+    assert test.min() - oracle.max() >= 2 * interval  # disjoint, with a frame of gap

@@ -172,6 +172,7 @@ def test_two_dimensional_and_cumulus_fields_are_copied(ctl, raw) -> None:
 
 def test_stacked_columns(ctl: xr.Dataset) -> None:
     stacked = stack_columns(ctl)
+    check_canonical(stacked)  # time, y, x: plain labels along sample, no attributes needed
     assert stacked["t"].dims == ("sample", "lev")
     assert stacked["pratec"].dims == ("sample",)
     assert stacked.sizes["sample"] == 19 * 41 * 41

@@ -41,9 +41,12 @@ def check_canonical(ds: xr.Dataset) -> None:
         raise ValueError(f"canonical dataset has dims {sorted(unknown)} outside {sorted(allowed)}")
     if LEV in ds.dims and "units" not in ds[LEV].attrs:
         raise ValueError(f"canonical dataset: coordinate {LEV!r} has no units attribute")
+    # Grid labels are exempt: indexes as read, plain coordinates along sample once stacked
+    # (datetime64 times keep their units in the encoding, not in attributes).
+    labels = {*ds.indexes, *GRID_DIMS}
     for name, var in ds.variables.items():
         missing = [key for key in ("units", "long_name") if key not in var.attrs]
-        if missing and name not in ds.indexes:
+        if missing and name not in labels:
             raise ValueError(f"canonical dataset: variable {name!r} lacks attributes {missing}")
 
 

@@ -165,11 +165,14 @@ def open_columns(recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | 
                 f"{where}: variable {var!r} has units {found!r}, expected {expected!r}"
             )
     ds = ds.isel(time=recipe.times.as_slice())
+    if entry.name in recipe.source_fractions:
+        ds = ds.isel(time=recipe.source_fractions[entry.name].of(ds.sizes["time"]))
     if LEV in ds.dims:
         ds = ds.isel({LEV: recipe.levels.as_slice()})
     if ds.sizes.get("time", 0) == 0 or ds.sizes.get(LEV, 1) == 0:
         raise PipelineError(
-            f"{where}: the recipe's times {recipe.times} and levels {recipe.levels} select"
+            f"{where}: the recipe's times {recipe.times}"
+            f" {recipe.source_fractions.get(entry.name, '')} and levels {recipe.levels} select"
             f" nothing (the data have {dict(ds.sizes)})"
         )
     selected = ds[list(dict.fromkeys(wanted))]

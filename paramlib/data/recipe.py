@@ -8,6 +8,10 @@
     units: {t: K}                    # optional: units each variable must have, checked per source
     levels: {start: 0, stop: 30}     # optional: level index slice, 0 = lowest level
     times: {start: 0, stop: 10}      # optional: frame index slice of every source
+    source_fractions:                # optional: a part of one source's frames (after `times`),
+      run_b: {start: 0.6}            # as fractions: frames round(start*n) to round(stop*n);
+                                     # e.g. to train an oracle on the first half of a run and
+                                     # test everything on the rest (DESIGN.md, MF-RPN)
     qc:
       ranges: {t: [150, 350]}        # optional: columns with a value outside [lo, hi] are dropped
     sampling:                        # optional
@@ -48,6 +52,7 @@ SPLIT_BY = ("run", "time")
 PREDICATE = re.compile(r"^\s*(\w+)\s*(==|!=|>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 TOP_KEYS = (
     *("name", "description", "sources", "inputs", "targets", "units", "levels", "times"),
+    "source_fractions",
     *("qc", "sampling", "split", "chunk_samples", "compression"),
 )
 COMPRESSIONS = ("lz4", "zstd", "none")
@@ -64,6 +69,15 @@ class IndexSlice:
 
     def as_slice(self) -> slice:
         return slice(self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class FractionSlice:
+    start: float = 0.0
+    stop: float = 1.0
+
+    def of(self, n: int) -> slice:
+        return slice(round(self.start * n), round(self.stop * n))
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,7 @@ class Recipe:
     units: dict[str, str] = field(default_factory=dict)
     levels: IndexSlice = IndexSlice()
     times: IndexSlice = IndexSlice()
+    source_fractions: dict[str, FractionSlice] = field(default_factory=dict)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     sampling: Sampling = Sampling()
     chunk_samples: int = 8192
@@ -169,6 +184,9 @@ def parse_recipe(raw: Any, *, text: str = "", path: Path | None = None) -> Recip
             ranges[var] = (float(bounds[0]), float(bounds[1]))
     sampling = _parse_sampling(raw.get("sampling") or {}, problems)
     split = _parse_split(raw["split"], sources, problems)
+    source_fractions = _parse_fractions(raw.get("source_fractions"), sources, problems)
+    levels = _parse_slice(raw.get("levels"), "levels", problems)
+    times = _parse_slice(raw.get("times"), "times", problems)
     chunk = raw.get("chunk_samples", 8192)
     if not (isinstance(chunk, int) and chunk > 0):
         problems.append(f"key 'chunk_samples': expected a positive integer, got {chunk!r}")
@@ -189,8 +207,9 @@ def parse_recipe(raw: Any, *, text: str = "", path: Path | None = None) -> Recip
         targets=targets,
         split=split,
         units={str(k): str(v) for k, v in units.items()},
-        levels=_parse_slice(raw.get("levels"), "levels", problems),
-        times=_parse_slice(raw.get("times"), "times", problems),
+        levels=levels,
+        times=times,
+        source_fractions=source_fractions,
         ranges=ranges,
         sampling=sampling,
         chunk_samples=chunk,
@@ -216,6 +235,28 @@ def _parse_slice(value: Any, key: str, problems: list[str]) -> IndexSlice:
         problems.append(f"key {key!r}: start and stop must be non-negative integers, got {raw!r}")
         return IndexSlice()
     return IndexSlice(*bounds)
+
+
+def _parse_fractions(
+    value: Any, sources: tuple[str, ...], problems: list[str]
+) -> dict[str, FractionSlice]:
+    fractions = {}
+    for name, spec in _mapping(value or {}, "source_fractions", problems).items():
+        key = f"source_fractions.{name}"
+        if name not in sources:
+            problems.append(f"key {key!r}: {name!r} is not in 'sources'")
+            continue
+        spec = _mapping(spec, key, problems)
+        for extra in sorted(spec.keys() - {"start", "stop"}):
+            problems.append(f"key '{key}.{extra}': unknown (allowed: start, stop)")
+        start, stop = spec.get("start", 0.0), spec.get("stop", 1.0)
+        if not all(isinstance(f, int | float) for f in (start, stop)) or not (
+            0 <= start < stop <= 1
+        ):
+            problems.append(f"key {key!r}: expected 0 <= start < stop <= 1, got {spec!r}")
+            continue
+        fractions[name] = FractionSlice(float(start), float(stop))
+    return fractions
 
 
 def _parse_sampling(value: Any, problems: list[str]) -> Sampling:
