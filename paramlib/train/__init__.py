@@ -1,0 +1,46 @@
+"""The trainer: ``paramlib train CONFIG.yaml`` and ``paramlib export CHECKPOINT``.
+
+Command-line contract (SLURM scripts and ``make demo`` rely on it)::
+
+    paramlib train CONFIG.yaml [key.sub=value ...] [--variant small] [--out DIR]
+                   [--resume] [--max-steps N]
+    paramlib export CHECKPOINT|DIR --out MODEL.pt [--output mean_spread|members|mean|member]
+                   [--member I]
+
+The same command runs alone, under ``srun`` (one task per rank: SLURM_PROCID,
+SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_STEP_NODELIST) or under ``torchrun`` (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); see `paramlib.train.distributed`.
+
+Run directory (``--out DIR``; default ``runs/<config stem>[-<variant>]``)::
+
+    DIR/config.yaml      the resolved config: variant and overrides applied, paths absolute
+    DIR/checkpoint.pt    the latest checkpoint, replaced atomically (temporary file + rename)
+                         every train.checkpoint_every steps, on SIGTERM/SIGUSR1 and at the
+                         end; written by rank 0 and holding every member of an ensemble
+    DIR/metrics.csv      one row per train.log_every steps (train loss, lr, validation loss
+                         every train.val_every steps, seconds)
+    DIR/tensorboard/     the same scalars, only when the tensorboard package is installed
+    DIR/model.pt         the model file exported after the last step (ensembles: mean and
+                         spread); ``paramlib export`` writes other output modes from
+                         DIR/checkpoint.pt
+
+Exit status of ``paramlib train``:
+
+- 0   finished (DIR/model.pt written), or stopped at ``--max-steps`` (resumable);
+- 99  `REQUEUE_EXIT`: SIGTERM or SIGUSR1 arrived; the current step finished, the checkpoint
+      was written, and the same command with ``--resume`` continues the run (an sbatch script
+      calls ``scontrol requeue`` on it);
+- 2   invalid config, override or run directory (the message names the file and key);
+- 1   any other error.
+
+``--resume`` continues from DIR/checkpoint.pt when there is one and starts afresh when there
+is none, so a first submission and its requeued restarts run the same command; a finished
+run exits 0 at once (writing DIR/model.pt if it is missing). Without ``--resume`` a DIR that
+already holds a checkpoint is refused. An interrupted and resumed run equals an uninterrupted
+one bit for bit on CPU (same seed and world size): the checkpoint holds model, optimizer,
+LR schedule, the RNG states of every rank and the step, from which the data order follows.
+"""
+
+REQUEUE_EXIT = 99
+
+__all__ = ["REQUEUE_EXIT"]
