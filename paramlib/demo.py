@@ -1,22 +1,54 @@
-"""`paramlib demo`: export a model from Python, run it from a Fortran program through the
-bridge and compare with PyTorch on the same inputs; then generate the small testbed and read
-its WRF-format set back with the wrfout reader."""
+"""`paramlib demo`: the whole path on the bundled testbed, one stage after another.
+
+Each stage prints what it made; stages whose output is up to date say so and skip the work
+(the testbed by its seed, the training stores by their build fingerprints), so a second
+`make demo` is quick. Everything goes under ``--out`` (default build/demo).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from paramlib.cli import Subparsers
-from paramlib.doctor import build_dir
+from paramlib.doctor import REPO_ROOT, build_dir
 
 NCOL = 64
 TOLERANCE = 1e-6  # float32, CPU: the bridge runs the same libtorch kernels as PyTorch
-STAGES = 5
+RECIPES = REPO_ROOT / "training" / "recipes"
+# Stores the training stage reads; bilstm_wrf_mskf needs the real WRF runs (skipped without).
+TESTBED_RECIPES = (
+    "mfrpn_lf_testbed",
+    "mfrpn_hf_testbed",
+    "mfrpn_hf_oracle_testbed",
+    "bilstm_testbed_wrf",
+)
+REAL_WRF_RECIPE = "bilstm_wrf_mskf"
+
+
+class DemoError(RuntimeError):
+    """A stage failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Demo:
+    out: Path
+    seed: int
+
+    @property
+    def testbed(self) -> Path:
+        return self.out / "testbed"
+
+    @property
+    def stores(self) -> Path:
+        return self.out / "stores"
 
 
 def write_columns(path: Path, x: np.ndarray) -> None:
@@ -32,91 +64,138 @@ def read_columns(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype="<f4", offset=8).reshape(int(ncol), int(nlev))
 
 
-def stage(number: int, total: int, text: str) -> None:
-    print(f"[{number}/{total}] {text}", flush=True)
+def say(text: str) -> None:
+    print(f"      {text}".replace("\n", "\n      "), flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
+# --- stages -----------------------------------------------------------------------------------
+
+
+def fortran_bridge(demo: Demo) -> None:
+    """Export a model from Python, run it from a Fortran program, compare with PyTorch."""
     import torch
 
     from paramlib.export import save
     from paramlib.testing_models import make_example
 
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     program = build_dir() / "bin" / "01_simple"
     if not program.is_file():
-        print(f"paramlib demo: {program} is not built; run `make build`", file=sys.stderr)
-        return 1
-
-    stage(1, STAGES, "export a TorchScript model with paramlib.json")
+        raise DemoError(f"{program} is not built; run `make build`")
     module, metadata = make_example("simple", seed=0)
-    model_file = save(module, out / "simple.pt", metadata)
-    fields = f"{metadata.inputs[0].name}({metadata.inputs[0].nlev} levels) -> "
-    fields += f"{metadata.outputs[0].name}({metadata.outputs[0].nlev} levels)"
-    print(f"      {model_file}: {fields}")
-
-    stage(2, STAGES, f"run it from Fortran ({program.name}) on {NCOL} columns")
+    model_file = save(module, demo.out / "simple.pt", metadata)
+    say(
+        f"exported {model_file}: {metadata.inputs[0].name}({metadata.inputs[0].nlev} levels)"
+        f" -> {metadata.outputs[0].name}({metadata.outputs[0].nlev} levels)"
+    )
     x = np.random.default_rng(0).standard_normal((NCOL, metadata.inputs[0].nlev))
     x = x.astype(np.float32)
-    write_columns(out / "in.bin", x)
-    result = subprocess.run(
-        [str(program), str(model_file), str(out / "in.bin"), str(out / "out.bin")],
-        capture_output=True,
-        text=True,
-    )
-    print("      " + result.stdout.strip().replace("\n", "\n      "))
+    write_columns(demo.out / "in.bin", x)
+    command = [str(program), str(model_file), str(demo.out / "in.bin"), str(demo.out / "out.bin")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    say(f"{program.name} on {NCOL} columns:\n{result.stdout.strip()}")
     if result.returncode != 0:
-        print(f"paramlib demo: {program.name} failed:\n{result.stderr}", file=sys.stderr)
-        return 1
-    y_fortran = read_columns(out / "out.bin")
-
-    stage(3, STAGES, "compare with PyTorch on the same inputs")
+        raise DemoError(f"{program.name} failed:\n{result.stderr}")
     with torch.inference_mode():
         y_torch = torch.jit.load(str(model_file))(torch.from_numpy(x)).numpy()
-    diff = float(np.abs(y_fortran - y_torch).max())
-    print(f"      max |Fortran - PyTorch| = {diff:.3e} over {y_torch.size} values "
-          f"(tolerance {TOLERANCE:g})")
+    diff = float(np.abs(read_columns(demo.out / "out.bin") - y_torch).max())
+    say(
+        f"max |Fortran - PyTorch| = {diff:.3e} over {y_torch.size} values"
+        f" (tolerance {TOLERANCE:g})"
+    )
     if diff > TOLERANCE:
-        return 1
-    return show_testbed(out / "testbed", seed=args.seed)
+        raise DemoError(f"the Fortran and PyTorch outputs differ by {diff:.3e}")
 
 
-def show_testbed(folder: Path, seed: int) -> int:
-    """Stages 4-5: the small testbed (kept when already there) and its WRF-format set."""
-    import json
-
-    from paramlib.data.readers.wrfout import open_wrfout
+def testbed(demo: Demo) -> None:
+    """The small testbed (kept when already generated with this seed)."""
     from paramlib.data.testbed.generate import SUMMARY, generate
 
-    summary_file = folder / SUMMARY
-    done = summary_file.is_file() and json.loads(summary_file.read_text())["seed"] == seed
-    stage(4, STAGES, f"testbed (small, seed {seed}){': up to date' if done else ''}")
-    if not done:
-        generate(folder, size="small", seed=seed, log=lambda line: print(f"      {line}"))
+    summary_file = demo.testbed / SUMMARY
+    if summary_file.is_file() and json.loads(summary_file.read_text())["seed"] == demo.seed:
+        say(f"{demo.testbed}: up to date (seed {demo.seed})")
+    else:
+        generate(demo.testbed, size="small", seed=demo.seed, log=say)
     summary = json.loads(summary_file.read_text())
     corr = summary["lf_hf_correlation"]
     out_of_range = summary["plus4k_out_of_range"]
     mid = [fraction for level, fraction in out_of_range.items() if 200 <= float(level) <= 850]
-    print(f"      Betts-Miller tuned: tau = {summary['bm_tau_s'] / 3600:g} h, "
-          f"RH = {summary['bm_rh']:g}; LF-HF correlation on HF states: "
-          f"heating {corr['heating']:.3f}, moistening {corr['moistening']:.3f}")
-    print(f"      +4K HF temperatures outside the historical range, 200-850 hPa mean: "
-          f"{sum(mid) / len(mid):.2f} with WTG")
+    say(
+        f"Betts-Miller tuned: tau = {summary['bm_tau_s'] / 3600:g} h, RH = {summary['bm_rh']:g};"
+        f" LF-HF correlation on HF states: heating {corr['heating']:.3f}, moistening"
+        f" {corr['moistening']:.3f}"
+    )
+    say(
+        "+4K HF temperatures outside the historical range, 200-850 hPa mean:"
+        f" {sum(mid) / len(mid):.2f} with WTG"
+    )
 
-    stage(5, STAGES, "read the WRF-format set with the wrfout reader")
-    files = sorted((folder / "wrf").glob("wrfout_d01_*"))
+
+def wrfout_reader(demo: Demo) -> None:
+    """Read the testbed's WRF-format set back with the wrfout reader."""
+    from paramlib.data.readers.wrfout import open_wrfout
+
+    files = sorted((demo.testbed / "wrf").glob("wrfout_d01_*"))
     ds = open_wrfout(files)
     active = float((abs(ds["rthcuten"]).max("lev") > 0).mean())
-    print(f"      {len(files)} file(s): {dict(ds.sizes)}; variables {len(ds.data_vars)}; "
-          f"fraction of columns with cumulus heating {active:.2f}")
-    print(f"demo outputs in {folder.parent}")
+    say(
+        f"{len(files)} file(s): {dict(ds.sizes)}; variables {len(ds.data_vars)};"
+        f" fraction of columns with cumulus heating {active:.2f}"
+    )
+
+
+def training_stores(demo: Demo) -> None:
+    """Build the shipped recipes' stores (each a no-op when up to date)."""
+    import os
+
+    import dask
+
+    from paramlib.catalog import CatalogError, load_catalog, resolve_paths
+    from paramlib.data.pipeline import build_store
+    from paramlib.data.recipe import load_recipe
+
+    os.environ["PARAMLIB_TESTBED"] = str(demo.testbed)  # the catalog's testbed entries
+    names = list(TESTBED_RECIPES)
+    try:
+        resolve_paths(load_catalog(check_paths=False)["wrf_mskf_ctl"])
+        names.append(REAL_WRF_RECIPE)
+    except CatalogError as error:
+        say(f"{REAL_WRF_RECIPE}: skipped, the real WRF runs are not here ({error})")
+    # dask's threads in this process: on a small machine the fastest way (README, pipelines)
+    with dask.config.set(scheduler="threads"):
+        for name in names:
+            recipe = load_recipe(RECIPES / f"{name}.yaml")
+            result = build_store(recipe, demo.stores / f"{name}.zarr")
+            if not result.up_to_date:
+                say(f"{name}: {result.samples} samples in {result.seconds:.1f} s")
+
+
+STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
+    ("export a model, run it from Fortran, compare with PyTorch", fortran_bridge),
+    ("testbed (small)", testbed),
+    ("read the WRF-format set with the wrfout reader", wrfout_reader),
+    ("training stores from the shipped recipes", training_stores),
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    demo = Demo(Path(args.out), args.seed)
+    demo.out.mkdir(parents=True, exist_ok=True)
+    for number, (title, stage) in enumerate(STAGES, start=1):
+        print(f"[{number}/{len(STAGES)}] {title}", flush=True)
+        try:
+            stage(demo)
+        except (DemoError, ValueError, OSError) as error:
+            print(f"paramlib demo: stage {number} ({title}) failed: {error}", file=sys.stderr)
+            return 1
+    print(f"demo outputs in {demo.out}")
     return 0
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="export a model and run it from Fortran")
+    parser = subparsers.add_parser("demo", help="the whole path on the bundled testbed")
     parser.add_argument("--out", default=str(build_dir() / "demo"), help="working folder")
     parser.add_argument("--seed", type=int, default=0, help="testbed seed (default 0)")
     parser.set_defaults(func=run)

@@ -1,4 +1,5 @@
-"""`paramlib demo` end to end: export, Fortran run, comparison with PyTorch, testbed, reader."""
+"""`paramlib demo` end to end: export, Fortran run, comparison with PyTorch, testbed, reader,
+training stores; a second run finds everything up to date."""
 
 import re
 import subprocess
@@ -7,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from paramlib import demo
+from paramlib.data.store import stored_fingerprint
+
 
 @pytest.mark.usefixtures("bridge_library")
 def test_demo_runs_the_model_from_fortran_and_matches_torch(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "paramlib", "demo", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
+    command = [sys.executable, "-m", "paramlib", "demo", "--out", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"max \|Fortran - PyTorch\| = (\S+)", result.stdout)
     assert match is not None, result.stdout
@@ -23,4 +24,11 @@ def test_demo_runs_the_model_from_fortran_and_matches_torch(tmp_path: Path) -> N
     heating = re.search(r"LF-HF correlation on HF states: heating (\S+),", result.stdout)
     assert heating is not None and -1.0 <= float(heating.group(1)) <= 1.0, result.stdout
     assert (tmp_path / "testbed" / "summary.json").is_file()
-    assert re.search(r"\[5/5\].*\n.*1 file\(s\): \{'time': 12", result.stdout), result.stdout
+    wrf = re.search(r"\] read the WRF.*\n.*1 file\(s\): \{'time': 12", result.stdout)
+    assert wrf, result.stdout
+    for name in demo.TESTBED_RECIPES:
+        assert stored_fingerprint(tmp_path / "stores" / f"{name}.zarr") is not None, name
+
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("up to date") >= 1 + len(demo.TESTBED_RECIPES), again.stdout

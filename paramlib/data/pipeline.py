@@ -367,7 +367,8 @@ def _build(
         kept[name], qc[name] = choose_columns(
             per_column["dropped"], counts, per_column["positive"], recipe.sampling.balance
         )
-        print(f"[paramlib dataset] {name}: {qc[name]}")
+        found = {reason: n for reason, n in qc[name].items() if n or reason == "kept"}
+        print(f"[paramlib dataset] {name}: {found} (checks that dropped nothing not shown)")
 
     parts = _split(recipe, columns, kept)
     samples = {split: sum(len(i) for _, i in items) for split, items in parts.items()}
