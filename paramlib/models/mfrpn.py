@@ -123,13 +123,20 @@ class MFRPN(nn.Module):
         members: int = 32,
         seed: int = 0,
         prior_scale: float = 1.0,
+        first_member: int = 0,
     ) -> Self:
         """n_x state features; n_out HF targets; n_lf_out LF targets (default n_out);
-        n_bm BM features (hf_of_bm_and_x only). ``hf_hidden`` defaults to ``hidden``."""
+        n_bm BM features (hf_of_bm_and_x only). ``hf_hidden`` defaults to ``hidden``.
+        ``first_member``: this slice's first member, as in `RPN.create`."""
         n_lf_out = n_out if n_lf_out is None else n_lf_out
         if (composition == "hf_of_bm_and_x") != (n_bm > 0):
             raise ValueError(f"n_bm: {n_bm} BM features do not fit composition {composition!r}")
-        common = {"members": members, "seed": seed, "prior_scale": prior_scale}
+        common = {
+            "members": members,
+            "seed": seed,
+            "prior_scale": prior_scale,
+            "first_member": first_member,
+        }
         lf = None
         if composition == "hf_of_bm_and_x":
             n_hf_in = n_bm + n_x
