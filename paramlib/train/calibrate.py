@@ -1,0 +1,96 @@
+"""Spread calibration: a small search over the prior scale (and member count) of an ensemble.
+
+An RPN ensemble's spread comes from its members' different initialisations, fixed priors and
+bootstrap subsets; ``prior_scale`` scales the prior and with it the spread away from the data
+(the prototype's ensembles were under-dispersed, 90 % interval coverage 0.6-0.75). For each
+setting, `calibrate` trains the config (one process, run directory
+``OUT/prior_scale-S_members-M``, resumed if it is already there) and measures on the
+validation split the empirical coverage of the central 90 % interval, taken as mean +- 1.645
+x spread (the standard deviation over members, as the model file's spread output): the
+fraction of (sample, output feature) pairs whose target lies inside, over all outputs and per
+output field. The setting closest to 0.9 is chosen. Results go to OUT/calibration.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import torch
+
+from paramlib.train import checkpoint
+from paramlib.train.config import Config, ConfigError
+from paramlib.train.distributed import Placement
+from paramlib.train.loop import train, trained_network
+from paramlib.train.tasks import FeatureTask, task_from_stores
+
+LEVEL = 0.9
+
+
+def coverage(members: torch.Tensor, target: torch.Tensor, level: float = LEVEL) -> torch.Tensor:
+    """Per feature, the fraction of samples whose target lies in mean +- z x std over the
+    members (z the normal quantile of the central `level` interval); members (M, N, F),
+    target (N, F) -> (F,)."""
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    mean, spread = members.mean(dim=0), members.std(dim=0)
+    return ((target - mean).abs() <= z * spread).double().mean(dim=0)
+
+
+def evaluate(config: Config, run_dir: Path) -> dict[str, Any]:
+    """Coverage on the validation split of the run in `run_dir`, overall and per field."""
+    task = task_from_stores(config)
+    assert isinstance(task, FeatureTask)
+    if "val" not in task.data:
+        raise ConfigError(f"{config.data.store}: no validation samples to calibrate on")
+    net = trained_network(task, checkpoint.load(run_dir))
+    x, y = task.data["val"]
+    per_feature = coverage(task.predict(net, x, config.train.batch_size), y)
+    return {
+        "coverage": float(per_feature.mean()),
+        "per_field": {k: float(v.mean()) for k, v in task.outputs.split(per_feature).items()},
+    }
+
+
+def calibrate(
+    config: Config,
+    out: str | Path,
+    prior_scales: Sequence[float],
+    members: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate every (prior_scale, members) setting; write and return the table
+    and the chosen setting (module docstring)."""
+    if not config.ensemble:
+        raise ConfigError(
+            f"{config.name}: calibration needs an ensemble (rpn or mfrpn, members >= 2)"
+        )
+    out = Path(out)
+    results = []
+    for scale in prior_scales:
+        for count in members or [config.model.members]:
+            model = dataclasses.replace(config.model, prior_scale=scale, members=count)
+            setting = dataclasses.replace(config, model=model)
+            run_dir = out / f"prior_scale-{scale:g}_members-{count}"
+            status = train(setting, run_dir, resume=True, placement=Placement())
+            if status != 0:
+                raise RuntimeError(f"training {run_dir} stopped with status {status}")
+            result = {"prior_scale": scale, "members": count, **evaluate(setting, run_dir)}
+            results.append(result)
+            print(
+                f"[paramlib calibrate] prior_scale {scale:g}, members {count}: "
+                f"90% interval coverage {result['coverage']:.3f}",
+                flush=True,
+            )
+    chosen = min(results, key=lambda r: abs(r["coverage"] - LEVEL))
+    report = {"level": LEVEL, "config": config.to_dict(), "results": results, "chosen": chosen}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(report, indent=1))
+    print(
+        f"[paramlib calibrate] chosen: model.prior_scale={chosen['prior_scale']:g} "
+        f"model.members={chosen['members']} (coverage {chosen['coverage']:.3f}); "
+        f"{out / 'calibration.json'}"
+    )
+    return report

@@ -1,0 +1,119 @@
+"""``paramlib train``, ``paramlib export`` and ``paramlib calibrate`` (contract in
+`paramlib.train`'s docstring). torch is imported inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from paramlib.cli import Subparsers
+
+OUTPUT_MODES = ("mean_spread", "members", "mean", "member")
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="run config YAML (see training/configs/)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value", help="config overrides (YAML values)"
+    )
+    parser.add_argument("--variant", help="apply the config's variants.NAME block (e.g. small)")
+
+
+def register(subparsers: Subparsers) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a model from a run config",
+        description="Train a model from CONFIG.yaml, alone or as one rank under srun/torchrun."
+        " Exit 99 after a checkpoint on SIGTERM/SIGUSR1 (requeue and --resume).",
+    )
+    _config_arguments(train)
+    train.add_argument("--out", help="run directory (default runs/NAME[-VARIANT])")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint.pt when it exists"
+    )
+    train.add_argument(
+        "--max-steps", type=int, metavar="N", help="stop at step N (checkpointed, resumable)"
+    )
+    train.set_defaults(func=_train)
+
+    export = subparsers.add_parser(
+        "export",
+        help="write a model file from a training checkpoint",
+        description="TorchScript model file with normalisation inside and paramlib.json,"
+        " from a checkpoint (or a run directory holding checkpoint.pt).",
+    )
+    export.add_argument("checkpoint", help="checkpoint.pt or its run directory")
+    export.add_argument("--out", required=True, help="model file to write (MODEL.pt)")
+    export.add_argument(
+        "--output",
+        choices=OUTPUT_MODES,
+        help="ensemble output (default: the config's export.output, mean_spread for ensembles)",
+    )
+    export.add_argument("--member", type=int, metavar="I", help="the member for --output member")
+    export.set_defaults(func=_export)
+
+    calibrate = subparsers.add_parser(
+        "calibrate",
+        help="choose an ensemble's prior scale by validation interval coverage",
+        description="Train CONFIG once per prior scale (and member count), measure the 90%%"
+        " interval coverage on the validation split, pick the setting closest to 0.9.",
+    )
+    _config_arguments(calibrate)
+    calibrate.add_argument(
+        "--prior-scale", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0], metavar="S"
+    )
+    calibrate.add_argument("--members", type=int, nargs="+", metavar="M", help="member counts")
+    calibrate.add_argument("--out", help="directory (default runs/calibrate-NAME[-VARIANT])")
+    calibrate.set_defaults(func=_calibrate)
+
+
+def _default_out(config_name: str, variant: str | None, prefix: str = "") -> Path:
+    return Path("runs") / f"{prefix}{config_name}{f'-{variant}' if variant else ''}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from paramlib.train.config import ConfigError, load_config
+    from paramlib.train.data import DataError
+    from paramlib.train.loop import RunDirError, train
+
+    try:
+        config = load_config(args.config, args.overrides, args.variant)
+        out = Path(args.out) if args.out else _default_out(config.name, args.variant)
+        return train(config, out, resume=args.resume, max_steps=args.max_steps)
+    except (ConfigError, DataError, RunDirError) as error:
+        print(f"paramlib train: {error}", file=sys.stderr)
+        return 2
+
+
+def _export(args: argparse.Namespace) -> int:
+    from paramlib.train import checkpoint
+    from paramlib.train.loop import export_checkpoint
+
+    try:
+        state = checkpoint.load(args.checkpoint)
+        if args.member is not None and args.output not in (None, "member"):
+            raise ValueError("--member goes with --output member")
+        output = "member" if args.member is not None else args.output
+        path = export_checkpoint(state, args.out, output, args.member)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"paramlib export: {error}", file=sys.stderr)
+        return 2
+    print(f"[paramlib export] {path} (step {state['step']})")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from paramlib.train.calibrate import calibrate
+    from paramlib.train.config import ConfigError, load_config
+    from paramlib.train.data import DataError
+    from paramlib.train.loop import RunDirError
+
+    try:
+        config = load_config(args.config, args.overrides, args.variant)
+        out = Path(args.out) if args.out else _default_out(config.name, args.variant, "calibrate-")
+        calibrate(config, out, args.prior_scale, args.members)
+    except (ConfigError, DataError, RunDirError) as error:
+        print(f"paramlib calibrate: {error}", file=sys.stderr)
+        return 2
+    return 0
