@@ -263,6 +263,22 @@ def _as_metadata(metadata: Mapping[str, Any] | ModelMetadata) -> ModelMetadata:
     return ModelMetadata.from_dict(data)
 
 
+def forward_source(n_in: int, n_out: int) -> str:
+    """TorchScript source of the convention's ``forward(x0, x1, ...)`` for a module whose
+    ``forward_fields(list of Tensors)`` returns the outputs as a list (TorchScript has no
+    *args): one Tensor when ``n_out`` is 1, else a tuple."""
+    arguments = ", ".join(f"x{i}: Tensor" for i in range(n_in))
+    call = "self.forward_fields([" + ", ".join(f"x{i}" for i in range(n_in)) + "])"
+    if n_out == 1:
+        return f"def forward(self, {arguments}) -> Tensor:\n    return {call}[0]\n"
+    returned = ", ".join(f"y[{i}]" for i in range(n_out))
+    return (
+        f"def forward(self, {arguments}) -> Tuple[{', '.join(['Tensor'] * n_out)}]:\n"
+        f"    y = {call}\n"
+        f"    return ({returned})\n"
+    )
+
+
 def example_inputs(
     metadata: ModelMetadata, ncol: int = CHECK_NCOL, seed: int = 0
 ) -> tuple[torch.Tensor, ...]:

@@ -12,7 +12,7 @@ from typing import Final
 import torch
 from torch import Tensor, nn
 
-from paramlib.export import FieldSpec, ModelMetadata
+from paramlib.export import FieldSpec, ModelMetadata, forward_source
 
 LEAKY_SLOPE = 0.15  # the MF-RPN networks' LeakyReLU slope
 
@@ -90,19 +90,6 @@ class EnsembleMLP(nn.Module):
         return self.layers(x.expand(self.members, -1, -1))
 
 
-def _forward_source(n_in: int, n_out: int) -> str:
-    arguments = ", ".join(f"x{i}: Tensor" for i in range(n_in))
-    call = "self.forward_fields([" + ", ".join(f"x{i}" for i in range(n_in)) + "])"
-    if n_out == 1:
-        return f"def forward(self, {arguments}) -> Tensor:\n    return {call}[0]\n"
-    returned = ", ".join(f"y[{i}]" for i in range(n_out))
-    return (
-        f"def forward(self, {arguments}) -> Tuple[{', '.join(['Tensor'] * n_out)}]:\n"
-        f"    y = {call}\n"
-        f"    return ({returned})\n"
-    )
-
-
 class ColumnModel(nn.Module):
     """Named column fields in, named column fields out, through one network.
 
@@ -141,7 +128,7 @@ class ColumnModel(nn.Module):
             self.register_buffer(name, tensor.to(torch.float32))
         self.out_nlev = list(out_nlev)
         self.net = net
-        self.forward_source = _forward_source(len(in_nlev), len(out_nlev))
+        self.forward_source = forward_source(len(in_nlev), len(out_nlev))
 
     @torch.jit.export
     def forward_fields(self, fields: list[Tensor]) -> list[Tensor]:

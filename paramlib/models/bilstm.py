@@ -63,7 +63,7 @@ import xarray as xr
 import zarr
 from torch import Tensor, nn
 
-from paramlib.export import FieldSpec, ModelMetadata, save
+from paramlib.export import FieldSpec, ModelMetadata, forward_source, save
 from paramlib.models.normalise import FieldLayout, Normaliser, store_fields, store_normalisation
 
 MODEL_KIND = "bilstm_mskf"
@@ -439,17 +439,6 @@ class MSKFPostprocess(nn.Module):
         return result
 
 
-def _forward_source(n_in: int, n_out: int) -> str:
-    arguments = ", ".join(f"x{i}: Tensor" for i in range(n_in))
-    call = "self.forward_fields([" + ", ".join(f"x{i}" for i in range(n_in)) + "])"
-    returned = ", ".join(f"y[{i}]" for i in range(n_out))
-    return (
-        f"def forward(self, {arguments}) -> Tuple[{', '.join(['Tensor'] * n_out)}]:\n"
-        f"    y = {call}\n"
-        f"    return ({returned},)\n"
-    )
-
-
 class BiLSTMExport(nn.Module):
     """The model file's module: emulator, then post-processing, in physical units.
 
@@ -465,7 +454,7 @@ class BiLSTMExport(nn.Module):
         super().__init__()
         self.emulator = emulator
         self.postprocess = MSKFPostprocess(emulator.config)
-        self.forward_source = _forward_source(
+        self.forward_source = forward_source(
             len(emulator.config.inputs), len(emulator.config.targets)
         )
 

@@ -31,26 +31,12 @@ from typing import Any, Final
 import torch
 from torch import Tensor, nn
 
-from paramlib.export import FieldSpec, ModelMetadata
+from paramlib.export import FieldSpec, ModelMetadata, forward_source
 from paramlib.models.mlp import EnsembleLinear
 from paramlib.models.normalise import FieldLayout, Normaliser
 
 OUTPUT_MODES = ("members", "mean", "mean_spread", "member")
 SPREAD_SUFFIX = "_spread"
-
-
-def _forward_source(n_in: int, n_out: int) -> str:
-    """forward(x0, x1, ...) for the convention: TorchScript has no *args."""
-    arguments = ", ".join(f"x{i}: Tensor" for i in range(n_in))
-    call = "self.forward_fields([" + ", ".join(f"x{i}" for i in range(n_in)) + "])"
-    if n_out == 1:
-        return f"def forward(self, {arguments}) -> Tensor:\n    return {call}[0]\n"
-    returned = ", ".join(f"y[{i}]" for i in range(n_out))
-    return (
-        f"def forward(self, {arguments}) -> Tuple[{', '.join(['Tensor'] * n_out)}]:\n"
-        f"    y = {call}\n"
-        f"    return ({returned})\n"
-    )
 
 
 class ExportedEnsemble(nn.Module):
@@ -81,7 +67,7 @@ class ExportedEnsemble(nn.Module):
         self.mode = mode
         self.compute_dtype = compute_dtype
         n_out = len(out_nlev) * (2 if mode == "mean_spread" else 1)
-        self.forward_source = _forward_source(n_inputs, n_out)
+        self.forward_source = forward_source(n_inputs, n_out)
 
     @torch.jit.export
     def forward_fields(self, fields: list[Tensor]) -> list[Tensor]:
