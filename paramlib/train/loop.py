@@ -258,7 +258,7 @@ def _run(
         model = DistributedDataParallel(
             net,
             device_ids=[group.device] if group.device.type == "cuda" else None,
-            broadcast_buffers=False,  # normalisation and prior buffers never change
+            forward_sync_buffers=False,  # normalisation buffers never change
         )
     task.prepare(group.device, first, count, group.rank, group.world_size)
 
