@@ -56,7 +56,9 @@ OPS = {
     "<=": operator.le,
 }
 CALL_STATE = "mskf_call_state"
-WRITE_BATCH_CHUNKS = 16  # zarr chunks of samples per compute while writing
+# Chunks per compute (source chunks in the QC pass, zarr chunks while writing): the task graph
+# and the scheduler's bookkeeping stay bounded whatever the input size.
+BATCH_CHUNKS = 16
 # Memory held per open file, which would otherwise grow with the number of input files:
 # netCDF-C's per-variable chunk cache (64 MiB by default, kept while the file is open; the
 # pipeline reads each chunk once per pass, so it only held memory: 2.5 GB for the 16-file
@@ -356,17 +358,10 @@ def _build(
     root: str | os.PathLike | None,
 ) -> BuildResult:
     columns = {entry.name: open_columns(recipe, entry, root) for entry in entries}
-    flags = {name: column_flags(ds, recipe) for name, ds in columns.items()}
-    (computed,) = compute(
-        flags,
-        label="quality control and sampling flags",
-    )
     kept, qc = {}, {}
-    for name, per_column in computed.items():
-        counts = {reason: int(n) for reason, n in per_column["counts"].items()}
-        kept[name], qc[name] = choose_columns(
-            per_column["dropped"], counts, per_column["positive"], recipe.sampling.balance
-        )
+    for name, ds in columns.items():
+        dropped, counts, positive = _quality_control(ds, recipe, name)
+        kept[name], qc[name] = choose_columns(dropped, counts, positive, recipe.sampling.balance)
         found = {reason: n for reason, n in qc[name].items() if n or reason == "kept"}
         print(f"[paramlib dataset] {name}: {found} (checks that dropped nothing not shown)")
 
@@ -428,14 +423,38 @@ def _build(
     return BuildResult(out, False, samples, seconds)
 
 
+def _quality_control(
+    ds: xr.Dataset, recipe: Recipe, name: str
+) -> tuple[np.ndarray, dict[str, int], np.ndarray | None]:
+    """``column_flags`` of one source, computed in batches of ``BATCH_CHUNKS`` of its chunks
+    (bounded graphs, as for the writes); the per-column booleans joined, the counts summed."""
+    chunked = (v.chunks[0] for v in ds.data_vars.values() if v.chunks is not None)
+    chunks = next(chunked, (ds.sizes[SAMPLE],))
+    edges = np.cumsum((0, *chunks))[::BATCH_CHUNKS]
+    edges = np.append(edges, len(ds[SAMPLE])) if edges[-1] != len(ds[SAMPLE]) else edges
+    dropped, positive, counts = [], [], {}
+    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+        label = f"{name}: quality control, columns {start}-{stop} of {edges[-1]}"
+        (found,) = compute(column_flags(ds.isel({SAMPLE: slice(start, stop)}), recipe), label=label)
+        dropped.append(found["dropped"])
+        positive.append(found["positive"])
+        for reason, n in found["counts"].items():
+            counts[reason] = counts.get(reason, 0) + int(n)
+    return (
+        np.concatenate(dropped),
+        counts,
+        None if positive[0] is None else np.concatenate(positive),
+    )
+
+
 def _write_split(
     ds: xr.Dataset, store: Path, split: str, recipe: Recipe, *, with_moments: bool
 ) -> Moments | None:
-    """Write ``ds`` to the store's group ``split`` in batches of ``WRITE_BATCH_CHUNKS`` zarr
+    """Write ``ds`` to the store's group ``split`` in batches of ``BATCH_CHUNKS`` zarr
     chunks, one compute each (appended along sample), so that neither the task graph nor the
     scheduler's bookkeeping grows with the input; with the moments of every variable, computed
     from the same reads."""
-    batch = WRITE_BATCH_CHUNKS * recipe.chunk_samples  # a multiple: appends start on a chunk
+    batch = BATCH_CHUNKS * recipe.chunk_samples  # a multiple: appends start on a chunk
     total = ds.sizes[SAMPLE]
     moments = None
     for start in range(0, total, batch):
