@@ -195,7 +195,7 @@ def _describe(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any) -> Any:
     """`value` as type `tp` (YAML scalars are already typed); raises TypeError if it is not.
-    An integer is a valid float; a boolean is not a number."""
+    An integer is a valid float, and so is a string such as "1e-4"; a boolean is not a number."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         if value is None:
@@ -220,6 +220,11 @@ def _coerce(value: Any, tp: Any) -> Any:
             raise TypeError
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise TypeError from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError
         return float(value)

@@ -129,9 +129,11 @@ class Group:
         if self.world_size > 1:
             if device.type == "cuda":
                 torch.cuda.set_device(device)
+            # torchrun's agent may already serve the rendezvous store: env:// joins it.
+            address = f"tcp://{placement.master_addr}:{placement.master_port}"
             dist.init_process_group(
                 backend="nccl" if device.type == "cuda" else "gloo",
-                init_method=f"tcp://{placement.master_addr}:{placement.master_port}",
+                init_method="env://" if placement.launcher == "torchrun" else address,
                 rank=self.rank,
                 world_size=self.world_size,
                 timeout=TIMEOUT,
