@@ -6,6 +6,11 @@ Command-line contract (SLURM scripts and ``make demo`` rely on it)::
                    [--resume] [--max-steps N]
     paramlib export CHECKPOINT|DIR --out MODEL.pt [--output mean_spread|members|mean|member]
                    [--member I]
+    paramlib calibrate CONFIG.yaml [key.sub=value ...] [--variant small]
+                   [--prior-scale S ...] [--members M ...] [--out DIR]
+
+Overrides come right after the config (before the options). Configs: `paramlib.train.config`;
+the calibration search: `paramlib.train.calibrate`.
 
 The same command runs alone, under ``srun`` (one task per rank: SLURM_PROCID,
 SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_STEP_NODELIST) or under ``torchrun`` (RANK,

@@ -41,17 +41,21 @@ def coverage(members: torch.Tensor, target: torch.Tensor, level: float = LEVEL) 
 
 
 def evaluate(config: Config, run_dir: Path) -> dict[str, Any]:
-    """Coverage on the validation split of the run in `run_dir`, overall and per field."""
+    """Coverage on the validation split of the run in `run_dir`, overall and per field, and
+    the ensemble mean's mean squared error there (normalised units)."""
     task = task_from_stores(config)
     assert isinstance(task, FeatureTask)
     if "val" not in task.data:
         raise ConfigError(f"{config.data.store}: no validation samples to calibrate on")
     net = trained_network(task, checkpoint.load(run_dir))
     x, y = task.data["val"]
-    per_feature = coverage(task.predict(net, x, config.train.batch_size), y)
+    members = task.predict(net, x, config.train.batch_size)
+    per_feature = coverage(members, y)
     return {
         "coverage": float(per_feature.mean()),
         "per_field": {k: float(v.mean()) for k, v in task.outputs.split(per_feature).items()},
+        # The price of a wider spread, if any: the ensemble mean's error (normalised units).
+        "mse_of_mean": float((members.mean(dim=0) - y).square().mean()),
     }
 
 
@@ -81,7 +85,8 @@ def calibrate(
             results.append(result)
             print(
                 f"[paramlib calibrate] prior_scale {scale:g}, members {count}: "
-                f"90% interval coverage {result['coverage']:.3f}",
+                f"90% interval coverage {result['coverage']:.3f}, "
+                f"MSE of the mean {result['mse_of_mean']:.3f}",
                 flush=True,
             )
     chosen = min(results, key=lambda r: abs(r["coverage"] - LEVEL))

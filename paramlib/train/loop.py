@@ -176,23 +176,24 @@ def train(
     placement: Placement | None = None,
 ) -> int:
     """One invocation of ``paramlib train`` (module docstring); returns the exit status."""
+    out = Path(out)
     placement = placement or placement_from_env()
     device = pick_device(config.train.device, placement.local_rank)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    out = Path(out)
-    checkpoint_path = out / ckpt.CHECKPOINT_FILE
-    saved = _check_run_dir(config, checkpoint_path, resume)
+    saved = _check_run_dir(config, out / ckpt.CHECKPOINT_FILE, resume)
     if saved is not None and saved["step"] >= config.train.steps:
         if placement.rank == 0 and not (out / MODEL_FILE).is_file():
             export_checkpoint(saved, out / MODEL_FILE)
         print(f"[paramlib train] {out}: finished at step {saved['step']}", file=sys.stderr)
         return 0
-    group = Group(placement, device)
-    try:
-        return _run(config, out, saved, max_steps, group)
-    finally:
-        group.close()
+    # Signals are caught from here on: one arriving while the data load is not lost.
+    with StopRequest() as stop:
+        group = Group(placement, device)
+        try:
+            return _run(config, out, saved, max_steps, group, stop)
+        finally:
+            group.close()
 
 
 def _fingerprints(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -218,7 +219,12 @@ def _check_run_dir(config: Config, path: Path, resume: bool) -> dict[str, Any] |
 
 
 def _run(
-    config: Config, out: Path, saved: dict[str, Any] | None, max_steps: int | None, group: Group
+    config: Config,
+    out: Path,
+    saved: dict[str, Any] | None,
+    max_steps: int | None,
+    group: Group,
+    stop: StopRequest,
 ) -> int:
     train_config = config.train
     task = task_from_stores(config)
@@ -282,44 +288,43 @@ def _run(
 
     started = time.perf_counter() - state.elapsed
     try:
-        with StopRequest() as stop:
-            for step in range(state.step, end):
-                net.train()
-                lr = optimizer.param_groups[0]["lr"]
-                objective, parts = task.step_loss(model, net, step)
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                optimizer.step()
-                scheduler.step()
-                state.window = parts if state.window is None else state.window + parts
-                state.window_steps += 1
-                state.step = done = step + 1
-                row: dict[str, float] = {}
-                if done % train_config.log_every == 0 or done == total:
-                    sums = group.sum(state.window) / (state.window_steps * denominator)
-                    row.update(zip(task.train_parts, sums.tolist(), strict=True))
-                    state.window, state.window_steps = None, 0
-                if done % train_config.val_every == 0 or done == total:
-                    net.eval()
-                    val = group.sum(task.val_losses(net)) / denominator
-                    row.update(zip(task.val_parts, val.tolist(), strict=False))
-                state.elapsed = time.perf_counter() - started
-                if row:
-                    row = {"step": done, "lr": lr, **row, "seconds": state.elapsed}
-                    if metrics is not None:
-                        metrics.write(row)
-                    progress.update(done, row)
-                stopping = group.any(stop.signal is not None)
-                if stopping or done % train_config.checkpoint_every == 0 or done == end:
-                    write_checkpoint()
-                if stopping:
-                    if group.is_main:
-                        print(
-                            f"\n[paramlib train] {stop.name or 'stop signal'}: checkpoint at "
-                            f"step {done} in {out}; exit {REQUEUE_EXIT} (resume with --resume)",
-                            file=sys.stderr,
-                        )
-                    return REQUEUE_EXIT
+        for step in range(state.step, end):
+            net.train()
+            lr = optimizer.param_groups[0]["lr"]
+            objective, parts = task.step_loss(model, net, step)
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            scheduler.step()
+            state.window = parts if state.window is None else state.window + parts
+            state.window_steps += 1
+            state.step = done = step + 1
+            row: dict[str, float] = {}
+            if done % train_config.log_every == 0 or done == total:
+                sums = group.sum(state.window) / (state.window_steps * denominator)
+                row.update(zip(task.train_parts, sums.tolist(), strict=True))
+                state.window, state.window_steps = None, 0
+            if done % train_config.val_every == 0 or done == total:
+                net.eval()
+                val = group.sum(task.val_losses(net)) / denominator
+                row.update(zip(task.val_parts, val.tolist(), strict=False))
+            state.elapsed = time.perf_counter() - started
+            if row:
+                row = {"step": done, "lr": lr, **row, "seconds": state.elapsed}
+                if metrics is not None:
+                    metrics.write(row)
+                progress.update(done, row)
+            stopping = group.any(stop.signal is not None)
+            if stopping or done % train_config.checkpoint_every == 0 or done == end:
+                write_checkpoint()
+            if stopping:
+                if group.is_main:
+                    print(
+                        f"\n[paramlib train] {stop.name or 'stop signal'}: checkpoint at "
+                        f"step {done} in {out}; exit {REQUEUE_EXIT} (resume with --resume)",
+                        file=sys.stderr,
+                    )
+                return REQUEUE_EXIT
     finally:
         if metrics is not None:
             metrics.close()
