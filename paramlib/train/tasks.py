@@ -20,6 +20,7 @@ models; the loop divides by the ensemble size or the world size.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -86,7 +87,7 @@ def _norm(data: Mapping[str, Sequence[float]]) -> Normaliser:
     return Normaliser(torch.tensor(data["mean"]), torch.tensor(data["std"]))
 
 
-class Task:
+class Task(ABC):
     """Common interface; `FeatureTask` and `BiLSTMTask` implement it."""
 
     kind: str
@@ -101,25 +102,27 @@ class Task:
         self.members = config.model.members if config.ensemble else 1
         self.shard = slice(None)  # this rank's columns of a global batch (data-parallel)
 
+    @abstractmethod
     def network(self, first_member: int, count: int) -> nn.Module:
-        raise NotImplementedError
+        """Members first .. first+count-1 (the whole network for a single model)."""
 
+    @abstractmethod
     def prepare(
         self, device: torch.device, first_member: int, count: int, rank: int, world: int
     ) -> None:
         """Move the data to `device` and make the samplers of members first .. first+count-1;
         a single model trained on `world` ranks takes its share of every batch."""
-        raise NotImplementedError
 
+    @abstractmethod
     def step_loss(self, model: nn.Module, net: nn.Module, step: int) -> tuple[Tensor, Tensor]:
         """(objective to differentiate, detached parts named `train_parts`) of step `step`;
         `model` is what to call (maybe DDP-wrapped), `net` the network itself."""
-        raise NotImplementedError
 
+    @abstractmethod
     def val_losses(self, net: nn.Module) -> Tensor:
         """Parts named `val_parts` on the validation samples (empty without validation)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def export(
         self,
         net: nn.Module,
@@ -128,7 +131,7 @@ class Task:
         member: int,
         provenance: Mapping[str, Any],
     ) -> Path:
-        raise NotImplementedError
+        """Write the model file of `net` (every member) in output mode `output`."""
 
     def _batch_shard(self, batch_size: int, rank: int, world: int) -> slice:
         if batch_size % world:
@@ -282,9 +285,9 @@ def _feature_task(config: Config) -> FeatureTask:
     lf = open_store(data.lf_store, "data.lf_store") if data.lf_store else None
     x_names = list(data.inputs or main.attrs["inputs"])
     y_names = list(data.targets or main.attrs["targets"])
-    bm_names = [BM_PREFIX + n for n in y_names] if model.composition == "hf_of_bm_and_x" else []
-    if model.kind != "mfrpn":
-        bm_names = []
+    with_bm = model.kind == "mfrpn" and model.composition == "hf_of_bm_and_x"
+    with_lf = model.kind == "mfrpn" and not with_bm
+    bm_names = [BM_PREFIX + n for n in y_names] if with_bm else []
     in_names = x_names + bm_names
     unknown = sorted(set(data.nlev) - set(in_names) - set(y_names))
     if unknown:
@@ -310,47 +313,41 @@ def _feature_task(config: Config) -> FeatureTask:
     x_norm = Normaliser(in_norm.mean[: x_layout.size], in_norm.std[: x_layout.size])
 
     def load(
-        root: Any, key: str, group: str, layouts: tuple[FieldLayout, FieldLayout], rows: slice
-    ) -> tuple[Tensor, Tensor]:
-        names = layouts[0].names + layouts[1].names
-        fields = read_fields(root, group, names, rows, data.memory_gb, key)
-        return tuple(lay.flatten(fields, crop_top=True) for lay in layouts)  # type: ignore[return-value]
+        root: Any, key: str, layout: FieldLayout, norm: Normaliser, group: str, rows: slice
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(physical inputs, normalised inputs, normalised targets) of a split."""
+        fields = read_fields(root, group, layout.names + outputs.names, rows, data.memory_gb, key)
+        x = layout.flatten(fields, crop_top=True)
+        return x, norm(x), out_norm(outputs.flatten(fields, crop_top=True))
 
-    everything = slice(None)
-    x_train, y_train = load(main, "data.store", data.train_group, (inputs, outputs), everything)
-    tensors = {"train": (in_norm(x_train), out_norm(y_train))}
-    n_val = group_size(main, data.val_group)
-    if n_val:
-        x, y = load(
-            main,
-            "data.store",
-            data.val_group,
-            (inputs, outputs),
-            val_rows(n_val, data.val_max_samples),
-        )
-        tensors["val"] = (in_norm(x), out_norm(y))
+    # The training store, and for the LF compositions the LF store under "lf_train", "lf_val".
+    sources = [("", main, "data.store", inputs, in_norm)]
+    if with_lf:
+        assert lf is not None  # validated: the LF compositions need data.lf_store
+        sources.append(("lf_", lf, "data.lf_store", x_layout, x_norm))
+    tensors = {}
+    for prefix, root, key, layout, norm in sources:
+        x_train, x, y = load(root, key, layout, norm, data.train_group, slice(None))
+        tensors[prefix + "train"] = (x, y)
+        if not prefix:  # the model file's valid ranges: the training inputs seen
+            valid_range = inputs.value_range(x_train)
+        n_val = group_size(root, data.val_group)
+        if n_val:
+            rows = val_rows(n_val, data.val_max_samples)
+            tensors[prefix + "val"] = load(root, key, layout, norm, data.val_group, rows)[1:]
     stores = {"train": store_record(main, data.store)}
     if lf is not None:
         stores["lf"] = store_record(lf, data.lf_store or "")
-    if model.kind == "mfrpn" and model.composition != "hf_of_bm_and_x":
-        assert lf is not None
-        x, y = load(lf, "data.lf_store", data.train_group, (x_layout, outputs), everything)
-        tensors["lf_train"] = (x_norm(x), out_norm(y))
-        n_val = group_size(lf, data.val_group)
-        if n_val:
-            rows = val_rows(n_val, data.val_max_samples)
-            x, y = load(lf, "data.lf_store", data.val_group, (x_layout, outputs), rows)
-            tensors["lf_val"] = (x_norm(x), out_norm(y))
     spec = {
         "inputs": _layout_dict(inputs),
         "outputs": _layout_dict(outputs),
         "n_x": x_layout.size,
         "in_norm": _norm_dict(in_norm),
         "out_norm": _norm_dict(out_norm),
-        "valid_range": inputs.value_range(x_train),
+        "valid_range": valid_range,
         "stores": stores,
     }
-    return FeatureTask(config, spec, {k: (x.detach(), y.detach()) for k, (x, y) in tensors.items()})
+    return FeatureTask(config, spec, tensors)
 
 
 class BiLSTMTask(Task):
