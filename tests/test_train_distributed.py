@@ -11,6 +11,7 @@ import pytest
 import torch
 from train_stores import feature_store, run_config, write_config
 
+from paramlib.export import load_metadata
 from paramlib.train import checkpoint
 from paramlib.train.config import load_config
 from paramlib.train.distributed import DEFAULT_PORT, Placement, first_host, placement_from_env
@@ -77,11 +78,12 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def torchrun(config: Path, out: Path, ranks: int = 2) -> None:
+def torchrun(config: Path, out: Path, *options: str) -> None:
+    """``paramlib train CONFIG --out OUT OPTIONS`` as 2 ranks under torchrun (gloo, CPU)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc-per-node={ranks}", "-m", "paramlib", "train", str(config)]
+    command += ["--nproc-per-node=2", "-m", "paramlib", "train", str(config)]
     done = subprocess.run(
-        [*command, "--out", str(out)],
+        [*command, "--out", str(out), *options],
         capture_output=True,
         text=True,
         timeout=180,
@@ -110,15 +112,20 @@ def test_member_parallel_on_two_ranks_equals_one_process(
     tmp_path: Path, stores: dict[str, Path]
 ) -> None:
     # 3 members over 2 ranks (slices of 1 and 2): every member, its LF partner, its bootstrap
-    # subsets and its optimizer moments are those of a one-process run, to the bit.
+    # subsets and its optimizer moments are those of a one-process run, to the bit. The
+    # two-rank run resumes a one-process checkpoint (slices taken from the whole ensemble) and
+    # writes the whole ensemble back (slices gathered on rank 0).
     path = write_config(tmp_path / "mf.yaml", run_config("mfrpn", stores, steps=12))
-    torchrun(path, tmp_path / "two")
-    assert train(load_config(path), tmp_path / "one", placement=Placement()) == 0
+    config = load_config(path)
+    assert train(config, tmp_path / "one", placement=Placement()) == 0
+    assert train(config, tmp_path / "two", max_steps=6, placement=Placement()) == 0
+    torchrun(path, tmp_path / "two", "--resume")
     two, one = checkpoint.load(tmp_path / "two"), checkpoint.load(tmp_path / "one")
-    weight = "hf.trainable.layers.0.weight"
-    assert two["model"][weight].shape[0] == 3
+    assert len(two["ranks"]) == 2 and two["step"] == 12
+    assert two["model"]["hf.trainable.layers.0.weight"].shape[0] == 3
     for key, value in one["model"].items():
         assert torch.equal(two["model"][key], value), key
     for index, moments in one["optimizer"]["state"].items():
         for key, value in moments.items():
             assert torch.equal(two["optimizer"]["state"][index][key], value), (index, key)
+    assert load_metadata(tmp_path / "two" / MODEL_FILE)["provenance"]["members_trained"] == 3

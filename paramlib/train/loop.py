@@ -420,13 +420,15 @@ def _restore(
         ckpt.set_rng_state(ranks[group.rank]["rng"], group.device)
         state.window = ranks[group.rank]["window"]
     else:
-        # Another world size: the numbers can no longer match an uninterrupted run; keep the
-        # logged means right (rank 0 carries the window) and reseed by rank and step.
+        # Another world size: the RNG streams are reseeded by rank and step (a model that
+        # draws from them, dropout, no longer matches an uninterrupted run), and rank 0 carries
+        # the unlogged loss sums, rescaled so the next row's mean stays right.
         ckpt.seed_everything(
             (saved["config"]["train"]["seed"] * 1000 + group.rank) * 7919 + state.step
         )
         windows = [r["window"] for r in ranks if r["window"] is not None]
-        state.window = sum(windows[1:], windows[0]) if windows and group.is_main else None
+        scale = 1.0 if ensemble else group.world_size / len(ranks)  # ranks' means, not sums
+        state.window = scale * sum(windows[1:], windows[0]) if windows and group.is_main else None
         if group.is_main:
             print(
                 f"[paramlib train] resuming a {len(ranks)}-rank checkpoint on "
