@@ -14,6 +14,7 @@ import torch
 import yaml
 from train_stores import bilstm_store, feature_store, run_config, write_config
 
+from paramlib import cli
 from paramlib.train import REQUEUE_EXIT, checkpoint
 from paramlib.train.calibrate import calibrate, coverage
 from paramlib.train.config import ConfigError, config_from_dict, load_config
@@ -134,6 +135,19 @@ def test_store_larger_than_the_memory_budget_is_refused(
         run(config, tmp_path / "run")
     with pytest.raises(DataError, match="data.store: no training store"):
         run(config_of(tmp_path, stores, "rpn", f"data.store={tmp_path}/none.zarr"), tmp_path / "r")
+
+
+def test_command_line_takes_overrides_around_its_options(
+    tmp_path: Path, stores: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path / "c.yaml", run_config("rpn", stores))
+    out = tmp_path / "run"
+    argv = ["train", str(path), "--out", str(out), "train.steps=4", "--max-steps", "2"]
+    assert cli.main([*argv, "model.members=2"]) == 0
+    assert checkpoint.load(out)["step"] == 2
+    assert checkpoint.load(out)["model"]["trainable.layers.0.weight"].shape[0] == 2
+    assert cli.main(["train", str(path), "model.members=x", "--out", str(out)]) == 2
+    assert "model.members: expected integer, got 'x'" in capsys.readouterr().err
 
 
 # --- training and resume ------------------------------------------------------------------------

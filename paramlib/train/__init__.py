@@ -7,16 +7,16 @@ Command-line contract (SLURM scripts and ``make demo`` rely on it)::
     paramlib export CHECKPOINT|DIR --out MODEL.pt [--output mean_spread|members|mean|member]
                    [--member I]
     paramlib calibrate CONFIG.yaml [key.sub=value ...] [--variant small]
-                   [--prior-scale S ...] [--members M ...] [--out DIR]
+                   [--prior-scale S,S,...] [--members M,M,...] [--out DIR]
 
-Overrides come right after the config (before the options). Configs: `paramlib.train.config`;
+Overrides may come before or after the options. Configs: `paramlib.train.config`;
 the calibration search: `paramlib.train.calibrate`.
 
 The same command runs alone, under ``srun`` (one task per rank: SLURM_PROCID,
 SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_STEP_NODELIST) or under ``torchrun`` (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); see `paramlib.train.distributed`.
 
-Run directory (``--out DIR``; default ``runs/<config stem>[-<variant>]``)::
+Run directory (``--out DIR``; default ``runs/<config name>[-<variant>]``)::
 
     DIR/config.yaml      the resolved config: variant and overrides applied, paths absolute
     DIR/checkpoint.pt    the latest checkpoint, replaced atomically (temporary file + rename)

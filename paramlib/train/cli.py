@@ -5,11 +5,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from paramlib.cli import Subparsers
 
 OUTPUT_MODES = ("mean_spread", "members", "mean", "member")
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Overrides may come before or after the options (``train C --out D a=1 --resume b=2``):
+    a plain parser stops taking positionals at the first option, and wrapper scripts pass the
+    user's words through in any order. Installed on the subparsers below."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:  # parse_known_intermixed_args calls back in (Python < 3.13)
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +38,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides", nargs="*", metavar="key.sub=value", help="config overrides (YAML values)"
     )
     parser.add_argument("--variant", help="apply the config's variants.NAME block (e.g. small)")
+    parser.__class__ = _IntermixedParser  # add_parser takes no parser class of its own
 
 
 def register(subparsers: Subparsers) -> None:
@@ -61,11 +82,31 @@ def register(subparsers: Subparsers) -> None:
     )
     _config_arguments(calibrate)
     calibrate.add_argument(
-        "--prior-scale", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0], metavar="S"
+        "--prior-scale",
+        type=_numbers(float),
+        default=[0.5, 1.0, 2.0, 4.0, 8.0],
+        metavar="S,S,...",
+        help="prior scales to try (default 0.5,1,2,4,8)",
     )
-    calibrate.add_argument("--members", type=int, nargs="+", metavar="M", help="member counts")
+    calibrate.add_argument(
+        "--members", type=_numbers(int), metavar="M,M,...", help="member counts to try"
+    )
     calibrate.add_argument("--out", help="directory (default runs/calibrate-NAME[-VARIANT])")
     calibrate.set_defaults(func=_calibrate)
+
+
+def _numbers(kind: type[float] | type[int]) -> Callable[[str], list]:
+    """A comma-separated list of numbers (a list option that cannot swallow overrides)."""
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__}s like 1,2,4: {text!r}"
+            ) from None
+
+    return parse
 
 
 def _default_out(config_name: str, variant: str | None, prefix: str = "") -> Path:
