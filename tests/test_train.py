@@ -87,6 +87,11 @@ def test_config_errors_name_the_source_and_key(tmp_path: Path, stores: dict[str,
         load_config(good, variant="large")
     with pytest.raises(ConfigError, match="data.lf_store: required"):
         load_config(good, ["data.normalisation=lf"])
+    with pytest.raises(ConfigError, match="export.output: mean_spread needs an ensemble"):
+        load_config(good, ["model.members=1", "export.output=mean_spread"])
+    bilstm = write_config(tmp_path / "b.yaml", run_config("bilstm", stores))
+    with pytest.raises(ConfigError, match="export.output: a Bi-LSTM exports one model"):
+        load_config(bilstm, ["export.output=members"])
 
 
 def test_overrides_are_typed_by_the_field_and_follow_the_variant(

@@ -444,6 +444,8 @@ def _validate(config: Config, tree: _Tree) -> None:
     )
     if needs_lf and not data.lf_store:
         fail("data.lf_store", "required: the LF store (its statistics, or the LF-RPN's data)")
+    if model.kind == "bilstm" and config.export_output != "mean":
+        fail("export.output", "a Bi-LSTM exports one model: mean (or leave it unset)")
     if config.export_output == "mean_spread" and not config.ensemble:
         fail("export.output", "mean_spread needs an ensemble (model.members >= 2)")
     members = model.members if config.ensemble else 1
