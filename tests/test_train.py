@@ -15,7 +15,11 @@ import yaml
 from train_stores import bilstm_store, feature_store, run_config, write_config
 
 from paramlib import cli
+from paramlib.models.export_wrap import OUTPUT_MODES
+from paramlib.models.mfrpn import COMPOSITIONS
+from paramlib.models.mlp import PAPER_HIDDEN
 from paramlib.train import REQUEUE_EXIT, checkpoint
+from paramlib.train import config as config_module
 from paramlib.train.calibrate import calibrate, coverage
 from paramlib.train.config import ConfigError, config_from_dict, load_config
 from paramlib.train.data import DataError
@@ -113,6 +117,12 @@ def test_overrides_are_typed_by_the_field_and_follow_the_variant(
     assert config_from_dict(config.to_dict()) == config
     monkeypatch.delenv("TINY_STORES")
     assert load_config(path).data.store == str(Path("nowhere/hf.zarr").absolute())
+
+
+def test_config_choices_are_the_models_own() -> None:
+    assert config_module.COMPOSITIONS == COMPOSITIONS
+    assert sorted(config_module.OUTPUTS) == sorted(OUTPUT_MODES)
+    assert config_module.PAPER_HIDDEN == list(PAPER_HIDDEN)
 
 
 def test_shipped_configs_load_with_their_small_variant(repo_root: Path) -> None:

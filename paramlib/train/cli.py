@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from paramlib.cli import Subparsers
-
-OUTPUT_MODES = ("mean_spread", "members", "mean", "member")
+from paramlib.train.config import OUTPUTS  # yaml and the standard library only
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -68,7 +67,7 @@ def register(subparsers: Subparsers) -> None:
     export.add_argument("--out", required=True, help="model file to write (MODEL.pt)")
     export.add_argument(
         "--output",
-        choices=OUTPUT_MODES,
+        choices=OUTPUTS,
         help="ensemble output (default: the config's export.output, mean_spread for ensembles)",
     )
     export.add_argument("--member", type=int, metavar="I", help="the member for --output member")

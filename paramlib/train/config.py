@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+# Literals rather than imports from paramlib.models: the command line imports this module, and
+# it must not import torch (tests check that these equal the models' own lists).
 KINDS = ("mlp", "rpn", "mfrpn", "bilstm")
 COMPOSITIONS = ("hf_of_lf", "hf_of_lf_and_x", "hf_of_bm_and_x")
 NORMALISATIONS = ("train", "lf")
