@@ -31,6 +31,22 @@ TESTBED_RECIPES = (
     "bilstm_testbed_wrf",
 )
 REAL_WRF_RECIPE = "bilstm_wrf_mskf"
+CONFIGS = REPO_ROOT / "training" / "configs"
+# Trained with their `small` variant: the MF-RPN compositions, the baselines and the oracle,
+# and the Bi-LSTM emulators (bilstm_wrf_mskf when its store was built).
+TRAINED = (
+    "mfrpn_hf_of_lf",
+    "mfrpn_hf_of_lf_and_x",
+    "mfrpn_hf_of_bm_and_x",
+    "mlp_hf",
+    "rpn_hf_only",
+    "rpn_lf_only",
+    "rpn_oracle",
+    "bilstm_testbed_wrf",
+    "bilstm_wrf_mskf",
+)
+BRIDGE_MODEL = "mfrpn_hf_of_bm_and_x"  # the one run through the Fortran bridge
+BRIDGE_TOLERANCE = 1e-5  # relative to the output's scale
 
 
 class DemoError(RuntimeError):
@@ -49,6 +65,14 @@ class Demo:
     @property
     def stores(self) -> Path:
         return self.out / "stores"
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+    def model(self, config: str) -> Path:
+        """The model file a training run of the demo exported."""
+        return self.runs / config / "model.pt"
 
 
 def write_columns(path: Path, x: np.ndarray) -> None:
@@ -165,8 +189,74 @@ def training_stores(demo: Demo) -> None:
         for name in names:
             recipe = load_recipe(RECIPES / f"{name}.yaml")
             result = build_store(recipe, demo.stores / f"{name}.zarr")
-            if not result.up_to_date:
-                say(f"{name}: {result.samples} samples in {result.seconds:.1f} s")
+            built = f"{result.samples} samples in {result.seconds:.1f} s"
+            say(f"{name}: {'up to date' if result.up_to_date else built}")
+
+
+def train_models(demo: Demo) -> None:
+    """Train the small variants of the shipped configs (a finished run is up to date; one
+    whose config changed is trained again) and export each to RUN/model.pt."""
+    import os
+    import shutil
+
+    from paramlib.train.config import load_config
+    from paramlib.train.loop import RunDirError, train
+
+    os.environ["PARAMLIB_STORES"] = str(demo.stores)  # the configs' default store folder
+    for name in TRAINED:
+        config = load_config(CONFIGS / f"{name}.yaml", [], "small")
+        stores = [config.data.store, config.data.lf_store]
+        missing = [store for store in stores if store and not Path(store).exists()]
+        if missing:
+            say(f"{name}: skipped, no store {missing[0]}")
+            continue
+        out = demo.runs / name
+        try:
+            status = train(config, out, resume=True)
+        except RunDirError:
+            shutil.rmtree(out)  # trained with another config: the demo's own run, redo it
+            status = train(config, out, resume=True)
+        if status != 0:
+            raise DemoError(f"training {name} exited with status {status}")
+        say(f"{name}: {demo.model(name)}")
+
+
+def bridge_on_trained_model(demo: Demo) -> None:
+    """Run a trained MF-RPN through the Fortran bridge on the +4K test columns and compare
+    with the same file in PyTorch."""
+    import torch
+    import xarray as xr
+
+    from paramlib.export import load_metadata
+    from paramlib.fortran import FortranModel
+
+    path = demo.model(BRIDGE_MODEL)
+    meta = load_metadata(path)
+    test = xr.open_zarr(demo.stores / "mfrpn_hf_testbed.zarr", group="test")
+    inputs = {}
+    for field in meta["inputs"]:
+        values = test[field["name"]].values.astype(np.float32)
+        inputs[field["name"]] = values.reshape(len(values), -1)[:, : field["nlev"]]
+    with torch.inference_mode():
+        expected = torch.jit.load(str(path))(*map(torch.from_numpy, inputs.values()))
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    with FortranModel(path) as model:
+        for name, values in inputs.items():
+            model.set_input(name, values)
+        model.forward()
+        worst = 0.0
+        for field, torch_out in zip(meta["outputs"], expected, strict=True):
+            fortran = model.get_output(field["name"])
+            scale = float(np.abs(torch_out.numpy()).max()) or 1.0
+            worst = max(worst, float(np.abs(fortran - torch_out.numpy()).max()) / scale)
+    n = len(next(iter(inputs.values())))
+    say(
+        f"{path.name} of {BRIDGE_MODEL}: {len(inputs)} inputs, {len(expected)} outputs on {n}"
+        f" +4K test columns; max |Fortran - PyTorch| / scale = {worst:.2e}"
+        f" (tolerance {BRIDGE_TOLERANCE:g})"
+    )
+    if worst > BRIDGE_TOLERANCE:
+        raise DemoError(f"the bridge and PyTorch differ by {worst:.2e} of the output scale")
 
 
 STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
@@ -174,6 +264,9 @@ STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("testbed (small)", testbed),
     ("read the WRF-format set with the wrfout reader", wrfout_reader),
     ("training stores from the shipped recipes", training_stores),
+    ("train the small models (MF-RPN x 3, baselines, oracle, Bi-LSTM) and export them",
+     train_models),
+    ("run a trained MF-RPN through the Fortran bridge", bridge_on_trained_model),
 )
 
 

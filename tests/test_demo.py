@@ -1,5 +1,6 @@
 """`paramlib demo` end to end: export, Fortran run, comparison with PyTorch, testbed, reader,
-training stores; a second run finds everything up to date."""
+training stores, small trained models, a trained MF-RPN through the bridge; a second run finds
+everything up to date."""
 
 import re
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from wrf_data import CTL
 
 from paramlib import demo
 from paramlib.data.store import stored_fingerprint
@@ -29,6 +31,13 @@ def test_demo_runs_the_model_from_fortran_and_matches_torch(tmp_path: Path) -> N
     for name in demo.TESTBED_RECIPES:
         assert stored_fingerprint(tmp_path / "stores" / f"{name}.zarr") is not None, name
 
+    for name in demo.TRAINED:
+        if name != "bilstm_wrf_mskf" or CTL.exists():  # its store needs the real WRF runs
+            assert (tmp_path / "runs" / name / "model.pt").is_file(), name
+    bridge = re.search(r"max \|Fortran - PyTorch\| / scale = (\S+)", result.stdout)
+    assert bridge is not None and float(bridge.group(1)) <= demo.BRIDGE_TOLERANCE, result.stdout
+
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("up to date") >= 1 + len(demo.TESTBED_RECIPES), again.stdout
+    assert again.stderr.count("finished at step") >= len(demo.TRAINED) - 1, again.stderr
