@@ -18,7 +18,8 @@ JOBS ?= 2
 # command-or-file=Debian package that provides it (`paramlib doctor` checks the same list)
 SYSTEM_DEPS := gfortran=gfortran g++=g++ cmake=cmake pkg-config=pkg-config \
 	mpif90=libopenmpi-dev mpirun=openmpi-bin nf-config=libnetcdff-dev \
-	/usr/include/nlohmann/json.hpp=nlohmann-json3-dev
+	/usr/include/nlohmann/json.hpp=nlohmann-json3-dev \
+	/usr/sbin/slurmctld=slurmctld /usr/sbin/slurmd=slurmd sbatch=slurm-client munge=munge
 # The bindings build against the interpreter's headers; the venv needs ensurepip.
 HAS_PYTHON_H := import os, sys, sysconfig; \
 	sys.exit(not os.path.isfile(os.path.join(sysconfig.get_path("include"), "Python.h")))

@@ -34,6 +34,12 @@ TOOLS: tuple[tuple[str, str], ...] = (
     ("mpif90", "libopenmpi-dev"),
     ("mpirun", "openmpi-bin"),
     ("nf-config", "libnetcdff-dev"),
+    # The local SLURM the tests start (tests/slurm_cluster.py); daemons by path, as sbin is
+    # not on a normal user's PATH.
+    ("/usr/sbin/slurmctld", "slurmctld"),
+    ("/usr/sbin/slurmd", "slurmd"),
+    ("sbatch", "slurm-client"),
+    ("munge", "munge"),
 )
 JSON_HEADER = Path("nlohmann") / "json.hpp"
 JSON_HEADER_PACKAGE = "nlohmann-json3-dev"
