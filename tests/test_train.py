@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+import zarr
 from train_stores import bilstm_store, feature_store, run_config, write_config
 
 from paramlib import cli
@@ -205,6 +207,20 @@ def test_run_directory_rules(tmp_path: Path, stores: dict[str, Path]) -> None:
     longer = config_of(tmp_path, stores, "rpn", "train.steps=9")
     assert run(longer, out, resume=True) == 0
     assert checkpoint.load(out)["step"] == 9
+
+
+def test_a_finished_run_is_stale_once_its_store_is_rebuilt(
+    tmp_path: Path, stores: dict[str, Path]
+) -> None:
+    copy = {**stores, "hf": tmp_path / "hf.zarr"}
+    shutil.copytree(stores["hf"], copy["hf"])
+    config = config_of(tmp_path, copy, "rpn", "train.steps=4")
+    out = tmp_path / "run"
+    assert run(config, out, resume=True) == 0
+    assert run(config, out, resume=True) == 0  # finished and up to date
+    zarr.open_group(str(copy["hf"]), mode="a").attrs["fingerprint"] = "rebuilt"
+    with pytest.raises(RunDirError, match=r"store 'train' .*hf.zarr.* was rebuilt from other data"):
+        run(config, out, resume=True)
 
 
 def test_sigterm_checkpoints_exits_99_and_resumes_to_the_same_result(

@@ -31,6 +31,7 @@ from paramlib import __version__
 from paramlib.train import REQUEUE_EXIT
 from paramlib.train import checkpoint as ckpt
 from paramlib.train.config import Config, ConfigError, config_from_dict, resume_conflicts
+from paramlib.train.data import open_store
 from paramlib.train.distributed import Group, Placement, pick_device, placement_from_env
 from paramlib.train.signals import StopRequest
 from paramlib.train.tasks import Task, task_from_spec, task_from_stores
@@ -196,10 +197,6 @@ def train(
             group.close()
 
 
-def _fingerprints(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {role: store.get("fingerprint") for role, store in spec["stores"].items()}
-
-
 def _check_run_dir(config: Config, path: Path, resume: bool) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -210,10 +207,16 @@ def _check_run_dir(config: Config, path: Path, resume: bool) -> dict[str, Any] |
         )
     saved = ckpt.load(path)
     conflicts = resume_conflicts(config_from_dict(saved["config"]), config)
+    for role, store in saved["spec"]["stores"].items():
+        # Checked here too, not only when training goes on: a finished run is not up to date
+        # once its store was rebuilt from other data.
+        now = open_store(store["path"], f"store {role!r}").attrs.get("fingerprint")
+        if now != store.get("fingerprint"):
+            conflicts.append(f"store {role!r} ({store['path']}) was rebuilt from other data")
     if conflicts:
         raise RunDirError(
-            f"{path} was written with another config; --resume may change only run length "
-            "and logging:\n  " + "\n  ".join(conflicts)
+            f"{path} was written with another config or store; --resume may change only run"
+            " length and logging:\n  " + "\n  ".join(conflicts)
         )
     return saved
 
@@ -228,11 +231,6 @@ def _run(
 ) -> int:
     train_config = config.train
     task = task_from_stores(config)
-    if saved is not None and _fingerprints(saved["spec"]) != _fingerprints(task.spec):
-        raise RunDirError(
-            f"{out}: the stores were rebuilt from other data since the checkpoint was written"
-            f" (fingerprints {_fingerprints(saved['spec'])}, now {_fingerprints(task.spec)})"
-        )
     ensemble = config.ensemble
     first, count = member_slice(task.members, group.rank, group.world_size) if ensemble else (0, 1)
     torch.manual_seed(train_config.seed)  # initial weights (the LSTM draws from torch's RNG)
@@ -264,7 +262,7 @@ def _run(
         model = DistributedDataParallel(
             net,
             device_ids=[group.device] if group.device.type == "cuda" else None,
-            forward_sync_buffers=False,  # normalisation buffers never change
+            broadcast_buffers=False,  # normalisation buffers never change (torch >= 1.x keyword)
         )
     task.prepare(group.device, first, count, group.rank, group.world_size)
 
