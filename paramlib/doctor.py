@@ -57,15 +57,27 @@ class CheckResult:
     fix: str | None = None  # other command that fixes a failure
 
 
+# How a tool tells its version when not by --version; None: it cannot without a cluster
+# configuration (sbatch fails with DNS errors), so its path is shown.
+VERSION_FLAGS: dict[str, str | None] = {
+    "/usr/sbin/slurmctld": "-V",
+    "/usr/sbin/slurmd": "-V",
+    "sbatch": None,
+}
+
+
 def tool_version(command: str, search_path: str | None = None) -> str | None:
     """First line `command --version` prints, the tool's path if it prints nothing, None if
     the command is not on the PATH (or `search_path`)."""
     executable = shutil.which(command, path=search_path)
     if executable is None:
         return None
+    flag = VERSION_FLAGS.get(command, "--version")
+    if flag is None:
+        return executable
     try:
         done = subprocess.run(
-            [executable, "--version"],
+            [executable, flag],
             capture_output=True,
             text=True,
             timeout=VERSION_TIMEOUT_S,
