@@ -1,0 +1,270 @@
+"""ctest cases of the WRF cumulus plugin (fortran_bridge/wrf/tests/CMakeLists.txt).
+
+    python wrf_plugin_cases.py --driver BUILD/bin/wrf_plugin_driver --work DIR CASE
+
+CASE:
+  model   fixture: a small Bi-LSTM trained briefly (`paramlib dataset build` on the real WRF
+          control run, then `paramlib train`) and variants of its metadata for the error
+          cases, in DIR/models; redone only when this file or the data changed
+  run     the driver's runs A-E on the real control run (OpenMP on 3 threads), DIR/run.nc
+  parity  run A's first call against PyTorch on the same columns (paramlib.wrf_plugin)
+  errors  initialisation errors stop WRF with a message naming the problem; the CPU fallback
+
+Exit 77 (ctest: skipped) with the reason when the real WRF runs are absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+SKIP = 77
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[3]
+sys.path.insert(0, str(ROOT))
+
+from paramlib.catalog import data_root  # noqa: E402
+from paramlib.wrf_plugin import (  # noqa: E402
+    DriverSettings,
+    PluginOptions,
+    first_call_parity,
+    run_driver,
+    write_namelist,
+)
+
+WRFOUT = data_root() / "wrf_mskf" / "wrfout_d01_ctl.nc"
+DRIVER: list[Path] = []  # set by main: the driver ctest built
+RECIPE = """\
+name: wrf_plugin_test
+description: WRF plugin tests, control run only
+sources: [wrf_mskf_ctl]
+inputs: [u, v, w, t, qv, p, th, dz8w, rho, pi, w0avg, hfx, ust, pblh, xland]
+targets: [rthcuten, rqvcuten, rqccuten, rqrcuten, rqicuten, rqscuten, pratec, nca]
+sampling:
+  mskf_fresh: true
+  previous: [rthcuten, rqvcuten, rqccuten, rqrcuten, rqicuten, rqscuten, pratec, nca]
+split:
+  by: time
+  fractions: {train: 0.8, val: 0.2, test: 0.0}
+  gap: 0
+"""
+# A small network trained for a few seconds: enough for triggers and convective periods.
+TRAIN = [
+    "model.lstm_hidden=8",
+    "model.lstm_layers=1",
+    "train.steps=300",
+    "train.val_every=300",
+    "train.log_every=100",
+    "train.checkpoint_every=300",
+]
+# Metadata edits: (file, what is changed, the message initialisation must give).
+VARIANTS = {
+    "units.pt": ("inputs", "p", {"units": "hPa"}),
+    "unknown_input.pt": ("inputs", "qv", {"name": "q_vapour"}),
+    "unknown_output.pt": ("outputs", "pratec", {"name": "precip"}),
+}
+
+
+def paramlib(*args: str) -> None:
+    command = [sys.executable, "-m", "paramlib", *args]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+
+
+def make_models(models: Path) -> None:
+    stamp = hashlib.sha256(repr((RECIPE, TRAIN, VARIANTS, WRFOUT.stat())).encode()).hexdigest()
+    if (models / "stamp").is_file() and (models / "stamp").read_text() == stamp:
+        print(f"{models}: up to date")
+        return
+    import torch
+
+    from paramlib.export import ModelMetadata, load_metadata, save
+
+    models.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models) as tmp:
+        recipe = Path(tmp) / "recipe.yaml"
+        recipe.write_text(RECIPE)
+        store = Path(tmp) / "store.zarr"
+        paramlib("dataset", "build", str(recipe), "--out", str(store), "--scheduler", "threads")
+        run = Path(tmp) / "run"
+        config = ROOT / "training" / "configs" / "bilstm_wrf_mskf.yaml"
+        paramlib(
+            "train",
+            str(config),
+            "--variant",
+            "small",
+            f"data.store={store}",
+            *TRAIN,
+            "--out",
+            str(run),
+        )
+        (run / "model.pt").replace(models / "bilstm_wrf.pt")
+    module = torch.jit.load(str(models / "bilstm_wrf.pt"))
+    for file, (kind, name, change) in VARIANTS.items():
+        meta = load_metadata(models / "bilstm_wrf.pt")
+        for spec in meta[kind]:
+            if spec["name"] == name:
+                spec.update(change)
+        if kind == "inputs" and "name" in change:
+            meta["valid_range"][change["name"]] = meta["valid_range"].pop(name)
+        save(module, models / file, ModelMetadata.from_dict(meta))
+    (models / "stamp").write_text(stamp)
+    print(f"{models}: bilstm_wrf.pt and {len(VARIANTS)} metadata variants")
+
+
+def expect(result: subprocess.CompletedProcess[str], ok: bool, *texts: str, what: str) -> None:
+    output = result.stdout + result.stderr
+    if (result.returncode == 0) != ok or any(t not in output for t in texts):
+        raise SystemExit(
+            f"FAIL {what}: exit {result.returncode} (expected {'0' if ok else 'non-zero'}),"
+            f" expected {texts} in the output:\n{output}"
+        )
+    print(f"  ok    {what}")
+
+
+def case_run(work: Path) -> None:
+    settings = DriverSettings(wrfout=str(WRFOUT), output=str(work / "run.nc"))
+    namelist = write_namelist(
+        work / "run.nml", PluginOptions(str(work / "models/bilstm_wrf.pt")), settings
+    )
+    result = run_driver(namelist, program=DRIVER[0])
+    print(result.stdout)
+    expect(
+        result,
+        True,
+        "all checks passed",
+        what="runs A-E: tiles, OpenMP, halos, NCA holds, NaN columns, cold start",
+    )
+    warned = sum(
+        int(n) for n in re.findall(r"(\d+) of \d+ columns had NaN/Inf inputs", result.stdout)
+    )
+    if warned != settings.nan_columns:
+        raise SystemExit(
+            f"FAIL NaN warnings counted {warned} columns, {settings.nan_columns} had NaN"
+        )
+    print(f"  ok    NaN warnings name the {warned} columns")
+
+
+def case_parity(work: Path) -> None:
+    parity = first_call_parity(work / "run.nc", work / "models/bilstm_wrf.pt")
+    print(json.dumps(parity.max_abs_diff, indent=1))
+    print(parity.summary())
+    if not parity.ok or parity.recomputed == 0 or parity.held == 0 or parity.convecting == 0:
+        raise SystemExit(
+            "FAIL parity with PyTorch (or a call without recomputed, held or convecting columns)"
+        )
+
+
+def case_errors(work: Path) -> None:
+    import torch
+
+    model = str(work / "models/bilstm_wrf.pt")
+    cases: list[tuple[str, PluginOptions, int, bool, tuple[str, ...]]] = [
+        (
+            "missing model file",
+            PluginOptions(str(work / "none.pt")),
+            40,
+            False,
+            ("FATAL CALLED", "cannot load paramlib_cu_model", "none.pt"),
+        ),
+        (
+            "empty model name",
+            PluginOptions(""),
+            40,
+            False,
+            ("paramlib_cu_model in &physics is empty",),
+        ),
+        ("levels differ", PluginOptions(model), 44, False, ("levels", "44 mass levels")),
+        (
+            "bad fallback",
+            PluginOptions(model, fallback=7),
+            40,
+            False,
+            ("paramlib_cu_fallback = 7",),
+        ),
+        ("bad device", PluginOptions(model, device=3), 40, False, ("paramlib_cu_device = 3",)),
+        (
+            "units differ",
+            PluginOptions(str(work / "models/units.pt")),
+            40,
+            False,
+            ("FATAL CALLED", "'p'", "hPa"),
+        ),
+        (
+            "unknown input",
+            PluginOptions(str(work / "models/unknown_input.pt")),
+            40,
+            False,
+            ('input "q_vapour" is not a field',),
+        ),
+        (
+            "unknown output",
+            PluginOptions(str(work / "models/unknown_output.pt")),
+            40,
+            False,
+            ('output "precip" is not an MSKF output',),
+        ),
+        ("valid init", PluginOptions(model), 40, True, ("init ok", "23 inputs, 8 outputs")),
+    ]
+    if not torch.cuda.is_available():
+        cases += [
+            (
+                "CUDA without a GPU, fallback 0",
+                PluginOptions(model, device=1),
+                40,
+                False,
+                ("FATAL CALLED", "cannot load"),
+            ),
+            (
+                "CUDA without a GPU, fallback 1",
+                PluginOptions(model, device=1, fallback=1),
+                40,
+                True,
+                ("running the model on the CPU", "init ok"),
+            ),
+        ]
+    for what, options, levels, ok, texts in cases:
+        namelist = write_namelist(
+            work / "init.nml", options, DriverSettings(mode="init", levels=levels)
+        )
+        expect(
+            run_driver(namelist, threads=1, timeout=120, program=DRIVER[0]), ok, *texts, what=what
+        )
+
+
+CASES: dict[str, Callable[[Path], None]] = {
+    "model": lambda work: make_models(work / "models"),
+    "run": case_run,
+    "parity": case_parity,
+    "errors": case_errors,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--driver", required=True, type=Path, help="wrf_plugin_driver program")
+    parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("case", choices=sorted(CASES))
+    args = parser.parse_args()
+    if not WRFOUT.is_file():
+        print(
+            f"skipped: real WRF MSKF output not found at {WRFOUT}; set PARAMLIB_DATA_ROOT to the"
+            " folder holding wrf_mskf/"
+        )
+        return SKIP
+    args.work.mkdir(parents=True, exist_ok=True)
+    DRIVER.append(args.driver)
+    CASES[args.case](args.work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The Python side of the WRF cumulus plugin (fortran_bridge/wrf): the WRF-shaped test driver's
+namelist and run, and the PyTorch reference of the plugin's first call.
+
+The driver (build/bin/wrf_plugin_driver, fortran_bridge/wrf/tests/wrf_plugin_driver.F90) calls
+module_cu_paramlib as WRF does on a real WRF state and, with ``output``, writes its first call's
+inputs and every call's outputs to netCDF. `first_call_parity` rebuilds the model inputs from
+that file the way the plugin does (w at mass levels, W0AVG's running mean, the scheme's *_prev
+copies), runs the TorchScript file in PyTorch and applies the plugin's rules (held columns
+untouched, NCA rounded to a multiple of DT, PRATEC >= 0, RAINCV = PRATEC DT).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from paramlib.doctor import build_dir
+
+# Per field: max |Fortran - PyTorch| allowed, relative to the field's largest PyTorch value.
+# The bridge runs the same libtorch kernels on the same batch, so 0 is expected.
+PARITY_RTOL = 1e-6
+TENDENCIES = ("rthcuten", "rqvcuten", "rqccuten", "rqrcuten", "rqicuten", "rqscuten")
+
+
+@dataclass(frozen=True)
+class PluginOptions:
+    """The plugin's &physics options in WRF's namelist.input."""
+
+    model: str
+    device: int = 0
+    device_index: int = 0
+    fallback: int = 0
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    """&driver of wrf_plugin_driver (meanings in its header)."""
+
+    mode: str = "run"
+    wrfout: str = ""
+    first_frame: int = 2
+    ncalls: int = 3
+    tiles_x: int = 3
+    tiles_y: int = 2
+    halo: int = 3
+    nan_columns: int = 3
+    output: str = ""
+    levels: int = 0
+
+
+def driver_path() -> Path:
+    return build_dir() / "bin" / "wrf_plugin_driver"
+
+
+def _value(v: object) -> str:
+    return f"'{v}'" if isinstance(v, str) else str(v)
+
+
+def write_namelist(path: Path, options: PluginOptions, settings: DriverSettings) -> Path:
+    physics = {f"paramlib_cu_{k}": v for k, v in asdict(options).items()}
+    groups = {"physics": physics, "driver": asdict(settings)}
+    text = "".join(
+        f"&{name}\n" + "".join(f"  {k} = {_value(v)},\n" for k, v in values.items()) + "/\n"
+        for name, values in groups.items()
+    )
+    path.write_text(text)
+    return path
+
+
+def run_driver(
+    namelist: Path,
+    threads: int = 3,
+    timeout: float = 600,
+    env: Mapping[str, str] | None = None,
+    program: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the driver (default: the build's) on a namelist with `threads` OpenMP threads."""
+    program = program or driver_path()
+    if not program.is_file():
+        raise FileNotFoundError(
+            f"{program} is not built: cmake --build build --target wrf_plugin_tests"
+        )
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), **(env or {})}
+    return subprocess.run(
+        [str(program), str(namelist)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+    )
+
+
+@dataclass
+class Parity:
+    """Fortran plugin vs PyTorch on the first call: max abs difference per field, the
+    tolerance applied, and what the call did."""
+
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    tolerance: dict[str, float] = field(default_factory=dict)
+    columns: int = 0
+    recomputed: int = 0
+    held: int = 0
+    convecting: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(self.max_abs_diff[k] <= self.tolerance[k] for k in self.max_abs_diff)
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_abs_diff.values())
+
+    def summary(self) -> str:
+        failing = [k for k in self.max_abs_diff if self.max_abs_diff[k] > self.tolerance[k]]
+        return (
+            f"{self.columns} columns ({self.recomputed} recomputed, {self.held} held,"
+            f" {self.convecting} convecting after the call): max |Fortran - PyTorch| ="
+            f" {self.worst:.3e} over {len(self.max_abs_diff)} fields (tolerance"
+            f" {PARITY_RTOL:g} x each field's largest value)"
+            + (f"; exceeded for {failing}" if failing else "")
+        )
+
+
+def _columns(da: xr.DataArray) -> np.ndarray:
+    """(south_north, level, west_east) or (south_north, west_east) -> (ncol, nlev) in the
+    plugin's column order (west_east fastest)."""
+    values = np.asarray(da.values, dtype=np.float32)
+    if values.ndim == 2:
+        return values.reshape(-1, 1)
+    return values.transpose(0, 2, 1).reshape(values.shape[0] * values.shape[2], values.shape[1])
+
+
+def _nint(x: np.ndarray) -> np.ndarray:
+    """Fortran NINT: halves away from zero."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def first_call_parity(output: Path, model_path: Path) -> Parity:
+    """Compare the driver's first call (its ``output`` file) with the model run in PyTorch."""
+    import torch
+
+    from paramlib.export import load_metadata
+
+    metadata = load_metadata(model_path)
+    with xr.open_dataset(output) as ds:
+        ds = ds.load()
+    dt = float(ds.attrs["DT"])
+    first = ds.isel(call=0)
+    w = _columns(ds["w"])
+    state = {
+        name: _columns(ds[name])
+        for name in ("u", "v", "th", "t", "qv", "p", "pi", "rho", "dz8w", "hfx", "ust", "pblh")
+    }
+    state.update(
+        xland=_columns(ds["xland"]),
+        w=(np.float32(0.5) * (w[:, :-1] + w[:, 1:])).astype(np.float32),
+        w0avg=_columns(first["w0avg"]),  # after MSKF's update, as the model saw it
+        pratec_prev=_columns(ds["pratec_before"]),
+        nca_prev=_columns(ds["nca_prev"]),
+        **{f"{name}_prev": _columns(ds[f"{name}_prev"]) for name in TENDENCIES},
+    )
+    missing = [f["name"] for f in metadata["inputs"] if f["name"] not in state]
+    if missing:
+        raise ValueError(f"{model_path}: inputs {missing} are not in {output}")
+    inputs = [torch.from_numpy(state[f["name"]]) for f in metadata["inputs"]]
+    module = torch.jit.load(str(model_path), map_location="cpu")
+    with torch.inference_mode():
+        raw = module(*inputs)
+    raw = raw if isinstance(raw, (list, tuple)) else [raw]
+    predicted = {
+        f["name"]: np.asarray(y.numpy()) for f, y in zip(metadata["outputs"], raw, strict=True)
+    }
+
+    nca_before = _columns(ds["nca_before"])[:, 0]
+    held = nca_before >= 0.5 * dt
+    fresh = ~held
+    expected: dict[str, np.ndarray] = {}
+    for name in TENDENCIES:
+        before = _columns(ds[f"{name}_prev"])  # held columns kept their (uncounted) tendencies
+        model = predicted.get(name, np.zeros_like(before))
+        expected[name] = np.where(fresh[:, None], model, before)
+    pratec = np.maximum(predicted["pratec"][:, 0], 0.0) if "pratec" in predicted else 0.0
+    expected["pratec"] = np.where(fresh, pratec, _columns(ds["pratec_before"])[:, 0])
+    expected["raincv"] = np.where(fresh, expected["pratec"] * np.float32(dt), np.nan)
+    rounded = (_nint(predicted["nca"][:, 0] / np.float32(dt)) * np.float32(dt)).astype(np.float32)
+    expected["nca"] = np.where(fresh & (rounded >= 0.5 * dt), rounded, nca_before)
+
+    parity = Parity(columns=int(held.size), recomputed=int(fresh.sum()), held=int(held.sum()))
+    for name, want in expected.items():
+        got = _columns(first[name])
+        got = got[:, 0] if want.ndim == 1 else got
+        keep = ~np.isnan(want)
+        diff = np.abs(got[keep] - want[keep])
+        parity.max_abs_diff[name] = float(diff.max()) if diff.size else 0.0
+        parity.tolerance[name] = PARITY_RTOL * float(np.abs(want[keep]).max(initial=0.0))
+    convecting = (np.abs(expected["rthcuten"]).max(axis=1) > 0) | (expected["nca"] > 0)
+    parity.convecting = int(convecting.sum())
+    return parity
