@@ -31,7 +31,7 @@ module column_host
   use convection_slot, only: convection_scheme
   implicit none
   private
-  public :: column_model, column_parameters
+  public :: column_model, column_parameters, fill_negative_humidity
   public :: PROC_RADIATION, PROC_ADVECTION, PROC_SURFACE, PROC_WTG, PROC_CONDENSATION
   public :: PROC_CONVECTION, N_PROCESSES
   public :: PROCESS_NAMES, ENERGY_TERM_NAMES, WATER_TERM_NAMES, N_ENERGY_TERMS, N_WATER_TERMS
