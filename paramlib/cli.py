@@ -18,7 +18,15 @@ from collections.abc import Callable, Sequence
 
 from paramlib import __version__
 
-SUBCOMMANDS: tuple[str, ...] = ("doctor", "demo", "catalog", "data.cli", "dataset", "train.cli")
+SUBCOMMANDS: tuple[str, ...] = (
+    "doctor",
+    "demo",
+    "catalog",
+    "data.cli",
+    "dataset",
+    "train.cli",
+    "couple.cli",
+)
 
 # The type `register(subparsers)` receives; argparse exposes no public name for it.
 Subparsers = argparse._SubParsersAction

@@ -32,14 +32,32 @@ HEATING = 1.0e-5  # K s-1
 DRYING = 2.0e-5  # s-1
 PRECIP = 1.0e-4  # mm s-1
 
-STATE = (("t", "K", NLEV), ("q", "kg kg-1", NLEV_Q), ("ps", "Pa", 1), ("solin", "W m-2", 1),
-         ("shflx", "W m-2", 1), ("lhflx", "W m-2", 1))
-BM = (("bm_heating", "K s-1", NLEV), ("bm_moistening", "kg kg-1 s-1", NLEV_Q),
-      ("bm_precip", "mm s-1", 1))
-OUTPUTS = (("heating", "K s-1", NLEV), ("moistening", "kg kg-1 s-1", NLEV_Q),
-           ("precip", "mm s-1", 1))
-RANGES = {"t": (150.0, 350.0), "q": (0.0, 0.05), "ps": (5.0e4, 1.1e5), "solin": (0.0, 600.0),
-          "shflx": (-200.0, 400.0), "lhflx": (-200.0, 1500.0)}
+STATE = (
+    ("t", "K", NLEV),
+    ("q", "kg kg-1", NLEV_Q),
+    ("ps", "Pa", 1),
+    ("solin", "W m-2", 1),
+    ("shflx", "W m-2", 1),
+    ("lhflx", "W m-2", 1),
+)
+BM = (
+    ("bm_heating", "K s-1", NLEV),
+    ("bm_moistening", "kg kg-1 s-1", NLEV_Q),
+    ("bm_precip", "mm s-1", 1),
+)
+OUTPUTS = (
+    ("heating", "K s-1", NLEV),
+    ("moistening", "kg kg-1 s-1", NLEV_Q),
+    ("precip", "mm s-1", 1),
+)
+RANGES = {
+    "t": (150.0, 350.0),
+    "q": (0.0, 0.05),
+    "ps": (5.0e4, 1.1e5),
+    "solin": (0.0, 600.0),
+    "shflx": (-200.0, 400.0),
+    "lhflx": (-200.0, 1500.0),
+}
 
 
 class MemberScaled(nn.Module):
@@ -74,8 +92,10 @@ class MemberScaled(nn.Module):
         ncol = q.shape[0]
         if self.mode == "echo_bm":
             n = len(fields)
-            return [f.unsqueeze(0).expand(self.members, ncol, f.shape[1]).contiguous()
-                    for f in fields[n - 3:]]
+            return [
+                f.unsqueeze(0).expand(self.members, ncol, f.shape[1]).contiguous()
+                for f in fields[n - 3 :]
+            ]
         m = torch.arange(1, self.members + 1, dtype=torch.float32).view(self.members, 1, 1)
         heating = m * self.heating * torch.ones(1, ncol, self.nlev)
         moistening = -m * self.drying * q[:, :1].unsqueeze(0).expand(1, ncol, self.nlev_q)
@@ -94,18 +114,31 @@ def specs(fields: tuple[tuple[str, str, int], ...]) -> list[FieldSpec]:
 
 
 def ranges(inputs: list[FieldSpec]) -> dict[str, dict[str, list[float]]]:
-    return {f.name: {"min": [RANGES[f.name][0]] * f.nlev, "max": [RANGES[f.name][1]] * f.nlev}
-            for f in inputs if f.name in RANGES}
+    return {
+        f.name: {"min": [RANGES[f.name][0]] * f.nlev, "max": [RANGES[f.name][1]] * f.nlev}
+        for f in inputs
+        if f.name in RANGES
+    }
 
 
-def write(out: Path, name: str, inputs: list[FieldSpec], outputs: list[FieldSpec], mode: str,
-          members: int, with_ranges: bool = True) -> None:
+def write(
+    out: Path,
+    name: str,
+    inputs: list[FieldSpec],
+    outputs: list[FieldSpec],
+    mode: str,
+    members: int,
+    with_ranges: bool = True,
+) -> None:
     module = torch.jit.script(MemberScaled(len(inputs), len(outputs), mode, members))
     if not hasattr(module, "forward"):
         module.define(module.forward_source)
     ensemble = members if mode in ("members", "echo_bm") else 1
     metadata = ModelMetadata(
-        model_kind="test", inputs=inputs, outputs=outputs, ensemble_size=ensemble,
+        model_kind="test",
+        inputs=inputs,
+        outputs=outputs,
+        ensemble_size=ensemble,
         valid_range=ranges(inputs) if with_ranges else {},
     )
     save(module, out / f"{name}.pt", metadata)
@@ -121,8 +154,15 @@ def main(out: Path) -> None:
     write(out, "with_bm", state + specs(BM), outputs, "echo_bm", 2)
     bad_units = [FieldSpec("heating", "K day-1", NLEV), *outputs[1:]]
     write(out, "bad_units", state, bad_units, "members", MEMBERS)
-    write(out, "unknown_input", [*state, FieldSpec("u", "m s-1", NLEV)], outputs, "members",
-          MEMBERS, with_ranges=False)
+    write(
+        out,
+        "unknown_input",
+        [*state, FieldSpec("u", "m s-1", NLEV)],
+        outputs,
+        "members",
+        MEMBERS,
+        with_ranges=False,
+    )
     too_many = [FieldSpec("t", "K", 40), *state[1:]]
     write(out, "too_many_levels", too_many, outputs, "members", MEMBERS, with_ranges=False)
 

@@ -1,0 +1,204 @@
+"""``paramlib couple``: coupled runs of the column host model ``paramlib_scm``.
+
+    paramlib couple reference --scenario historical|plus4k [--columns N --days D --dt S
+                              --output-every K --seed S --spinup-days D] --out DIR
+    paramlib couple run [MODEL.pt] --scenario historical|plus4k --mode physics|ml|hybrid|stochastic
+                        [--reference DIR | --columns N --days D --dt S ...] [--spread-max W
+                        --ood-margin F --member-seed S --no-fix-water --no-fix-precip
+                        --p-zero-above PA] [--ranks N --threads N --chunk-size N --device cpu|cuda]
+                        [--out DIR]
+    paramlib couple report RUN... [--reference DIR ...] --out DIR
+
+``--testbed DIR`` (default $PARAMLIB_TESTBED, else build/demo/testbed) is the testbed the model
+was trained on: its tuned Betts-Miller, WTG reference SST and spin-up. Exit status: 0 done,
+1 a run failed (its messages are printed), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from paramlib.cli import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("couple", help="coupled runs of the column host paramlib_scm")
+    commands = parser.add_subparsers(dest="couple_command", metavar="COMMAND", required=True)
+
+    reference = commands.add_parser(
+        "reference", help="the high-fidelity reference (Emanuel, stepped from Python)"
+    )
+    _scenario(reference)
+    _setup(reference)
+    reference.add_argument("--spinup-days", type=float, help="default: the testbed's spin-up")
+    reference.add_argument("--out", type=Path, required=True, help="directory to write")
+    reference.set_defaults(func=_reference)
+
+    run = commands.add_parser("run", help="one coupled run of paramlib_scm")
+    run.add_argument("model", nargs="?", type=Path, help="model file (not needed for physics)")
+    _scenario(run)
+    run.add_argument("--mode", required=True, choices=("physics", "ml", "hybrid", "stochastic"))
+    run.add_argument(
+        "--reference",
+        type=Path,
+        help="a `couple reference` directory: its columns, start, length and step",
+    )
+    _setup(run)
+    run.add_argument(
+        "--spread-max",
+        type=float,
+        default=200.0,
+        help="hybrid: column spread (W m-2) above which physics runs (default 200)",
+    )
+    run.add_argument(
+        "--ood-margin",
+        type=float,
+        default=0.0,
+        help="hybrid: widen each training range by this fraction of its width",
+    )
+    run.add_argument("--member-seed", type=int, default=0, help="stochastic: the draws' seed")
+    run.add_argument("--no-fix-water", action="store_true", help="allow negative humidity")
+    run.add_argument(
+        "--no-fix-precip",
+        action="store_true",
+        help="keep the model's precipitation (not -int dq/dt dp / g)",
+    )
+    run.add_argument(
+        "--p-zero-above",
+        type=float,
+        default=0.0,
+        help="zero the tendencies where p is below this (Pa; 0: off)",
+    )
+    run.add_argument("--ranks", type=int, default=1, help="MPI ranks (mpirun -n)")
+    run.add_argument("--threads", type=int, default=1, help="OpenMP threads per rank")
+    run.add_argument("--chunk-size", type=int, default=16, help="columns per interface call")
+    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    run.add_argument("--out", type=Path, help="default runs/couple/<model>-<scenario>-<mode>")
+    run.set_defaults(func=_run)
+
+    report = commands.add_parser("report", help="plots and the drift / fallback table")
+    report.add_argument("runs", nargs="+", type=Path, help="run directories or output files")
+    report.add_argument(
+        "--reference",
+        type=Path,
+        action="append",
+        default=[],
+        help="reference directory (one per scenario)",
+    )
+    report.add_argument("--out", type=Path, required=True)
+    report.set_defaults(func=_report)
+
+
+def _scenario(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", required=True, choices=("historical", "plus4k"))
+    parser.add_argument(
+        "--testbed",
+        type=Path,
+        help="the model's testbed (default $PARAMLIB_TESTBED, else build/demo/testbed)",
+    )
+
+
+def _setup(parser: argparse.ArgumentParser) -> None:
+    from paramlib.couple.inputs import RunSetup
+
+    d = RunSetup()
+    parser.add_argument("--columns", type=int, default=d.ncol, help=f"default {d.ncol}")
+    parser.add_argument("--days", type=float, default=d.days, help=f"default {d.days:g}")
+    parser.add_argument("--dt", type=float, default=d.dt_s, help=f"step, s (default {d.dt_s:g})")
+    parser.add_argument(
+        "--output-every",
+        type=int,
+        default=d.output_every,
+        help=f"steps per output record (default {d.output_every})",
+    )
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the column draw")
+
+
+def _run_setup(args: argparse.Namespace) -> object:
+    from paramlib.couple.inputs import RunSetup
+
+    return RunSetup(
+        ncol=args.columns,
+        days=args.days,
+        dt_s=args.dt,
+        output_every=args.output_every,
+        seed=args.seed,
+    )
+
+
+def _reference(args: argparse.Namespace) -> int:
+    from paramlib.couple.inputs import CoupleError, TestbedClimate, default_testbed
+    from paramlib.couple.reference import reference
+
+    try:
+        climate = TestbedClimate.read(args.testbed or default_testbed())
+        out = reference(args.out, args.scenario, _run_setup(args), climate, args.spinup_days)
+    except CoupleError as error:
+        print(f"paramlib couple reference: {error}", file=sys.stderr)
+        return 2
+    print(f"[paramlib couple] reference {args.scenario}: {out}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from paramlib.couple.inputs import CoupleError, Coupling, model_name
+    from paramlib.couple.scm import run_coupled
+
+    try:
+        coupling = Coupling(
+            mode=args.mode,
+            model=args.model,
+            spread_max=args.spread_max,
+            ood_margin=args.ood_margin,
+            seed=args.member_seed,
+            fix_water=not args.no_fix_water,
+            fix_precip=not args.no_fix_precip,
+            p_zero_above=args.p_zero_above,
+        )
+        setup = None if args.reference else _run_setup(args)
+    except CoupleError as error:
+        print(f"paramlib couple run: {error}", file=sys.stderr)
+        return 2
+    model = "physics" if args.model is None else model_name(args.model)
+    out = args.out or Path("runs") / "couple" / f"{model}-{args.scenario}-{args.mode}"
+    try:
+        result = run_coupled(
+            out,
+            args.scenario,
+            coupling,
+            setup=setup,
+            reference=args.reference,
+            testbed=args.testbed,
+            ranks=args.ranks,
+            threads=args.threads,
+            chunk_size=args.chunk_size,
+            device=args.device,
+        )
+    except CoupleError as error:
+        print(f"paramlib couple run: {error}", file=sys.stderr)
+        return 1
+    sys.stdout.write(result.stdout)
+    if result.stderr:
+        sys.stderr.write(result.stderr)
+    data = result.open()
+    print(
+        f"[paramlib couple] {result.output}: {data.sizes['time']} records, fallback fraction "
+        f"{float(data['fallback_fraction'].mean()):.3f}"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from paramlib.couple.inputs import CoupleError
+    from paramlib.couple.report import markdown_table, report
+
+    try:
+        rows = report(args.runs, args.out, args.reference)
+    except CoupleError as error:
+        print(f"paramlib couple report: {error}", file=sys.stderr)
+        return 2
+    print(markdown_table(rows), end="")
+    print(f"[paramlib couple] plots and table in {args.out}")
+    return 0
