@@ -203,3 +203,21 @@ def first_call_parity(output: Path, model_path: Path) -> Parity:
     convecting = (np.abs(expected["rthcuten"]).max(axis=1) > 0) | (expected["nca"] > 0)
     parity.convecting = int(convecting.sum())
     return parity
+
+
+def state_vs_reader(output: Path, wrfout: Path) -> dict[str, float]:
+    """Max relative difference between the state the driver built for its first call and
+    paramlib's wrfout reader on the same frame: both follow WRF's phy_prep definitions."""
+    from paramlib.data.readers.wrfout import open_wrfout
+
+    with xr.open_dataset(output) as ds:
+        ds = ds.load()
+    frame = int(ds.attrs["first_frame"]) - 1
+    reader = open_wrfout([wrfout]).isel(time=frame).load()
+    differences = {}
+    for name in ("u", "v", "th", "t", "qv", "p", "pi", "rho", "dz8w", "hfx", "ust", "pblh"):
+        ours = _columns(ds[name])
+        theirs = np.asarray(reader[name].values, dtype=np.float64).reshape(ours.shape)
+        scale = np.abs(theirs).max() or 1.0
+        differences[name] = float(np.abs(ours - theirs).max() / scale)
+    return differences

@@ -142,7 +142,8 @@ contains
                      ITS=tiles%i_start(n), ITE=tiles%i_end(n), JTS=tiles%j_start(n),         &
                      JTE=tiles%j_end(n), KTS=d%kds, KTE=d%kde,                               &
                      RQICUTEN=d%rqicuten, RQSCUTEN=d%rqscuten, RQICUTEN_PREV=d%rqicuten_prev, &
-                     RQSCUTEN_PREV=d%rqscuten_prev, F_QI=.true., F_QS=.true.)
+                     RQSCUTEN_PREV=d%rqscuten_prev, F_QC=.true., F_QR=.true., F_QI=.true.,    &
+                     F_QS=.true.)
   end subroutine one_tile
 
   !> WRF's end-of-step cumulus bookkeeping for MSKF-like schemes (advance_ppt): accumulate

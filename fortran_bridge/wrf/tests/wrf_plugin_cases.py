@@ -36,10 +36,12 @@ from paramlib.wrf_plugin import (  # noqa: E402
     PluginOptions,
     first_call_parity,
     run_driver,
+    state_vs_reader,
     write_namelist,
 )
 
 WRFOUT = data_root() / "wrf_mskf" / "wrfout_d01_ctl.nc"
+READER_RTOL = 1e-5  # float32 arithmetic in a different order (Fortran vs numpy)
 DRIVER: list[Path] = []  # set by main: the driver ctest built
 RECIPE = """\
 name: wrf_plugin_test
@@ -154,6 +156,13 @@ def case_run(work: Path) -> None:
 
 
 def case_parity(work: Path) -> None:
+    state = state_vs_reader(work / "run.nc", WRFOUT)
+    worst = max(state, key=state.get)
+    print(
+        f"driver state vs the wrfout reader: max relative difference {state[worst]:.2e} ({worst})"
+    )
+    if state[worst] > READER_RTOL:
+        raise SystemExit(f"FAIL the driver's WRF state differs from the reader's: {state}")
     parity = first_call_parity(work / "run.nc", work / "models/bilstm_wrf.pt")
     print(json.dumps(parity.max_abs_diff, indent=1))
     print(parity.summary())
