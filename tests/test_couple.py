@@ -1,0 +1,318 @@
+"""The column host paramlib_scm run through paramlib.couple: 1 rank, 2 MPI ranks and 2 OpenMP
+threads give the same numbers; stochastic runs are reproducible from their seed; the budgets of a
+coupled run close and precipitation is the water removed; a bad model path or mismatched metadata
+is an error in ml and physics everywhere in hybrid; the Emanuel reference is written in the host's
+layout; `paramlib couple run | reference | report` from the command line. The column interface's
+own unit tests (modes, fallback, constraints) are Fortran, under ctest (label scm)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from paramlib.cli import main
+from paramlib.couple import inputs, scm
+from paramlib.couple.inputs import CoupleError, Coupling, RunSetup
+from paramlib.couple.reference import reference
+from paramlib.couple.report import report
+from paramlib.export import FieldSpec, save
+from paramlib.models.export_wrap import export_module
+from paramlib.models.normalise import FieldLayout, Normaliser
+from paramlib.models.rpn import RPN
+
+REPO = Path(__file__).resolve().parents[1]
+SETUP = RunSetup(ncol=12, days=0.5, dt_s=1200.0, output_every=3)
+CHUNK = 4  # 3 chunks: 2 ranks get 1 and 2 of them
+T1_MAX = 298.0  # K, the RPN's "training range" of the lowest level's temperature
+
+# Inputs and outputs as the testbed's models have them: (name, units, levels, mean, std).
+INPUTS = (
+    ("t", "K", 26, 250.0, 30.0),
+    ("q", "kg kg-1", 22, 5e-3, 5e-3),
+    ("ps", "Pa", 1, 1e5, 1e3),
+    ("solin", "W m-2", 1, 400.0, 100.0),
+    ("shflx", "W m-2", 1, 10.0, 10.0),
+    ("lhflx", "W m-2", 1, 100.0, 50.0),
+)
+OUTPUTS = (
+    ("heating", "K s-1", 26, 0.0, 1e-5),
+    ("moistening", "kg kg-1 s-1", 22, -1e-9, 1e-8),
+    ("precip", "mm s-1", 1, 5e-5, 1e-5),
+)
+
+
+@pytest.fixture(scope="session")
+def scm_built() -> None:
+    try:
+        scm.executable()
+    except CoupleError as error:
+        if os.environ.get("CI"):
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the host reads of a testbed: its summary (the small testbed's values, seed 0)."""
+    path = tmp_path_factory.mktemp("testbed")
+    summary = {
+        "bm_tau_s": 28800.0,
+        "bm_rh": 0.55,
+        "spin_up_days": 0.25,
+        "wtg_sst_ref_K": {"historical": 299.0, "plus4k": 303.0},
+    }
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def _layout(fields: tuple[tuple[str, str, int, float, float], ...]) -> FieldLayout:
+    return FieldLayout(tuple(FieldSpec(name, units, nlev) for name, units, nlev, _, _ in fields))
+
+
+def _norm(fields: tuple[tuple[str, str, int, float, float], ...]) -> Normaliser:
+    mean = torch.cat([torch.full((nlev,), m) for _, _, nlev, m, _ in fields])
+    std = torch.cat([torch.full((nlev,), s) for _, _, nlev, _, s in fields])
+    return Normaliser(mean, std)
+
+
+@pytest.fixture(scope="session")
+def rpn_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An untrained 4-member RPN (real batched matmuls) with the testbed models' fields,
+    exported with its members and as mean and spread. Its training ranges hold every state the
+    host reaches except a lowest-level temperature above T1_MAX: the warm columns'."""
+    path = tmp_path_factory.mktemp("rpn")
+    inputs, outputs = _layout(INPUTS), _layout(OUTPUTS)
+    net = RPN.create(inputs.size, outputs.size, hidden=[32, 32], members=4, seed=3)
+    wide = {
+        "t": (150.0, 350.0),
+        "q": (0.0, 0.05),
+        "ps": (5e4, 1.1e5),
+        "solin": (0.0, 600.0),
+        "shflx": (-200.0, 400.0),
+        "lhflx": (-200.0, 1500.0),
+    }
+    ranges = {
+        n: {"min": [lo] * nl, "max": [hi] * nl}
+        for (n, _, nl, _, _), (lo, hi) in zip(INPUTS, wide.values(), strict=True)
+    }
+    ranges["t"]["max"][0] = T1_MAX
+    files = {}
+    for output in ("members", "mean_spread"):
+        module, metadata = export_module(
+            net, inputs, outputs, _norm(INPUTS), _norm(OUTPUTS), output=output, valid_range=ranges
+        )
+        files[output] = save(module, path / f"{output}.pt", metadata)
+    return files
+
+
+@pytest.fixture(scope="session")
+def test_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ctest fixture's models (fortran_bridge/host/scm/tests/make_coupling_models.py)."""
+    path = tmp_path_factory.mktemp("coupling_models")
+    script = REPO / "fortran_bridge/host/scm/tests/make_coupling_models.py"
+    # As a script, as ctest runs it: TorchScript names the classes by their module.
+    subprocess.run(
+        [sys.executable, str(script), str(path)],
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    return path
+
+
+Run = Callable[..., xr.Dataset]
+
+
+@pytest.fixture
+def run(scm_built: None, testbed: Path, tmp_path: Path) -> Run:
+    """run(name, coupling, ranks=1, threads=1, scenario='historical') -> the output."""
+
+    def go(
+        name: str,
+        coupling: Coupling,
+        ranks: int = 1,
+        threads: int = 1,
+        scenario: str = "historical",
+    ) -> xr.Dataset:
+        result = scm.run_coupled(
+            tmp_path / name,
+            scenario,
+            coupling,
+            setup=SETUP,
+            testbed=testbed,
+            ranks=ranks,
+            threads=threads,
+            chunk_size=CHUNK,
+        )
+        return result.open()
+
+    return go
+
+
+def assert_same_run(a: xr.Dataset, b: xr.Dataset) -> None:
+    for name in a.data_vars:
+        assert np.array_equal(a[name].values, b[name].values, equal_nan=True), name
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs mpirun (openmpi-bin)")
+@pytest.mark.parametrize("mode", ["stochastic", "hybrid"])
+def test_two_ranks_and_two_threads_equal_one(
+    run: Run, rpn_models: dict[str, Path], mode: str
+) -> None:
+    model = rpn_models["members"]
+    coupling = Coupling(mode=mode, model=model, seed=11, spread_max=1e9)
+    serial = run("serial", coupling)
+    assert serial.attrs["run_status"] == "completed"
+    if mode == "hybrid":  # some columns fall back, so both paths are compared
+        assert 0.0 < float(serial["fallback_fraction"].mean()) < 1.0
+    ranks = run("ranks", coupling, ranks=2)
+    assert ranks.attrs["ranks"] == 2
+    assert_same_run(serial, ranks)
+    assert_same_run(serial, run("threads", coupling, threads=2))
+
+
+def test_stochastic_runs_reproduce_from_their_seed(run: Run, rpn_models: dict[str, Path]) -> None:
+    model = rpn_models["members"]
+    first = run("a", Coupling(mode="stochastic", model=model, seed=5))
+    assert (first["path"] == 2).all()  # PATH_MEMBER
+    assert_same_run(first, run("b", Coupling(mode="stochastic", model=model, seed=5)))
+    other = run("c", Coupling(mode="stochastic", model=model, seed=6))
+    assert not np.array_equal(first["t"].values, other["t"].values)
+    mean = run("d", Coupling(mode="ml", model=model))
+    assert not np.array_equal(first["t"].values, mean["t"].values)
+
+
+def test_budgets_close_and_precipitation_is_the_water_removed(
+    run: Run, rpn_models: dict[str, Path]
+) -> None:
+    model = rpn_models["mean_spread"]
+    fixed = run("fixed", Coupling(mode="ml", model=model))
+    assert float(fixed["energy_residual"].max()) < 1e-6  # W m-2
+    assert float(fixed["water_residual"].max()) < 1e-12  # kg m-2 s-1
+    # Convection's water term, int dq/dt dp / g + P, vanishes when P is the water removed.
+    scale = float(np.abs(fixed["precip"]).max())
+    assert float(np.abs(fixed["water_convection"]).max()) <= 1e-9 * scale
+    assert (fixed["precip"] >= 0).all()
+    raw = run("raw", Coupling(mode="ml", model=model, fix_precip=False))
+    assert float(np.abs(raw["water_convection"]).max()) > 1e-3 * scale
+    assert float(raw["energy_residual"].max()) < 1e-6
+
+
+def test_bad_model_path_and_mismatched_metadata(run: Run, test_models: Path) -> None:
+    physics = run("physics", Coupling(mode="physics"))
+    with pytest.raises(CoupleError, match="missing.pt"):
+        run("ml", Coupling(mode="ml", model=test_models / "missing.pt"))
+    for model in (test_models / "missing.pt", test_models / "bad_units.pt"):
+        hybrid = run(f"hybrid-{model.stem}", Coupling(mode="hybrid", model=model))
+        assert float(hybrid["fallback_fraction"].min()) == 1.0
+        assert (hybrid["fallback_reason"] == 8).all()  # FALLBACK_NO_MODEL
+        for name in ("t", "q", "precip"):
+            assert np.array_equal(hybrid[name].values, physics[name].values), name
+    with pytest.raises(CoupleError, match="K s-1"):
+        run("ml-units", Coupling(mode="ml", model=test_models / "bad_units.pt"))
+    with pytest.raises(CoupleError, match="--output members"):
+        run("stochastic", Coupling(mode="stochastic", model=test_models / "mean_spread.pt"))
+
+
+def test_out_of_range_columns_fall_back_in_the_host(run: Run, rpn_models: dict[str, Path]) -> None:
+    coupling = Coupling(mode="hybrid", model=rpn_models["mean_spread"], spread_max=1e9)
+    for scenario in ("historical", "plus4k"):
+        out = run(scenario, coupling, scenario=scenario)
+        warm = out["t"].isel(lev=0) > T1_MAX  # at the end of each record's interval
+        ood = out["n_ood"] > 0
+        assert bool(ood.any()) and not bool(ood.all())
+        assert bool((((out["fallback_reason"] & 1) != 0) == ood).all())
+        assert bool((out["path"] == 0).where(warm, True).all())  # the last step fell back
+        assert bool((out["path"] == 1).where(out["t"].isel(lev=0) < T1_MAX - 1, True).all())
+    assert float(out["fallback_fraction"].mean()) > 0.0
+
+
+def test_cli_reference_run_and_report(
+    scm_built: None, testbed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = tmp_path / "ref"
+    size = ["--columns", "4", "--days", "0.25", "--output-every", "3"]
+    common = ["--scenario", "historical", "--testbed", str(testbed)]
+    assert main(["couple", "reference", *common, *size, "--out", str(ref)]) == 0
+    data = xr.open_dataset(ref / "reference.nc")
+    assert data.sizes == {"time": 6, "col": 4, "lev": 26}
+    assert data["t"].attrs["standard_name"] == "air_temperature"
+    with xr.open_dataset(ref / "columns.nc") as columns:
+        assert "t" in columns and columns.attrs["scenario"] == "historical"
+
+    out = tmp_path / "physics"
+    assert (
+        main(
+            [
+                "couple",
+                "run",
+                *common,
+                "--mode",
+                "physics",
+                "--reference",
+                str(ref),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "fallback fraction 0.000" in capsys.readouterr().out
+    coupled = xr.open_dataset(out / "scm.nc")
+    assert coupled.sizes["time"] == data.sizes["time"] and coupled.attrs["Conventions"] == "CF-1.8"
+    assert coupled["t"].attrs["standard_name"] == "air_temperature"
+
+    assert (
+        main(
+            [
+                "couple",
+                "report",
+                str(out),
+                str(ref),
+                "--reference",
+                str(ref),
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
+    table = json.loads((tmp_path / "report" / "table.json").read_text())
+    assert [row["run"] for row in table] == ["Betts-Miller physics", "Emanuel (reference)"]
+    assert table[1]["t_bias"] == 0.0 and table[1]["precip_drift"] == 0.0
+    assert table[0]["finite"] and table[0]["completed"]
+    for png in ("timeseries.png", "bias_profiles.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 10_000
+    assert "| Betts-Miller physics | historical |" in (tmp_path / "report" / "table.md").read_text()
+
+    assert main(["couple", "run", *common, "--mode", "ml", "--out", str(tmp_path / "x")]) == 2
+    assert "needs a model" in capsys.readouterr().err
+
+
+def test_reference_state_starts_the_coupled_run(
+    scm_built: None, testbed: Path, tmp_path: Path
+) -> None:
+    """The coupled run starts from the reference's spun-up state: Betts-Miller and Emanuel
+    runs from it differ at the end but share the first step's forcing start."""
+    setup = RunSetup(ncol=4, days=0.25, output_every=1)
+    climate = inputs.TestbedClimate.read(testbed)
+    ref = reference(tmp_path / "ref", "plus4k", setup, climate)
+    assert reference(tmp_path / "ref", "plus4k", setup, climate) == ref  # up to date
+    with xr.open_dataset(ref / "columns.nc") as columns:
+        start_t, sst = columns["t"].values, float(columns["sst"].mean())
+    result = scm.run_coupled(tmp_path / "bm", "plus4k", Coupling(), reference=ref, testbed=testbed)
+    coupled = result.open()
+    # one step of 20 minutes moves the temperature by well under a kelvin
+    assert float(np.abs(coupled["t"].isel(time=0).values - start_t).max()) < 1.0
+    assert float(coupled["sst"].mean()) == pytest.approx(sst + 4.0)
+    rows = report([tmp_path / "bm"], tmp_path / "report", [ref])
+    assert rows[0]["scenario"] == "plus4k" and rows[0]["t_bias"] is not None
+    with pytest.raises(CoupleError, match="plus4k reference"):
+        scm.run_coupled(tmp_path / "x", "historical", Coupling(), reference=ref, testbed=testbed)
