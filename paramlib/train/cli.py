@@ -76,7 +76,7 @@ def register(subparsers: Subparsers) -> None:
     calibrate = subparsers.add_parser(
         "calibrate",
         help="choose an ensemble's prior scale by validation interval coverage",
-        description="Train CONFIG once per prior scale (and member count), measure the 90%%"
+        description="Train CONFIG once per prior scale (and member count), measure the 90 %"
         " interval coverage on the validation split, pick the setting closest to 0.9.",
     )
     _config_arguments(calibrate)
