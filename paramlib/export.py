@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from paramlib.atomic import write_atomic
 
 FORMAT_VERSION = 1
 METADATA_FILE = "paramlib.json"
@@ -373,18 +374,8 @@ def save(
     scripted.eval()  # model files are for inference: no dropout, frozen batch-norm statistics
     check_forward_convention(scripted, meta)
 
-    # Same directory, so os.replace is an atomic rename on one file system.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            torch.jit.save(scripted, handle, _extra_files={METADATA_FILE: meta.to_json()})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    extra = {METADATA_FILE: meta.to_json()}
+    return write_atomic(path, lambda handle: torch.jit.save(scripted, handle, _extra_files=extra))
 
 
 def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,25 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from paramlib.atomic import write_atomic
+
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def save_atomic(data: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """torch.save into a temporary file beside `path`, fsync, then rename over `path`: a
-    reader (or a killed writer) never sees a partial checkpoint."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            torch.save(dict(data), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    """torch.save through `write_atomic`: a reader (or a killed writer) never sees a partial
+    checkpoint."""
+    return write_atomic(path, lambda handle: torch.save(dict(data), handle))
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
