@@ -316,3 +316,39 @@ def test_reference_state_starts_the_coupled_run(
     assert rows[0]["scenario"] == "plus4k" and rows[0]["t_bias"] is not None
     with pytest.raises(CoupleError, match="plus4k reference"):
         scm.run_coupled(tmp_path / "x", "historical", Coupling(), reference=ref, testbed=testbed)
+
+
+def test_online_experiment_of_the_demo(
+    scm_built: None, small_testbed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo stage on the small testbed: its stores, the two models' small variants trained
+    on them, and a one-day experiment of 8 columns."""
+    import dask
+
+    from paramlib.couple.demo_stage import MODELS, ExperimentSize, online_experiment
+    from paramlib.data.pipeline import build_store
+    from paramlib.data.recipe import load_recipe
+    from paramlib.demo import Demo
+
+    demo = Demo(tmp_path, seed=0)
+    demo.testbed.symlink_to(small_testbed)
+    monkeypatch.setenv("PARAMLIB_TESTBED", str(small_testbed))
+    with dask.config.set(scheduler="threads"):
+        for name in ("mfrpn_lf_testbed", "mfrpn_hf_testbed"):
+            recipe = load_recipe(REPO / "training" / "recipes" / f"{name}.yaml")
+            build_store(recipe, demo.stores / f"{name}.zarr")
+    lines: list[str] = []
+    rows = online_experiment(demo, ExperimentSize(ncol=8, days=1.0), log=lines.append)
+
+    for config in MODELS.values():
+        assert (tmp_path / "runs" / config / "model.pt").is_file()
+    assert len(rows) == 2 + 2 * 2 * len(MODELS)  # physics, then ml and hybrid per model
+    for row in rows:
+        assert row["completed"] and row["finite"], row
+        assert row["t_bias"] is not None and row["days"] == 1.0
+        if row["mode"] == "ml":
+            assert row["fallback"] == 0.0
+    assert {row["scenario"] for row in rows} == {"historical", "plus4k"}
+    assert any("hybrid spread limit" in line for line in lines)
+    assert "| run | scenario |" in lines[-1] and "rpn_hf_only hybrid" in lines[-1]
+    assert (tmp_path / "couple" / "custom" / "report" / "timeseries.png").is_file()

@@ -1,0 +1,147 @@
+"""The online experiment of ``make demo``: does a coupled model reproduce the high-fidelity
+climate, and does it still at +4K?
+
+For each scenario (historical, +4K) the Emanuel reference runs first (`reference`); then, from
+its spun-up state, on the same columns, forcing and SSTs, paramlib_scm runs
+    Betts-Miller alone (the low-fidelity physics),
+    the MF-RPN, HF([BM, x]) (config mfrpn_hf_of_bm_and_x: its Betts-Miller inputs are what the
+    host computes anyway), and the HF-only RPN (config rpn_hf_only), each in ``ml`` and
+    ``hybrid`` mode.
+Hybrid's thresholds: the spread limit is the ``SPREAD_QUANTILE`` quantile of the spread the
+model shows in its own historical ``ml`` run (so it trusts the model where it is as sure as it
+usually is in the climate it was trained for), and inputs may leave their training range by
+``OOD_MARGIN`` of its width. The same thresholds serve at +4K.
+
+`online_experiment(demo)` prints the drift and fallback table (`report.markdown_table`) and
+writes the plots and tables under ``demo.out / "couple"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from paramlib.couple.inputs import SCENARIOS, CoupleError, Coupling, RunSetup, TestbedClimate
+from paramlib.couple.reference import reference
+from paramlib.couple.report import markdown_table, report
+from paramlib.couple.scm import open_output, run_coupled
+from paramlib.doctor import REPO_ROOT
+
+MODELS = {"MF-RPN": "mfrpn_hf_of_bm_and_x", "HF-only RPN": "rpn_hf_only"}
+SPREAD_QUANTILE = 0.9
+OOD_MARGIN = 0.1
+CONFIGS = REPO_ROOT / "training" / "configs"
+STORES_ENV = "PARAMLIB_STORES"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSize:
+    ncol: int
+    days: float
+    dt_s: float = 1200.0
+    output_every: int = 3
+
+
+SIZES = {
+    "small": ExperimentSize(ncol=16, days=4.0),  # make demo
+    "full": ExperimentSize(ncol=64, days=30.0),  # the documented experiment
+}
+
+
+class DemoLike(Protocol):
+    """What the experiment needs of paramlib.demo.Demo."""
+
+    out: Path
+    seed: int
+
+    @property
+    def testbed(self) -> Path: ...
+
+    @property
+    def stores(self) -> Path: ...
+
+
+def model_file(demo: DemoLike, config: str, log: Callable[[str], None]) -> Path:
+    """demo.out/runs/CONFIG/model.pt, trained (small variant, on demo.stores) when the demo has
+    not trained it yet."""
+    path = demo.out / "runs" / config / "model.pt"
+    if path.is_file():
+        return path
+    from paramlib.train.config import load_config
+    from paramlib.train.loop import train
+
+    log(f"{config}: no trained model at {path}; training its small variant")
+    saved = os.environ.get(STORES_ENV)
+    os.environ[STORES_ENV] = str(demo.stores)  # the configs name their stores through it
+    try:
+        status = train(
+            load_config(CONFIGS / f"{config}.yaml", [], "small"), path.parent, resume=True
+        )
+    finally:
+        if saved is None:
+            os.environ.pop(STORES_ENV)
+        else:
+            os.environ[STORES_ENV] = saved
+    if status != 0 or not path.is_file():
+        raise CoupleError(f"training {config} into {path.parent} exited with status {status}")
+    return path
+
+
+def spread_limit(run_output: Path, quantile: float = SPREAD_QUANTILE) -> float:
+    """The ``quantile`` of the per-column spread (W m-2, record means) over an ml run."""
+    spread = open_output(run_output)["spread"].values
+    return float(np.quantile(spread[np.isfinite(spread)], quantile))
+
+
+def online_experiment(
+    demo: DemoLike,
+    size: str | ExperimentSize = "small",
+    log: Callable[[str], None] = print,
+    threads: int = 1,
+) -> list[dict[str, object]]:
+    """Run the experiment of the module docstring (``size``: a name in SIZES or any
+    ExperimentSize), under demo.out/couple/<size>; print and return the table rows."""
+    if isinstance(size, str) and size not in SIZES:
+        raise ValueError(f"size: expected one of {', '.join(SIZES)}, got {size!r}")
+    s = SIZES[size] if isinstance(size, str) else size
+    base = demo.out / "couple" / (size if isinstance(size, str) else "custom")
+    climate = TestbedClimate.read(demo.testbed)
+    setup = RunSetup(
+        ncol=s.ncol, days=s.days, dt_s=s.dt_s, output_every=s.output_every, seed=demo.seed
+    )
+    refs = {}
+    for scenario in SCENARIOS:
+        refs[scenario] = reference(base / "reference" / scenario, scenario, setup, climate)
+        log(f"reference (Emanuel) {scenario}: {refs[scenario]}")
+
+    def run(name: str, scenario: str, coupling: Coupling) -> Path:
+        out = base / f"{name}-{scenario}-{coupling.mode}"
+        result = run_coupled(
+            out, scenario, coupling, reference=refs[scenario], testbed=demo.testbed, threads=threads
+        )
+        return result.output
+
+    outputs = [run("betts_miller", sc, Coupling(mode="physics")) for sc in SCENARIOS]
+    for label, config in MODELS.items():
+        model = model_file(demo, config, log)
+        ml = {sc: run(config, sc, Coupling(mode="ml", model=model)) for sc in SCENARIOS}
+        limit = spread_limit(ml["historical"])
+        log(
+            f"{label}: hybrid spread limit {limit:.0f} W m-2 (the {SPREAD_QUANTILE:g} quantile "
+            f"of its historical ml run), ood_margin {OOD_MARGIN:g}"
+        )
+        hybrid = Coupling(mode="hybrid", model=model, spread_max=limit, ood_margin=OOD_MARGIN)
+        for scenario in SCENARIOS:
+            outputs += [ml[scenario], run(config, scenario, hybrid)]
+    rows = report(outputs, base / "report", list(refs.values()))
+    log(
+        f"online experiment ({s.ncol} columns, {s.days:g} days, {s.dt_s / 60:g}-minute steps), "
+        f"against the Emanuel reference; plots and tables in {base / 'report'}"
+    )
+    log(markdown_table(rows).rstrip())
+    return rows
