@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "dataset",
     "train.cli",
     "couple.cli",
+    "evaluate.cli",
 )
 
 # The type `register(subparsers)` receives; argparse exposes no public name for it.

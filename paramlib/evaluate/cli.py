@@ -1,0 +1,119 @@
+"""``paramlib evaluate``: score model files or training runs on a store, or run the MF-RPN
+comparison (`paramlib.evaluate.compare`). torch and matplotlib are imported in the handler."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from paramlib.cli import Subparsers
+from paramlib.doctor import build_dir
+
+SPLITS = ("val", "test")  # the testbed's historical and +4K
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score models on a store's splits: metrics.json, report.md/.html, figures",
+        description="Score model files, run directories or checkpoints (ensembles exported"
+        " with their members) on a training store's splits, streamed in chunks; or, with"
+        " --compare, train and compare the MF-RPN configurations over several seeds.",
+    )
+    parser.add_argument(
+        "models", nargs="*", metavar="MODEL", help="model file (.pt), run directory or checkpoint"
+    )
+    parser.add_argument("--dataset", help="store path or name (under $PARAMLIB_STORES)")
+    parser.add_argument("--out", required=True, help="report directory")
+    parser.add_argument(
+        "--split",
+        type=lambda text: text.split(","),
+        help="comma-separated splits (default: val,test, those the store has)",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="LABEL=MODEL",
+        help="name MODEL (as given) LABEL in the report (default: its run directory or stem)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="dask threads (default 2)")
+    parser.add_argument(
+        "--chunk-samples", type=int, default=8192, help="samples per chunk (default 8192)"
+    )
+    parser.add_argument(
+        "--compare", action="store_true", help="the MF-RPN comparison instead of MODELs"
+    )
+    parser.add_argument(
+        "--runs-dir",
+        default=str(build_dir() / "demo" / "runs"),
+        help="--compare: run directories, trained where missing (default build/demo/runs)",
+    )
+    parser.add_argument(
+        "--stores",
+        help="--compare: store folder (default $PARAMLIB_STORES, else build/demo/stores)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="--compare: seeds (default 0 1 2)"
+    )
+    parser.add_argument(
+        "--variant", default="small", help="--compare: config variant (default small)"
+    )
+    parser.set_defaults(func=_evaluate)
+
+
+def _labels(pairs: list[str], models: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        label, sep, model = pair.partition("=")
+        if not sep or model not in models:
+            raise ValueError(f"--label {pair}: expected LABEL=MODEL with MODEL one of {models}")
+        labels[model] = label
+    return labels
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # dask's threads run the chunks in parallel
+    try:
+        if args.compare:
+            from paramlib.evaluate.compare import compare_models
+
+            if args.models or args.dataset:
+                raise ValueError("--compare trains and picks its models and store itself")
+            stores = (
+                args.stores
+                or os.environ.get("PARAMLIB_STORES")
+                or (build_dir() / "demo" / "stores")
+            )
+            compare_models(stores, args.runs_dir, args.seeds, args.out, variant=args.variant)
+            return 0
+        return _score(args)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
+        print(f"paramlib evaluate: {error}", file=sys.stderr)
+        return 2
+
+
+def _score(args: argparse.Namespace) -> int:
+    import zarr
+
+    from paramlib.evaluate.engine import evaluate
+    from paramlib.evaluate.report import write_report
+    from paramlib.evaluate.sources import load_model, resolve_store
+
+    if not args.models or not args.dataset:
+        raise ValueError("give MODEL(s) and --dataset (or --compare)")
+    labels = _labels(args.label, args.models)
+    store = resolve_store(args.dataset)
+    groups = set(zarr.open_group(str(store), mode="r").group_keys())
+    splits = args.split or [s for s in SPLITS if s in groups]
+    models = [load_model(model, labels.get(model)) for model in args.models]
+    results = evaluate(
+        models, store, splits, chunk_samples=args.chunk_samples, workers=args.workers
+    )
+    report = write_report(results, args.out)
+    print(f"[paramlib evaluate] {report}, {Path(args.out) / 'report.md'}, metrics.json")
+    return 0
