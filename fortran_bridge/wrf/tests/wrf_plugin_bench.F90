@@ -14,7 +14,7 @@ program wrf_plugin_bench
   use module_cu_paramlib, only: cu_paramlib_init, cu_paramlib_finalize
   use wrf_domain
   implicit none
-  integer, parameter :: N3 = 17, N1 = 6
+  integer, parameter :: N3 = 16, N1 = 6   ! profiles besides w; one-level fields
   character(len=4096) :: model, pool_file, arg
   integer :: nx, ny, calls, device, unit, n, i, j, c
   integer(int32) :: header(2)

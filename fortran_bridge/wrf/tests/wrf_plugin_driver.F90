@@ -74,10 +74,10 @@ program wrf_plugin_driver
   end if
 
   call nc(nf90_open(trim(wrfout), NF90_NOWRITE, ncid), wrfout)
-  nx = dim_len('west_east')
-  ny = dim_len('south_north')
-  nz = dim_len('bottom_top')
-  nframes = dim_len('Time')
+  call get_dim('west_east', nx)
+  call get_dim('south_north', ny)
+  call get_dim('bottom_top', nz)
+  call get_dim('Time', nframes)
   call nc(nf90_get_att(ncid, NF90_GLOBAL, 'DT', dt), 'attribute DT')
   call nc(nf90_get_att(ncid, NF90_GLOBAL, 'CUDT', cudt), 'attribute CUDT')
   stepcu = max(nint(cudt * 60. / dt), 1)
@@ -149,7 +149,9 @@ contains
       end if
       call advance_ppt(d)
     end do
-    if (run == 'A') call check(n_held > 0, 'A: held columns seen (NCA >= DT/2 at a call)')
+    ! How many held columns there were depends on the data and the model: reported, and checked
+    ! by the caller where the data guarantee some (wrf_plugin_cases.py parity).
+    if (run == 'A') print '(a,i0,a)', 'A: ', n_held, ' held columns (NCA >= DT/2) over the calls'
   end subroutine simulate
 
   !> The checks of one call of run A: held columns untouched, recomputed ones with NCA a
@@ -257,7 +259,7 @@ contains
     call check(w0_ok, 'E: W0AVG starts from 0')
     call check(all(d%nca(1:nx, 1:ny) == -100. .or. d%nca(1:nx, 1:ny) >= dt), &
                'E: NCA = -100 (never convected) or a new period')
-    call check(any(d%nca(1:nx, 1:ny) == -100.), 'E: some columns never convected')
+    print '(a,i0,a)', 'E: ', count(d%nca(1:nx, 1:ny) == -100.), ' columns without convection'
   end subroutine cold_start_run
 
   !> Domain at the end of the step of the call before first_frame: that frame's cumulus
@@ -396,12 +398,13 @@ contains
     end if
   end subroutine read_var
 
-  integer function dim_len(name)
+  subroutine get_dim(name, length)
     character(len=*), intent(in) :: name
+    integer, intent(out) :: length
     integer :: dimid
     call nc(nf90_inq_dimid(ncid, name, dimid), 'dimension ' // name)
-    call nc(nf90_inquire_dimension(ncid, dimid, len=dim_len), name)
-  end function dim_len
+    call nc(nf90_inquire_dimension(ncid, dimid, len=length), name)
+  end subroutine get_dim
 
   subroutine nc(status, what)
     integer, intent(in) :: status
