@@ -119,6 +119,7 @@ def run_coupled(
     setup: RunSetup | None = None,
     reference: Path | None = None,
     testbed: Path | None = None,
+    climate: TestbedClimate | None = None,
     ranks: int = 1,
     threads: int = 1,
     chunk_size: int = 16,
@@ -127,8 +128,9 @@ def run_coupled(
     """One coupled run into ``out`` (namelist, columns file, output). With ``reference`` (a
     directory `reference.reference` wrote for the same scenario) the run takes its columns,
     initial state, length and step; otherwise ``setup`` (default `RunSetup()`) and the model's
-    initial state."""
-    climate = TestbedClimate.read(testbed or default_testbed())
+    initial state. ``climate`` (default: read from ``testbed``, $PARAMLIB_TESTBED or the demo's)
+    gives the Betts-Miller parameters and the WTG reference SST."""
+    climate = climate or TestbedClimate.read(testbed or default_testbed())
     out.mkdir(parents=True, exist_ok=True)
     if reference is not None:
         columns_file = reference / COLUMNS_FILE
