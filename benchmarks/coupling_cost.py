@@ -39,58 +39,22 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ensemble_common import DEPTH, MEMBERS, WIDTH, machine_info  # noqa: E402
-from ensemble_inference import layout_and_stats  # noqa: E402
 
 from paramlib.couple.inputs import Coupling, RunSetup, TestbedClimate  # noqa: E402
 from paramlib.couple.scm import run_coupled  # noqa: E402
-from paramlib.export import save  # noqa: E402
-from paramlib.models import RPN, Normaliser, export_module  # noqa: E402
+from paramlib.couple.synthetic import inputs, synthetic_model  # noqa: E402
 
-# HF([BM, x]): (name, units, levels, typical value, spread) as in the testbed's stores.
-INPUTS = (
-    ("t", "K", 26, 250.0, 30.0),
-    ("q", "kg kg-1", 22, 5e-3, 5e-3),
-    ("ps", "Pa", 1, 1e5, 1e3),
-    ("solin", "W m-2", 1, 400.0, 100.0),
-    ("shflx", "W m-2", 1, 10.0, 10.0),
-    ("lhflx", "W m-2", 1, 100.0, 50.0),
-    ("bm_heating", "K s-1", 26, 0.0, 1e-5),
-    ("bm_moistening", "kg kg-1 s-1", 22, 0.0, 1e-8),
-    ("bm_precip", "mm s-1", 1, 5e-5, 5e-5),
-)
-OUTPUTS = (
-    ("heating", "K s-1", 26, 0.0, 1e-5),
-    ("moistening", "kg kg-1 s-1", 22, -1e-9, 1e-8),
-    ("precip", "mm s-1", 1, 5e-5, 1e-5),
-)
 # The small testbed's (seed 0) tuned Betts-Miller and WTG reference.
 CLIMATE = TestbedClimate(bm_tau=28800.0, bm_rh=0.55, sst_ref=299.0, spin_up_days=2.0)
 DT_S = 1200.0
 MODES = ("physics", "ml", "hybrid")
 
 
-def make_model(path: Path, members: int, width: int, depth: int, seed: int = 0) -> Path:
-    inputs, in_stats = layout_and_stats(INPUTS)
-    outputs, out_stats = layout_and_stats(OUTPUTS)
-    rpn = RPN.create(inputs.size, outputs.size, [width] * depth, members, seed=seed)
-    ranges = {n: {"min": [-1e30] * k, "max": [1e30] * k} for n, _, k, _, _ in INPUTS}
-    module, metadata = export_module(
-        rpn,
-        inputs,
-        outputs,
-        Normaliser.from_stats(inputs, in_stats),
-        Normaliser.from_stats(outputs, out_stats),
-        output="mean_spread",
-        valid_range=ranges,
-    )
-    return save(module, path, metadata)
-
-
 def torch_forward_s(path: Path, ncol: int, rounds: int) -> float:
     """The model file on ncol columns from Python: min wall time over rounds."""
     model = torch.jit.load(str(path))
     gen = torch.Generator().manual_seed(0)
-    x = [m + s * torch.randn(ncol, k, generator=gen) for _, _, k, m, s in INPUTS]
+    x = [m + s * torch.randn(ncol, k, generator=gen) for _, _, k, m, s in inputs(with_bm=True)]
     best = float("inf")
     with torch.inference_mode():
         for _ in range(rounds + 2):  # two warm-up calls, as in the host
@@ -101,7 +65,15 @@ def torch_forward_s(path: Path, ncol: int, rounds: int) -> float:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    model = make_model(workdir / "model.pt", args.members, args.width, args.depth)
+    everything = {name: (-1e30, 1e30) for name, *_ in inputs(with_bm=True)}
+    model = synthetic_model(
+        workdir / "model.pt",
+        args.members,
+        [args.width] * args.depth,
+        with_bm=True,
+        output="mean_spread",
+        valid_range=everything,
+    )
     setup = RunSetup(
         ncol=args.columns, days=args.steps * DT_S / 86400.0, dt_s=DT_S, output_every=args.steps
     )

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from paramlib.cli import main
@@ -23,30 +22,12 @@ from paramlib.couple import inputs, scm
 from paramlib.couple.inputs import CoupleError, Coupling, RunSetup
 from paramlib.couple.reference import reference
 from paramlib.couple.report import report
-from paramlib.export import FieldSpec, save
-from paramlib.models.export_wrap import export_module
-from paramlib.models.normalise import FieldLayout, Normaliser
-from paramlib.models.rpn import RPN
+from paramlib.couple.synthetic import synthetic_model
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP = RunSetup(ncol=12, days=0.5, dt_s=1200.0, output_every=3)
 CHUNK = 4  # 3 chunks: 2 ranks get 1 and 2 of them
 T1_MAX = 298.0  # K, the RPN's "training range" of the lowest level's temperature
-
-# Inputs and outputs as the testbed's models have them: (name, units, levels, mean, std).
-INPUTS = (
-    ("t", "K", 26, 250.0, 30.0),
-    ("q", "kg kg-1", 22, 5e-3, 5e-3),
-    ("ps", "Pa", 1, 1e5, 1e3),
-    ("solin", "W m-2", 1, 400.0, 100.0),
-    ("shflx", "W m-2", 1, 10.0, 10.0),
-    ("lhflx", "W m-2", 1, 100.0, 50.0),
-)
-OUTPUTS = (
-    ("heating", "K s-1", 26, 0.0, 1e-5),
-    ("moistening", "kg kg-1 s-1", 22, -1e-9, 1e-8),
-    ("precip", "mm s-1", 1, 5e-5, 1e-5),
-)
 
 
 @pytest.fixture(scope="session")
@@ -73,43 +54,31 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _layout(fields: tuple[tuple[str, str, int, float, float], ...]) -> FieldLayout:
-    return FieldLayout(tuple(FieldSpec(name, units, nlev) for name, units, nlev, _, _ in fields))
-
-
-def _norm(fields: tuple[tuple[str, str, int, float, float], ...]) -> Normaliser:
-    mean = torch.cat([torch.full((nlev,), m) for _, _, nlev, m, _ in fields])
-    std = torch.cat([torch.full((nlev,), s) for _, _, nlev, _, s in fields])
-    return Normaliser(mean, std)
-
-
 @pytest.fixture(scope="session")
 def rpn_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An untrained 4-member RPN (real batched matmuls) with the testbed models' fields,
     exported with its members and as mean and spread. Its training ranges hold every state the
     host reaches except a lowest-level temperature above T1_MAX: the warm columns'."""
     path = tmp_path_factory.mktemp("rpn")
-    inputs, outputs = _layout(INPUTS), _layout(OUTPUTS)
-    net = RPN.create(inputs.size, outputs.size, hidden=[32, 32], members=4, seed=3)
-    wide = {
-        "t": (150.0, 350.0),
+    t_max = [T1_MAX] + [350.0] * 25
+    ranges = {
+        "t": (150.0, t_max),
         "q": (0.0, 0.05),
         "ps": (5e4, 1.1e5),
         "solin": (0.0, 600.0),
         "shflx": (-200.0, 400.0),
         "lhflx": (-200.0, 1500.0),
     }
-    ranges = {
-        n: {"min": [lo] * nl, "max": [hi] * nl}
-        for (n, _, nl, _, _), (lo, hi) in zip(INPUTS, wide.values(), strict=True)
-    }
-    ranges["t"]["max"][0] = T1_MAX
     files = {}
     for output in ("members", "mean_spread"):
-        module, metadata = export_module(
-            net, inputs, outputs, _norm(INPUTS), _norm(OUTPUTS), output=output, valid_range=ranges
+        files[output] = synthetic_model(
+            path / f"{output}.pt",
+            members=4,
+            hidden=[32, 32],
+            output=output,
+            valid_range=ranges,
+            seed=3,
         )
-        files[output] = save(module, path / f"{output}.pt", metadata)
     return files
 
 
