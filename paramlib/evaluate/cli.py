@@ -41,7 +41,7 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="dask threads (default 2)")
     parser.add_argument(
-        "--chunk-samples", type=int, default=8192, help="samples per chunk (default 8192)"
+        "--chunk-samples", type=int, default=4096, help="samples per chunk (default 4096)"
     )
     parser.add_argument(
         "--compare", action="store_true", help="the MF-RPN comparison instead of MODELs"

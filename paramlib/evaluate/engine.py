@@ -268,7 +268,7 @@ def evaluate(
     store: Path,
     splits: Sequence[str],
     *,
-    chunk_samples: int = 8192,
+    chunk_samples: int = 4096,
     workers: int = 2,
     progress: bool = True,
 ) -> dict[str, Any]:
