@@ -62,7 +62,9 @@ def _triggered(values: Mapping[str, np.ndarray], profiles: Sequence[str]) -> np.
     return active
 
 
-def _field_sums(pred: np.ndarray, true: np.ndarray, ensemble: bool, rng: Any) -> dict:
+def _field_sums(
+    pred: np.ndarray, true: np.ndarray, ensemble: bool, rng: np.random.Generator
+) -> dict:
     if not ensemble:
         return {"deterministic": deterministic_sums(pred, true)}
     return {
