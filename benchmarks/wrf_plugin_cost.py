@@ -13,6 +13,11 @@ The tile is filled from a pool of plausible tropical columns (build/bin/wrf_plug
 it); NCA is reset before every call, so every call runs the model on every column.
 build/bin/wrf_plugin_bench is the timing program (fortran_bridge/wrf/tests); its DEVICE
 argument runs the model on CUDA where the bridge was built with it.
+
+GPU machines have no gfortran: `--pack-gpu DIR` puts the program's Fortran objects (compiled
+here), libgfortran, the column pool and the model into DIR; benchmarks/wrf_plugin_gpu.sh DIR
+then builds the bridge's C++ part against that machine's torch (fortran_bridge/tests/gpu),
+links, and times the same tile on CUDA and on the CPU there.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +41,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
 
+from paramlib.doctor import build_dir  # noqa: E402
 from paramlib.export import FieldSpec, load_metadata  # noqa: E402
 from paramlib.wrf_plugin import (  # noqa: E402
     TARGETS,
@@ -100,6 +108,35 @@ def time_pytorch(model: Path, pool: dict[str, np.ndarray], ncol: int, calls: int
     return float(np.median(seconds))
 
 
+# What wrf_plugin_bench is made of, in the build tree (release flags, no -fcheck).
+GPU_OBJECTS = (
+    "fortran_bridge/CMakeFiles/paramlib_bridge.dir/paramlib_bridge.f90.o",
+    "fortran_bridge/wrf/CMakeFiles/paramlib_wrf_plugin.dir/module_cu_paramlib.F.o",
+    "fortran_bridge/wrf/CMakeFiles/paramlib_wrf_shim.dir/wrf_error_shim.F90.o",
+    "fortran_bridge/wrf/tests/CMakeFiles/paramlib_wrf_host.dir/wrf_domain.F90.o",
+    "fortran_bridge/wrf/tests/CMakeFiles/wrf_plugin_bench.dir/wrf_plugin_bench.F90.o",
+)
+GPU_LIBRARIES = ("libgfortran.so.5", "libquadmath.so.0")
+
+
+def pack_gpu(out: Path, levels: int, tile: tuple[int, int], calls: int) -> None:
+    """Everything wrf_plugin_gpu.sh needs on a machine without gfortran."""
+    out.mkdir(parents=True, exist_ok=True)
+    for relative in GPU_OBJECTS:
+        shutil.copy(build_dir() / relative, out)
+    linked = subprocess.run(
+        ["ldd", str(build_dir() / "bin" / "wrf_plugin_bench")], capture_output=True, text=True
+    ).stdout
+    for name in GPU_LIBRARIES:
+        path = next(line.split()[2] for line in linked.splitlines() if name in line)
+        shutil.copy(path, out / name)
+    pool = column_pool(levels)
+    write_pool(out / "pool.bin", pool)
+    published_size_model(out / "bilstm.pt", pool)
+    (out / "tile.txt").write_text(f"{tile[0]} {tile[1]} {calls}\n")
+    print(f"packed {out}: objects, {', '.join(GPU_LIBRARIES)}, pool, model, tile {tile} x {calls}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -109,9 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ny", type=int, default=220)
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--levels", type=int, default=44)
+    parser.add_argument(
+        "--tiles",
+        type=int,
+        nargs=2,
+        default=(1, 1),
+        metavar=("TX", "TY"),
+        help="split the patch into TX x TY WRF tiles, run one after another (default 1 1)",
+    )
+    parser.add_argument("--pack-gpu", type=Path, help="write the GPU kit's folder and stop")
     args = parser.parse_args(argv)
     if args.quick:
         args.nx, args.ny, args.calls = 20, 22, 3
+    if args.pack_gpu:
+        pack_gpu(args.pack_gpu, args.levels, (args.nx, args.ny), args.calls)
+        return 0
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         nlev = args.levels
@@ -120,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         pool = column_pool(nlev)
         model = args.model or published_size_model(Path(tmp) / "bilstm.pt", pool)
         pool_file = write_pool(Path(tmp) / "pool.bin", pool)
-        plugin = bench_plugin(model, pool_file, args.nx, args.ny, args.calls)
+        plugin = bench_plugin(model, pool_file, args.nx, args.ny, args.calls, tuple(args.tiles))
         ncol = plugin["tile_columns"]
         python_s = time_pytorch(model, pool, ncol, args.calls)
     result = {
         "benchmark": "wrf_plugin_cost",
         "tile": [args.nx, args.ny],
         "tile_columns": ncol,
+        "tiles": plugin["tiles"],
         "levels": plugin["levels"],
         "threads": 1,
         "calls": args.calls,

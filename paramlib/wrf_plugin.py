@@ -304,14 +304,18 @@ def model_inputs(pool: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return fields
 
 
-def bench_plugin(model: Path, pool_file: Path, nx: int, ny: int, calls: int) -> dict:
-    """wrf_plugin_bench on an nx x ny tile from the pool: its JSON line (per_column_us ...)."""
+def bench_plugin(
+    model: Path, pool_file: Path, nx: int, ny: int, calls: int, tiles: tuple[int, int] = (1, 1)
+) -> dict:
+    """wrf_plugin_bench on an nx x ny patch from the pool, split into tiles[0] x tiles[1] WRF
+    tiles run one after another: its JSON line (per_column_us ...)."""
     program = build_dir() / "bin" / "wrf_plugin_bench"
     if not program.is_file():
         raise FileNotFoundError(
             f"{program} is not built: cmake --build build --target wrf_plugin_bench"
         )
-    command = [str(program), str(model), str(pool_file), str(nx), str(ny), str(calls)]
+    command = [str(program), str(model), str(pool_file), str(nx), str(ny), str(calls), "0"]
+    command += [str(n) for n in tiles]
     result = subprocess.run(command, capture_output=True, text=True, env=os.environ)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")

@@ -1,14 +1,16 @@
 !> Cost of the cumulus plugin per call on one WRF tile (benchmarks/wrf_plugin_cost.py runs it).
 !>
-!>   wrf_plugin_bench MODEL POOL NX NY CALLS [DEVICE]
+!>   wrf_plugin_bench MODEL POOL NX NY CALLS [DEVICE [TILES_X TILES_Y]]
 !>
 !> POOL: columns to fill the NX x NY tile with (cycled): int32 nlev, npool, then float32
 !> arrays (npool, nlev) in C order for u, v, w (nlev+1 levels), th, t, qv, p, pi, rho, dz8w,
 !> w0avg, rthcuten, rqvcuten, rqccuten, rqrcuten, rqicuten, rqscuten, then (npool) for hfx,
-!> ust, pblh, xland, pratec, nca. DEVICE: 0 CPU (default), 1 CUDA.
-!> One warm-up call, then CALLS timed calls of the whole tile (one cu_paramlib call: gather,
+!> ust, pblh, xland, pratec, nca. DEVICE: 0 CPU (default), 1 CUDA. TILES_X x TILES_Y (default
+!> 1 x 1): the NX x NY patch split into WRF tiles, called one after another (one thread).
+!> One warm-up call, then CALLS timed cumulus steps (per tile one cu_paramlib call: gather,
 !> model, scatter), NCA reset before each so every call does the same work. Prints one JSON
-!> line: tile_columns, levels, calls, median_s, min_s, per_column_us (median / columns).
+!> line: tile_columns (the patch), levels, calls, median_s, min_s, per_column_us (median /
+!> columns).
 program wrf_plugin_bench
   use, intrinsic :: iso_fortran_env, only: error_unit, int32, int64, real32
   use module_cu_paramlib, only: cu_paramlib_init, cu_paramlib_finalize
@@ -16,16 +18,16 @@ program wrf_plugin_bench
   implicit none
   integer, parameter :: N3 = 16, N1 = 6   ! profiles besides w; one-level fields
   character(len=4096) :: model, pool_file, arg
-  integer :: nx, ny, calls, device, unit, n, i, j, c
+  integer :: nx, ny, calls, device, unit, n, i, j, c, tiles_x, tiles_y
   integer(int32) :: header(2)
   real(real32), allocatable :: pool3(:, :, :), pool1(:, :), w(:, :), nca0(:, :)
   real, allocatable :: seconds(:)
   integer(int64) :: t0, t1, rate
   type(domain) :: d
-  type(tile_set) :: one
+  type(tile_set) :: tiles
 
   if (command_argument_count() < 5) then
-    write (error_unit, '(a)') 'usage: wrf_plugin_bench MODEL POOL NX NY CALLS [DEVICE]'
+    write (error_unit, '(a)') 'usage: wrf_plugin_bench MODEL POOL NX NY CALLS [DEVICE [TILES_X TILES_Y]]'
     error stop 2
   end if
   call get_command_argument(1, model)
@@ -35,6 +37,12 @@ program wrf_plugin_bench
   calls = int_arg(5)
   device = 0
   if (command_argument_count() >= 6) device = int_arg(6)
+  tiles_x = 1
+  tiles_y = 1
+  if (command_argument_count() >= 8) then
+    tiles_x = int_arg(7)
+    tiles_y = int_arg(8)
+  end if
 
   open (newunit=unit, file=trim(pool_file), access='stream', form='unformatted', status='old', &
         action='read')
@@ -82,19 +90,20 @@ program wrf_plugin_bench
     nca0 = d%nca
 
     call cu_paramlib_init(trim(model), device, 0, 0, 1, 1, nlev + 1)
-    one = make_tiles(d, 1, 1)
+    tiles = make_tiles(d, tiles_x, tiles_y)
     allocate (seconds(calls))
     call system_clock(count_rate=rate)
     do n = 0, calls
       d%nca = nca0
       call system_clock(t0)
-      call cumulus_step(d, one, d%stepcu * (n + 1), .false.)
+      call cumulus_step(d, tiles, d%stepcu * (n + 1), .false.)
       call system_clock(t1)
       if (n > 0) seconds(n) = real(t1 - t0) / real(rate)
     end do
     call cu_paramlib_finalize()
-    print '(a,i0,a,i0,a,i0,a,es12.5,a,es12.5,a,f12.4,a)', '{"tile_columns": ', nx * ny, &
-      ', "levels": ', nlev, ', "calls": ', calls, ', "median_s": ', median(seconds), &
+    print '(a,i0,a,i0,a,i0,a,i0,a,es12.5,a,es12.5,a,f12.4,a)', '{"tile_columns": ', nx * ny, &
+      ', "tiles": ', size(tiles%i_start), ', "levels": ', nlev, ', "calls": ', calls, &
+      ', "median_s": ', median(seconds), &
       ', "min_s": ', minval(seconds), ', "per_column_us": ', median(seconds) / (nx * ny) * 1e6, '}'
   end associate
 
