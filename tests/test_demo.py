@@ -37,7 +37,11 @@ def test_demo_runs_the_model_from_fortran_and_matches_torch(tmp_path: Path) -> N
     bridge = re.search(r"max \|Fortran - PyTorch\| / scale = (\S+)", result.stdout)
     assert bridge is not None and float(bridge.group(1)) <= demo.BRIDGE_TOLERANCE, result.stdout
 
+    assert (tmp_path / "evaluation" / "report.html").is_file()
+    assert re.search(r"\| MF-RPN HF\(LF\(x\)\) \| mfrpn_hf_of_lf \| ", result.stdout), result.stdout
+
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("up to date") >= 1 + len(demo.TESTBED_RECIPES), again.stdout
+    assert again.stdout.count("up to date") >= 2 + len(demo.TESTBED_RECIPES), again.stdout
+    assert "report.html: up to date" in again.stdout, again.stdout
     assert again.stderr.count("finished at step") >= len(demo.TRAINED) - 1, again.stderr
