@@ -7,7 +7,7 @@ module wrf_domain
   implicit none
   private
   public :: domain, tile_set, new_domain, make_tiles, cumulus_step, advance_ppt, mark_halo, &
-            halo_intact, tile_columns, HALO_MARK
+            halo_intact, tile_columns, keep_as_previous, HALO_MARK
 
   !> Value put outside the tile area (halo and the staggered end row ide, jde) of every array
   !> the plugin writes: it must still be there afterwards.
@@ -145,6 +145,19 @@ contains
                      RQSCUTEN_PREV=d%rqscuten_prev, F_QC=.true., F_QR=.true., F_QI=.true.,    &
                      F_QS=.true.)
   end subroutine one_tile
+
+  !> The cumulus outputs now in the arrays as the scheme's copy of its previous call (*_PREV,
+  !> NCA_PREV), as right after a call whose step wrote a history frame.
+  subroutine keep_as_previous(d)
+    type(domain), intent(inout) :: d
+    d%rthcuten_prev = d%rthcuten
+    d%rqvcuten_prev = d%rqvcuten
+    d%rqccuten_prev = d%rqccuten
+    d%rqrcuten_prev = d%rqrcuten
+    d%rqicuten_prev = d%rqicuten
+    d%rqscuten_prev = d%rqscuten
+    d%nca_prev = d%nca
+  end subroutine keep_as_previous
 
   !> WRF's end-of-step cumulus bookkeeping for MSKF-like schemes (advance_ppt): accumulate
   !> RAINC; where NCA > 0, zero the tendencies in the step where it runs out and count it down.

@@ -80,13 +80,7 @@ program wrf_plugin_bench
         d%nca(i, j) = pool1(c, 6)
       end do
     end do
-    d%rthcuten_prev = d%rthcuten
-    d%rqvcuten_prev = d%rqvcuten
-    d%rqccuten_prev = d%rqccuten
-    d%rqrcuten_prev = d%rqrcuten
-    d%rqicuten_prev = d%rqicuten
-    d%rqscuten_prev = d%rqscuten
-    d%nca_prev = d%nca
+    call keep_as_previous(d)
     nca0 = d%nca
 
     call cu_paramlib_init(trim(model), device, 0, 0, 1, 1, nlev + 1)

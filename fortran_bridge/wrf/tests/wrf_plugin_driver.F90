@@ -278,18 +278,12 @@ contains
     call read3('RQRCUTEN', first_frame - 1, d%rqrcuten, d)
     call read3('RQICUTEN', first_frame - 1, d%rqicuten, d)
     call read3('RQSCUTEN', first_frame - 1, d%rqscuten, d)
-    d%rthcuten_prev = d%rthcuten
-    d%rqvcuten_prev = d%rqvcuten
-    d%rqccuten_prev = d%rqccuten
-    d%rqrcuten_prev = d%rqrcuten
-    d%rqicuten_prev = d%rqicuten
-    d%rqscuten_prev = d%rqscuten
     call read2('PRATEC', first_frame - 1, d%pratec, d)
     call read2('RAINCV', first_frame - 1, d%raincv, d)
     call read2('NCA', first_frame - 1, d%nca, d)
     call read2('CUTOP', first_frame - 1, d%cutop, d)
     call read2('CUBOT', first_frame - 1, d%cubot, d)
-    d%nca_prev = d%nca
+    call keep_as_previous(d)
     nan = ieee_value(0., ieee_quiet_nan)
     allocate (outside(d%ims:d%ime, d%jms:d%jme), source=.true.)
     outside(d%ids:d%ide - 1, d%jds:d%jde - 1) = .false.
