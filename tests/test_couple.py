@@ -190,6 +190,25 @@ def test_bad_model_path_and_mismatched_metadata(run: Run, test_models: Path) -> 
         run("stochastic", Coupling(mode="stochastic", model=test_models / "mean_spread.pt"))
 
 
+def test_a_run_that_blows_up_keeps_its_records(
+    run: Run, test_models: Path, testbed: Path, tmp_path: Path
+) -> None:
+    coupling = Coupling(mode="ml", model=test_models / "runaway.pt")
+    with pytest.raises(
+        CoupleError, match=r"run: step \d+ \(step: column \d+ left the physical range"
+    ):
+        run("strict", coupling)
+    result = scm.run_coupled(
+        tmp_path / "kept", "historical", coupling, setup=SETUP, testbed=testbed, check=False
+    )
+    assert not result.completed and "left the physical range" in result.error
+    out = result.open()
+    assert 0 < out.sizes["time"] < SETUP.nsteps // SETUP.output_every
+    assert out.attrs["run_status"].startswith("failed: paramlib_scm: rank 0: run: step ")
+    row = report([tmp_path / "kept"], tmp_path / "report")[0]
+    assert not row["completed"] and row["finite"] and 0 < row["days"] < SETUP.days
+
+
 def test_out_of_range_columns_fall_back_in_the_host(run: Run, rpn_models: dict[str, Path]) -> None:
     coupling = Coupling(mode="hybrid", model=rpn_models["mean_spread"], spread_max=1e9)
     for scenario in ("historical", "plus4k"):

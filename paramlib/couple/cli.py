@@ -11,7 +11,8 @@
 
 ``--testbed DIR`` (default $PARAMLIB_TESTBED, else build/demo/testbed) is the testbed the model
 was trained on: its tuned Betts-Miller, WTG reference SST and spin-up. Exit status: 0 done,
-1 a run failed (its messages are printed), 2 bad arguments.
+1 a run failed (its messages are printed; a run that stopped after it began keeps the records it
+wrote, and its run_status says why), 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ def _run(args: argparse.Namespace) -> int:
             threads=args.threads,
             chunk_size=args.chunk_size,
             device=args.device,
+            check=False,
         )
     except CoupleError as error:
         print(f"paramlib couple run: {error}", file=sys.stderr)
@@ -185,9 +187,9 @@ def _run(args: argparse.Namespace) -> int:
     data = result.open()
     print(
         f"[paramlib couple] {result.output}: {data.sizes['time']} records, fallback fraction "
-        f"{float(data['fallback_fraction'].mean()):.3f}"
+        f"{float(data['fallback_fraction'].mean()):.3f}, {data.attrs.get('run_status')}"
     )
-    return 0
+    return 0 if result.completed else 1
 
 
 def _report(args: argparse.Namespace) -> int:

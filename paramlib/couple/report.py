@@ -9,7 +9,9 @@ and, against the reference of the same scenario (same columns, SSTs and start),
     bias   = time mean of (run - reference)
     drift  = (run - reference) over the last day minus over the first day
 (without a reference, drift is the run's own last-day minus first-day change and bias is
-empty). ``fallback`` is the fraction of column steps that ran physics in an ML mode.
+empty). A run that stopped (a column left the physical range) is compared over the records it
+wrote; ``completed`` is false and ``days`` says how far it got. ``fallback`` is the fraction of
+column steps that ran physics in an ML mode.
 """
 
 from __future__ import annotations
@@ -119,12 +121,13 @@ def summarize(data: xr.Dataset, path: Path, reference: xr.Dataset | None) -> dic
     for name, column in (("t_mean", "t"), ("pw", "pw"), ("precip", "precip")):
         row[name] = float(mine[name].mean())
         if ref is not None:
-            if ref[name].sizes["time"] != mine[name].sizes["time"]:
-                raise CoupleError(
-                    f"{path}: {mine[name].sizes['time']} records, the reference "
-                    f"{ref[name].sizes['time']}: not the same run length"
-                )
-            diff = mine[name] - ref[name].values
+            # over the records both have: a run that stopped is compared as far as it got
+            n = mine[name].sizes["time"]
+            if n > ref[name].sizes["time"] or not np.allclose(
+                mine[name]["time"].values, ref[name]["time"].values[:n]
+            ):
+                raise CoupleError(f"{path}: its records are not at the reference's times")
+            diff = mine[name] - ref[name].values[:n]
             row[f"{column}_bias"] = float(diff.mean())
             row[f"{column}_drift"] = _first_last_day(diff)
         else:

@@ -36,7 +36,7 @@ program paramlib_scm
   type(output_record) :: local, global
   type(scm_output) :: out
   type(MPI_Comm) :: comm, node
-  character(len=1024) :: message, namelist_path
+  character(len=1024) :: message, namelist_path, detail
   integer :: rank, nranks, local_rank, status, ncol_global, nchunks, i0, i1, ncol, r, n, k
   integer :: first_step, nthreads, n_fallback, sums(2), ndevices
   integer, allocatable :: counts(:), displs(:)
@@ -149,7 +149,10 @@ program paramlib_scm
     call system_clock(tick1)
     step_ticks = step_ticks + (tick1 - tick0)
     if (n == min(WARMUP_STEPS, s%nsteps - 1)) call timers(warm)
-    if (status /= COLUMN_OK) write (message, '(a,i0,a)') 'step ', n, ': ' // trim(message)
+    if (status /= COLUMN_OK) then
+      detail = message   ! (an internal write may not read its own output variable)
+      write (message, '(a,i0,a)') 'step ', n, ' (' // trim(detail) // ')'
+    end if
     if (scheme%last_status /= CP_OK .and. scheme%last_status < CP_ERR_ARGUMENT &
         .and. .not. warned) then
       write (error_unit, '(a,i0,a,i0,a)') 'paramlib_scm: rank ', rank, ', step ', n, &

@@ -12,7 +12,8 @@ act), precip = m * PRECIP (not the water removed, so the precipitation fix must 
 - mean.pt          the ensemble mean alone and no valid_range (hybrid: nothing to check);
 - with_bm.pt       takes Betts-Miller's tendencies and returns them (2 identical members);
 - bad_units.pt     heating in K day-1;  unknown_input.pt: an input "u";
-- too_many_levels.pt  t on 40 levels (the tests' host has 26).
+- too_many_levels.pt  t on 40 levels (the tests' host has 26);
+- runaway.pt       the ensemble mean with RUNAWAY heating: a host run leaves the physical range.
 """
 
 # (no `from __future__ import annotations`: TorchScript reads the Final annotations)
@@ -31,6 +32,7 @@ MEMBERS = 4
 HEATING = 1.0e-5  # K s-1
 DRYING = 2.0e-5  # s-1
 PRECIP = 1.0e-4  # mm s-1
+RUNAWAY = 2.0e-3  # K s-1: runaway.pt heats a host past 400 K within a day
 
 STATE = (
     ("t", "K", NLEV),
@@ -74,14 +76,16 @@ class MemberScaled(nn.Module):
     drying: Final[float]
     precip: Final[float]
 
-    def __init__(self, n_inputs: int, n_outputs: int, mode: str, members: int) -> None:
+    def __init__(
+        self, n_inputs: int, n_outputs: int, mode: str, members: int, heating: float = HEATING
+    ) -> None:
         super().__init__()
         self.mode = mode
         self.members = members
         self.q_index = 1
         self.nlev = NLEV
         self.nlev_q = NLEV_Q
-        self.heating = HEATING
+        self.heating = heating
         self.drying = DRYING
         self.precip = PRECIP
         self.forward_source = forward_source(n_inputs, n_outputs)
@@ -129,8 +133,9 @@ def write(
     mode: str,
     members: int,
     with_ranges: bool = True,
+    heating: float = HEATING,
 ) -> None:
-    module = torch.jit.script(MemberScaled(len(inputs), len(outputs), mode, members))
+    module = torch.jit.script(MemberScaled(len(inputs), len(outputs), mode, members, heating))
     if not hasattr(module, "forward"):
         module.define(module.forward_source)
     ensemble = members if mode in ("members", "echo_bm") else 1
@@ -165,6 +170,7 @@ def main(out: Path) -> None:
     )
     too_many = [FieldSpec("t", "K", 40), *state[1:]]
     write(out, "too_many_levels", too_many, outputs, "members", MEMBERS, with_ranges=False)
+    write(out, "runaway", state, outputs, "mean", MEMBERS, with_ranges=False, heating=RUNAWAY)
 
 
 if __name__ == "__main__":
