@@ -193,6 +193,15 @@ def first_call_parity(output: Path, model_path: Path) -> Parity:
     expected["raincv"] = np.where(fresh, expected["pratec"] * np.float32(dt), np.nan)
     rounded = (_nint(predicted["nca"][:, 0] / np.float32(dt)) * np.float32(dt)).astype(np.float32)
     expected["nca"] = np.where(fresh & (rounded >= 0.5 * dt), rounded, nca_before)
+    # Cloud top and base, 1-based levels: the scheme's diagnosis from the new tendencies.
+    nlev = expected["rthcuten"].shape[1]
+    levels = np.arange(1, nlev + 1)
+    active = (expected["rthcuten"] != 0) | (expected["rqvcuten"] != 0)
+    top = np.where(active, levels, 0).max(axis=1)
+    heating = expected["rthcuten"] > 0
+    base = np.where(heating.any(axis=1), np.argmax(heating, axis=1) + 1, 1)
+    expected["cutop"] = np.where(fresh, np.where(top > 0, top, 1), np.nan)
+    expected["cubot"] = np.where(fresh, np.where(top > 0, base, nlev + 1), np.nan)
 
     parity = Parity(columns=int(held.size), recomputed=int(fresh.sum()), held=int(held.sum()))
     for name, want in expected.items():
