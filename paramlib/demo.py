@@ -264,6 +264,14 @@ def bridge_on_trained_model(demo: Demo) -> None:
         raise DemoError(f"the bridge and PyTorch differ by {worst:.2e} of the output scale")
 
 
+def wrf_plugin(demo: Demo) -> None:
+    """The WRF cumulus plugin with the trained Bi-LSTM on the testbed's wrfout
+    (paramlib.wrf_demo; imported here, as xarray is slow to import for every command)."""
+    from paramlib.wrf_demo import wrf_plugin as run_stage
+
+    run_stage(demo)
+
+
 def evaluation_report(demo: Demo) -> None:
     """The MF-RPN comparison on historical and +4K columns over `SEEDS` (runs of other seeds
     trained when missing), with its report; up to date when newer than every run and store."""
@@ -292,6 +300,7 @@ STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("train the small models (MF-RPN x 3, baselines, oracle, Bi-LSTM) and export them",
      train_models),
     ("run a trained MF-RPN through the Fortran bridge", bridge_on_trained_model),
+    ("the WRF cumulus plugin (Bi-LSTM via the WRF-shaped driver)", wrf_plugin),
     ("offline +4K evaluation: MF-RPN compositions vs baselines over 3 seeds", evaluation_report),
 )
 

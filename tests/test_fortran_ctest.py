@@ -24,7 +24,9 @@ def test_fortran_tests_pass_under_ctest() -> None:
         f"building the Fortran tests failed:\n{built.stdout}{built.stderr}"
     )
 
-    result = run(["ctest", "--test-dir", str(build), "--output-on-failure"], CTEST_TIMEOUT_S)
+    # The WRF plugin's cases need the real WRF runs: tests/test_wrf_plugin.py runs them (once).
+    command = ["ctest", "--test-dir", str(build), "--output-on-failure", "-E", "^wrf_plugin_"]
+    result = run(command, CTEST_TIMEOUT_S)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"ctest failed:\n{output}"
     assert "bridge_test_errors" in output and "tests passed" in output, (
