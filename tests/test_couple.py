@@ -194,19 +194,20 @@ def test_a_run_that_blows_up_keeps_its_records(
     run: Run, test_models: Path, testbed: Path, tmp_path: Path
 ) -> None:
     coupling = Coupling(mode="ml", model=test_models / "runaway.pt")
-    with pytest.raises(
-        CoupleError, match=r"run: step \d+ \(step: column \d+ left the physical range"
-    ):
+    with pytest.raises(CoupleError, match=r"run: step \d+ \(step: column \d+ left the physical"):
         run("strict", coupling)
+    ref = reference(tmp_path / "ref", "historical", SETUP, inputs.TestbedClimate.read(testbed))
     result = scm.run_coupled(
-        tmp_path / "kept", "historical", coupling, setup=SETUP, testbed=testbed, check=False
+        tmp_path / "kept", "historical", coupling, reference=ref, testbed=testbed, check=False
     )
     assert not result.completed and "left the physical range" in result.error
     out = result.open()
     assert 0 < out.sizes["time"] < SETUP.nsteps // SETUP.output_every
     assert out.attrs["run_status"].startswith("failed: paramlib_scm: rank 0: run: step ")
-    row = report([tmp_path / "kept"], tmp_path / "report")[0]
+    row = report([tmp_path / "kept"], tmp_path / "report", [ref])[0]
     assert not row["completed"] and row["finite"] and 0 < row["days"] < SETUP.days
+    assert row["t_bias"] > 0  # it ran away warm, as far as it got
+    assert (tmp_path / "report" / "bias_profiles.png").is_file()
 
 
 def test_out_of_range_columns_fall_back_in_the_host(run: Run, rpn_models: dict[str, Path]) -> None:
