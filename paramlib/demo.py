@@ -272,6 +272,14 @@ def wrf_plugin(demo: Demo) -> None:
     run_stage(demo)
 
 
+def online_coupling(demo: Demo) -> None:
+    """The trained MF-RPN and HF-only RPN in the column host paramlib_scm, ml and hybrid,
+    historical and +4K, against the Emanuel reference (paramlib.couple.demo_stage)."""
+    from paramlib.couple.demo_stage import online_experiment
+
+    online_experiment(demo, log=say)
+
+
 def evaluation_report(demo: Demo) -> None:
     """The MF-RPN comparison on historical and +4K columns over `SEEDS` (runs of other seeds
     trained when missing), with its report; up to date when newer than every run and store."""
@@ -300,6 +308,8 @@ STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("train the small models (MF-RPN x 3, baselines, oracle, Bi-LSTM) and export them",
      train_models),
     ("run a trained MF-RPN through the Fortran bridge", bridge_on_trained_model),
+    ("online coupling: the column host with the MF-RPN, historical and +4K, ml and hybrid",
+     online_coupling),
     ("the WRF cumulus plugin (Bi-LSTM via the WRF-shaped driver)", wrf_plugin),
     ("offline +4K evaluation: MF-RPN compositions vs baselines over 3 seeds", evaluation_report),
 )
