@@ -41,7 +41,7 @@ def scm_built() -> None:
 
 
 @pytest.fixture(scope="session")
-def testbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def host_testbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What the host reads of a testbed: its summary (the small testbed's values, seed 0)."""
     path = tmp_path_factory.mktemp("testbed")
     summary = {
@@ -83,7 +83,7 @@ def rpn_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def test_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def coupling_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ctest fixture's models (fortran_bridge/host/scm/tests/make_coupling_models.py)."""
     path = tmp_path_factory.mktemp("coupling_models")
     script = REPO / "fortran_bridge/host/scm/tests/make_coupling_models.py"
@@ -100,7 +100,7 @@ Run = Callable[..., xr.Dataset]
 
 
 @pytest.fixture
-def run(scm_built: None, testbed: Path, tmp_path: Path) -> Run:
+def run(scm_built: None, host_testbed: Path, tmp_path: Path) -> Run:
     """run(name, coupling, ranks=1, threads=1, scenario='historical') -> the output."""
 
     def go(
@@ -115,7 +115,7 @@ def run(scm_built: None, testbed: Path, tmp_path: Path) -> Run:
             scenario,
             coupling,
             setup=SETUP,
-            testbed=testbed,
+            testbed=host_testbed,
             ranks=ranks,
             threads=threads,
             chunk_size=CHUNK,
@@ -174,31 +174,31 @@ def test_budgets_close_and_precipitation_is_the_water_removed(
     assert float(raw["energy_residual"].max()) < 1e-6
 
 
-def test_bad_model_path_and_mismatched_metadata(run: Run, test_models: Path) -> None:
+def test_bad_model_path_and_mismatched_metadata(run: Run, coupling_models: Path) -> None:
     physics = run("physics", Coupling(mode="physics"))
     with pytest.raises(CoupleError, match="missing.pt"):
-        run("ml", Coupling(mode="ml", model=test_models / "missing.pt"))
-    for model in (test_models / "missing.pt", test_models / "bad_units.pt"):
+        run("ml", Coupling(mode="ml", model=coupling_models / "missing.pt"))
+    for model in (coupling_models / "missing.pt", coupling_models / "bad_units.pt"):
         hybrid = run(f"hybrid-{model.stem}", Coupling(mode="hybrid", model=model))
         assert float(hybrid["fallback_fraction"].min()) == 1.0
         assert (hybrid["fallback_reason"] == 8).all()  # FALLBACK_NO_MODEL
         for name in ("t", "q", "precip"):
             assert np.array_equal(hybrid[name].values, physics[name].values), name
     with pytest.raises(CoupleError, match="K s-1"):
-        run("ml-units", Coupling(mode="ml", model=test_models / "bad_units.pt"))
+        run("ml-units", Coupling(mode="ml", model=coupling_models / "bad_units.pt"))
     with pytest.raises(CoupleError, match="--output members"):
-        run("stochastic", Coupling(mode="stochastic", model=test_models / "mean_spread.pt"))
+        run("stochastic", Coupling(mode="stochastic", model=coupling_models / "mean_spread.pt"))
 
 
 def test_a_run_that_blows_up_keeps_its_records(
-    run: Run, test_models: Path, testbed: Path, tmp_path: Path
+    run: Run, coupling_models: Path, host_testbed: Path, tmp_path: Path
 ) -> None:
-    coupling = Coupling(mode="ml", model=test_models / "runaway.pt")
+    coupling = Coupling(mode="ml", model=coupling_models / "runaway.pt")
     with pytest.raises(CoupleError, match=r"run: step \d+ \(step: column \d+ left the physical"):
         run("strict", coupling)
-    ref = reference(tmp_path / "ref", "historical", SETUP, inputs.TestbedClimate.read(testbed))
+    ref = reference(tmp_path / "ref", "historical", SETUP, inputs.TestbedClimate.read(host_testbed))
     result = scm.run_coupled(
-        tmp_path / "kept", "historical", coupling, reference=ref, testbed=testbed, check=False
+        tmp_path / "kept", "historical", coupling, reference=ref, testbed=host_testbed, check=False
     )
     assert not result.completed and "left the physical range" in result.error
     out = result.open()
@@ -224,11 +224,11 @@ def test_out_of_range_columns_fall_back_in_the_host(run: Run, rpn_models: dict[s
 
 
 def test_cli_reference_run_and_report(
-    scm_built: None, testbed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    scm_built: None, host_testbed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ref = tmp_path / "ref"
     size = ["--columns", "4", "--days", "0.25", "--output-every", "3"]
-    common = ["--scenario", "historical", "--testbed", str(testbed)]
+    common = ["--scenario", "historical", "--testbed", str(host_testbed)]
     assert main(["couple", "reference", *common, *size, "--out", str(ref)]) == 0
     data = xr.open_dataset(ref / "reference.nc")
     assert data.sizes == {"time": 6, "col": 4, "lev": 26}
@@ -286,17 +286,19 @@ def test_cli_reference_run_and_report(
 
 
 def test_reference_state_starts_the_coupled_run(
-    scm_built: None, testbed: Path, tmp_path: Path
+    scm_built: None, host_testbed: Path, tmp_path: Path
 ) -> None:
     """The coupled run starts from the reference's spun-up state: Betts-Miller and Emanuel
     runs from it differ at the end but share the first step's forcing start."""
     setup = RunSetup(ncol=4, days=0.25, output_every=1)
-    climate = inputs.TestbedClimate.read(testbed)
+    climate = inputs.TestbedClimate.read(host_testbed)
     ref = reference(tmp_path / "ref", "plus4k", setup, climate)
     assert reference(tmp_path / "ref", "plus4k", setup, climate) == ref  # up to date
     with xr.open_dataset(ref / "columns.nc") as columns:
         start_t, sst = columns["t"].values, float(columns["sst"].mean())
-    result = scm.run_coupled(tmp_path / "bm", "plus4k", Coupling(), reference=ref, testbed=testbed)
+    result = scm.run_coupled(
+        tmp_path / "bm", "plus4k", Coupling(), reference=ref, testbed=host_testbed
+    )
     coupled = result.open()
     # one step of 20 minutes moves the temperature by well under a kelvin
     assert float(np.abs(coupled["t"].isel(time=0).values - start_t).max()) < 1.0
@@ -304,7 +306,9 @@ def test_reference_state_starts_the_coupled_run(
     rows = report([tmp_path / "bm"], tmp_path / "report", [ref])
     assert rows[0]["scenario"] == "plus4k" and rows[0]["t_bias"] is not None
     with pytest.raises(CoupleError, match="plus4k reference"):
-        scm.run_coupled(tmp_path / "x", "historical", Coupling(), reference=ref, testbed=testbed)
+        scm.run_coupled(
+            tmp_path / "x", "historical", Coupling(), reference=ref, testbed=host_testbed
+        )
 
 
 def test_online_experiment_of_the_demo(
