@@ -8,10 +8,11 @@ Each stage prints what it made; stages whose output is up to date say so and ski
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,8 +94,36 @@ def read_columns(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype="<f4", offset=8).reshape(int(ncol), int(nlev))
 
 
+_transcript: list[str] | None = None  # what `say` printed, while a `replayable` stage runs
+
+
 def say(text: str) -> None:
+    if _transcript is not None:
+        _transcript.append(text)
     print(f"      {text}".replace("\n", "\n      "), flush=True)
+
+
+def up_to_date(output: Path, inputs: Sequence[Path]) -> bool:
+    """``output`` exists and is newer than every one of ``inputs``, which all exist."""
+    if not output.is_file() or not all(path.exists() for path in inputs):
+        return False
+    return all(path.stat().st_mtime < output.stat().st_mtime for path in inputs)
+
+
+def replayable(summary: Path, inputs: Sequence[Path], work: Callable[[], None]) -> None:
+    """Run ``work`` and keep what it said in ``summary``; when the summary is newer than every
+    input, say it again instead of running (the stage's output is up to date)."""
+    global _transcript
+    if up_to_date(summary, inputs):
+        say(f"up to date ({summary}):\n" + summary.read_text().rstrip())
+        return
+    _transcript = []
+    try:
+        work()
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text("\n".join(_transcript) + "\n")
+    finally:
+        _transcript = None
 
 
 # --- stages -----------------------------------------------------------------------------------
@@ -267,17 +296,24 @@ def bridge_on_trained_model(demo: Demo) -> None:
 def wrf_plugin(demo: Demo) -> None:
     """The WRF cumulus plugin with the trained Bi-LSTM on the testbed's wrfout
     (paramlib.wrf_demo; imported here, as xarray is slow to import for every command)."""
+    from paramlib.wrf_demo import RUN
     from paramlib.wrf_demo import wrf_plugin as run_stage
+    from paramlib.wrf_plugin import driver_path
 
-    run_stage(demo)
+    inputs = [demo.model(RUN), driver_path(), *(demo.testbed / "wrf").glob("wrfout_d01_*")]
+    replayable(demo.out / "wrf_plugin" / "summary.txt", inputs, functools.partial(run_stage, demo))
 
 
 def online_coupling(demo: Demo) -> None:
     """The trained MF-RPN and HF-only RPN in the column host paramlib_scm, ml and hybrid,
     historical and +4K, against the Emanuel reference (paramlib.couple.demo_stage)."""
     from paramlib.couple.demo_stage import online_experiment
+    from paramlib.couple.scm import executable
 
-    online_experiment(demo, log=say)
+    models = [demo.model("mfrpn_hf_of_bm_and_x"), demo.model("rpn_hf_only")]
+    inputs = [*models, executable(), demo.testbed / "summary.json"]
+    summary = demo.out / "couple" / "summary.txt"
+    replayable(summary, inputs, functools.partial(online_experiment, demo, log=say))
 
 
 def evaluation_report(demo: Demo) -> None:
@@ -285,19 +321,15 @@ def evaluation_report(demo: Demo) -> None:
     trained when missing), with its report; up to date when newer than every run and store."""
     from paramlib.evaluate.compare import COMPARED, DATASET, compare_models
 
-    report = demo.evaluation / "report.html"
     inputs = [demo.stores / f"{DATASET}.zarr" / "zarr.json"]
     for name, _ in COMPARED:
-        inputs += demo.runs.glob(f"{name}*/checkpoint.pt")
-    runs_expected = len(COMPARED) * len(SEEDS)
-    if (
-        report.is_file()
-        and len(inputs) > runs_expected
-        and all(path.stat().st_mtime < report.stat().st_mtime for path in inputs)
-    ):
-        say(f"{report}: up to date")
-        return
-    compare_models(demo.stores, demo.runs, SEEDS, demo.evaluation, log=say)
+        inputs += [run / "checkpoint.pt" for run in demo.runs.glob(f"{name}*")]
+    if len(inputs) <= len(COMPARED) * len(SEEDS):  # runs of some seeds are still to train
+        inputs.append(demo.runs / "missing")
+    work = functools.partial(
+        compare_models, demo.stores, demo.runs, SEEDS, demo.evaluation, log=say
+    )
+    replayable(demo.evaluation / "summary.txt", inputs, work)
 
 
 STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
