@@ -44,6 +44,9 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_json import write_json  # noqa: E402
 
 from paramlib.doctor import build_dir  # noqa: E402
 from paramlib.export import ModelMetadata, save  # noqa: E402
@@ -375,9 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = run(args, Path(tmp))
     print_table(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, report)
     return 0
 
 

@@ -20,7 +20,6 @@ Nothing is asserted; tests/test_coupling_benchmark.py runs --quick and checks th
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_json import write_json  # noqa: E402
 from ensemble_common import DEPTH, MEMBERS, WIDTH, machine_info  # noqa: E402
 
 from paramlib.couple.inputs import Coupling, RunSetup, TestbedClimate  # noqa: E402
@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run(args, Path(workdir))
     print_table(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
 
 

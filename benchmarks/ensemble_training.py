@@ -22,7 +22,6 @@ freed memory instead, which shows what the step's own work costs.
 """
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_json import write_json  # noqa: E402
 from ensemble_common import (  # noqa: E402
     DEPTH,
     MEMBERS,
@@ -259,9 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run(args)
     print_table(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, report)
     return 0
 
 

@@ -32,6 +32,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_json import write_json  # noqa: E402
 
 from paramlib.doctor import build_dir  # noqa: E402
 
@@ -186,14 +189,14 @@ def main() -> int:
         "targets": {"ratio_vs_raw_read": TARGET_RATIO, "peak_rss_mb": TARGET_RSS_MB},
         # The headline ratio is the largest input's; every size's is in `sizes`.
         "ratio_vs_raw_read": rows[-1]["ratio_vs_raw_read"],
-        "peak_rss_mb": [{"files": r["files"], "input_mb": r["input_mb"],
-                         "peak_rss_mb": r["peak_rss_mb"]} for r in rows],
+        "peak_rss_mb": [
+            {"files": r["files"], "input_mb": r["input_mb"], "peak_rss_mb": r["peak_rss_mb"]}
+            for r in rows
+        ],
         "sizes": rows,
     }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

@@ -23,7 +23,6 @@ links, and times the same tile on CUDA and on the CPU there.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -40,6 +39,9 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_json import write_json  # noqa: E402
 
 from paramlib.doctor import build_dir  # noqa: E402
 from paramlib.export import FieldSpec, load_metadata  # noqa: E402
@@ -200,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         f" {result['plugin_over_pytorch']:.3f}"
     )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 
