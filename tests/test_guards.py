@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,8 @@ def test_check_output_path(tmp_path: Path) -> None:
         check_output_path(a_file / "sub" / "run", "--out", "dir")
     with pytest.raises(UserInputError, match="is a folder"):
         check_output_path(tmp_path, "--json", "file")
-    assert check_output_path(tmp_path / "new" / "deeper", "--out", "dir") == tmp_path / "new" / "deeper"
+    deeper = tmp_path / "new" / "deeper"
+    assert check_output_path(deeper, "--out", "dir") == deeper
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "ro"
         locked.mkdir(mode=0o500)
@@ -56,7 +58,7 @@ def test_check_replaceable(tmp_path: Path) -> None:
     check_replaceable(tmp_path, "--out")
 
 
-def _hold_lock(folder: str, ready: multiprocessing.synchronize.Event, stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+def _hold_lock(folder: str, ready: Event, stop: Event) -> None:
     with FolderLock(folder, "run directory"):
         ready.set()
         stop.wait(30)
