@@ -54,6 +54,7 @@ class Status(IntEnum):
     ERR_HANDLE = 19
     ERR_ARGUMENT = 20
     ERR_RUNTIME = 21
+    ERR_HASH = 22
 
 
 class BridgeError(FortranStatusError):
@@ -83,8 +84,15 @@ def _api() -> Any:
 
 
 def last_error() -> str:
-    """The bridge's message for the last failure on this thread."""
-    return _api().last_error()
+    """The bridge's message for the last failure on this thread, whole however long
+    (read in pieces of the bindings' fixed string buffer)."""
+    text, length = _api().last_error(0)
+    while len(text) < length:
+        piece, _ = _api().last_error(len(text))
+        if not piece:  # the message changed meanwhile: keep what was read
+            break
+        text += piece
+    return text
 
 
 def _check(status: int) -> None:
@@ -106,11 +114,19 @@ class FortranModel(FreedOnExit):
         heating = model.get_output("heating")   # (ncol, nlev)
     """
 
-    def __init__(self, path: str | PathLike[str], device: str = "cpu", device_index: int = 0):
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        device: str = "cpu",
+        device_index: int = 0,
+        sha256: str = "",
+    ):
+        """sha256: the file's expected SHA-256 (64 hex characters): checked before anything
+        of the file is loaded, ERR_HASH on a mismatch; "" loads without the check."""
         if device not in _DEVICES:
             raise ValueError(f"device: expected one of {', '.join(_DEVICES)}, got {device!r}")
         self.path = str(path)
-        handle, status = _api().load(self.path, _DEVICES[device], device_index)
+        handle, status = _api().load(self.path, _DEVICES[device], device_index, sha256)
         _check(status)
         self.handle: int = handle
         self._pending: dict[str, np.ndarray] = {}  # inputs the bridge may read in place
@@ -132,10 +148,24 @@ class FortranModel(FreedOnExit):
         self._pending.clear()
         _check(_api().free(self.handle))
 
-    def check_field(self, name: str, nlev: int, units: str = "", output: bool = False) -> None:
+    def check_field(
+        self,
+        name: str,
+        nlev: int,
+        units: str = "",
+        output: bool = False,
+        level_order: str = "",
+    ) -> None:
         """Raise BridgeError unless the model has this input (or output) with nlev levels
-        and, when units is given, these units."""
-        _check(_api().check_field(self.handle, _OUTPUT if output else _INPUT, name, nlev, units))
+        and, when given, these units and this level order ("surface_to_top" or
+        "top_to_surface")."""
+        kind = _OUTPUT if output else _INPUT
+        _check(_api().check_field(self.handle, kind, name, nlev, units, level_order))
+
+    def require_units(self, on: bool) -> None:
+        """Require units on check_field, set_input and get_output (off by default; clones
+        inherit it): without units they raise ERR_UNITS."""
+        _check(_api().require_units(self.handle, on))
 
     def set_screening(self, on: bool) -> None:
         """NaN/Inf screening of inputs (on by default): bad columns give zero outputs."""

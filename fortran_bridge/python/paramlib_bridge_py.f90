@@ -16,7 +16,7 @@ module paramlib_py
   implicit none
   private
   public :: load, free, set_num_threads, last_error, info, field_info, check_field
-  public :: set_screening, set_input_r32_1, set_input_r32_2, set_input_r64_1, set_input_r64_2
+  public :: set_screening, require_units, set_input_r32_1, set_input_r32_2, set_input_r64_1, set_input_r64_2
   public :: forward, bad_columns, get_output_r32_2, get_output_r64_2
 
   type(paramlib_model), allocatable, save :: models(:)
@@ -31,10 +31,10 @@ contains
     if (handle >= 1 .and. handle <= n_models) m = models(handle)
   end function
 
-  !> Load a model file; device 0 = CPU, 1 = CUDA (device_index selects the GPU).
-  !> handle is 0 when status is not PARAMLIB_OK.
-  subroutine load(path, device, device_index, handle, status)
-    character(len=*), intent(in) :: path
+  !> Load a model file; device 0 = CPU, 1 = CUDA (device_index selects the GPU);
+  !> sha256 = "" loads without pinning. handle is 0 when status is not PARAMLIB_OK.
+  subroutine load(path, device, device_index, sha256, handle, status)
+    character(len=*), intent(in) :: path, sha256
     integer, intent(in) :: device, device_index
     integer, intent(out) :: handle, status
     type(paramlib_model), allocatable :: grown(:)
@@ -45,7 +45,8 @@ contains
       grown(:n_models) = models(:n_models)
       call move_alloc(grown, models)
     end if
-    call models(n_models + 1)%load(path, status, device=device, device_index=device_index)
+    call models(n_models + 1)%load(path, status, device=device, device_index=device_index, &
+                                   sha256=sha256)
     if (status /= PARAMLIB_OK) return
     n_models = n_models + 1
     handle = n_models
@@ -66,11 +67,17 @@ contains
     call paramlib_set_num_threads(n, status)
   end subroutine
 
-  !> Message of the last failure on this thread, truncated to len(message)
-  !> (the f90wrap wrapper's buffer: its -S string length).
-  subroutine last_error(message)
+  !> Characters offset+1.. of the message of the last failure on this thread, as
+  !> many as fit len(message) (the f90wrap wrapper's buffer, its -S string length),
+  !> and the message's full length: the caller reads a long message in pieces.
+  subroutine last_error(offset, message, length)
+    integer, intent(in) :: offset
     character(len=*), intent(out) :: message
-    message = paramlib_last_error()
+    integer, intent(out) :: length
+    character(len=:), allocatable :: full
+    full = paramlib_last_error()
+    length = len(full)
+    message = full(min(offset, length) + 1:)
   end subroutine
 
   subroutine info(handle, n_inputs, n_outputs, ensemble_size, status)
@@ -94,14 +101,23 @@ contains
     units = u
   end subroutine
 
-  !> units = "" skips the units check.
-  subroutine check_field(handle, kind, name, nlev, units, status)
+  !> units = "" skips the units check (unless required), level_order = "" the order check.
+  subroutine check_field(handle, kind, name, nlev, units, level_order, status)
     integer, intent(in) :: handle, kind, nlev
-    character(len=*), intent(in) :: name, units
+    character(len=*), intent(in) :: name, units, level_order
     integer, intent(out) :: status
     type(paramlib_model) :: m
     m = model_of(handle)
-    call m%check_field(kind, name, nlev, status, units=units)
+    call m%check_field(kind, name, nlev, status, units=units, level_order=level_order)
+  end subroutine
+
+  subroutine require_units(handle, on, status)
+    integer, intent(in) :: handle
+    logical, intent(in) :: on
+    integer, intent(out) :: status
+    type(paramlib_model) :: m
+    m = model_of(handle)
+    call m%require_units(on, status)
   end subroutine
 
   subroutine set_screening(handle, on, status)

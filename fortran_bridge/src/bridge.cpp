@@ -7,16 +7,21 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "metadata.hpp"
+#include "sha256.hpp"
 
 namespace {
 
@@ -46,6 +51,15 @@ class IntraOpScope {
   int host_;
 };
 
+std::string lower(std::string s) {
+  for (auto &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool is_sha256_hex(const std::string &s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isxdigit(c); });
+}
+
 int fail(int status, const std::string &msg) {
   g_last_error = msg;
   return status;
@@ -59,11 +73,9 @@ struct Loaded {
   std::string path;
 };
 
-// One handle: the loaded model plus the state of one call (inputs, outputs).
-struct Model {
-  std::shared_ptr<const Loaded> loaded;
-  std::mutex mu;
-  bool screening = true;
+// The inputs, outputs and reused buffers of one thread's call sequence on one handle
+// (set_input ... forward ... get_output).
+struct CallState {
   int64_t ncol = -1;                  // column count of the call being assembled
   std::vector<torch::Tensor> inputs;  // (ncol, nlev) float32 on the model device
   std::vector<bool> input_set;
@@ -75,16 +87,71 @@ struct Model {
   std::vector<uint8_t> last_bad;
   int64_t last_ncol = -1;
 
-  explicit Model(std::shared_ptr<const Loaded> l) : loaded(std::move(l)) {
-    const auto n_in = loaded->meta.inputs.size();
+  explicit CallState(const ModelMetadata &meta) {
+    const auto n_in = meta.inputs.size();
     inputs.resize(n_in);
     input_set.assign(n_in, false);
     staging.resize(n_in);
     device_buf.resize(n_in);
     input_bad.resize(n_in);
-    out_staging.resize(loaded->meta.outputs.size());
+    out_staging.resize(meta.outputs.size());
   }
 };
+
+// One handle: shared weights, its settings, and a CallState per calling thread, so
+// threads sharing a handle never see each other's inputs or outputs.
+struct Model : std::enable_shared_from_this<Model> {
+  std::shared_ptr<const Loaded> loaded;
+  std::mutex mu;  // held by every call that touches call states: one forward at a time
+  std::atomic<bool> screening{true};
+  std::atomic<bool> require_units{false};
+  std::unordered_map<uint64_t, std::unique_ptr<CallState>> calls;  // by ThreadCalls::token
+
+  explicit Model(std::shared_ptr<const Loaded> l) : loaded(std::move(l)) {}
+  CallState &state();      // the calling thread's, created on first use; mu held
+  CallState *find_state();  // nullptr before this thread's first set_input; mu held
+};
+
+// A number per thread that is never reused (a std::thread::id may be), and, when the
+// thread ends, removal of its call states from the handles it used: a host that starts
+// new threads (not a pool) does not grow memory.
+std::atomic<uint64_t> g_next_token{1};
+
+struct ThreadCalls {
+  const uint64_t token = g_next_token++;
+  std::vector<std::weak_ptr<Model>> used;
+
+  ThreadCalls() = default;
+  ThreadCalls(const ThreadCalls &) = delete;
+  ThreadCalls &operator=(const ThreadCalls &) = delete;
+  ~ThreadCalls() {
+    for (auto &w : used)
+      if (auto m = w.lock()) {
+        std::lock_guard<std::mutex> lock(m->mu);
+        m->calls.erase(token);
+      }
+  }
+  void remember(std::weak_ptr<Model> m) {
+    used.erase(std::remove_if(used.begin(), used.end(), [](const auto &w) { return w.expired(); }), used.end());
+    used.push_back(std::move(m));
+  }
+};
+
+thread_local ThreadCalls t_calls;
+
+CallState &Model::state() {
+  auto &slot = calls[t_calls.token];
+  if (!slot) {
+    slot = std::make_unique<CallState>(loaded->meta);
+    t_calls.remember(weak_from_this());
+  }
+  return *slot;
+}
+
+CallState *Model::find_state() {
+  auto it = calls.find(t_calls.token);
+  return it == calls.end() ? nullptr : it->second.get();
+}
 
 std::mutex g_registry_mu;
 std::unordered_map<pl_handle, std::shared_ptr<Model>> g_registry;
@@ -103,6 +170,9 @@ pl_handle register_model(std::shared_ptr<Model> m) {
   return h;
 }
 
+// Appended to "not set"/"no outputs" messages: a thread never sees another thread's call.
+const std::string kPerThread = " (inputs and outputs are kept per calling thread)";
+
 int bad_handle(pl_handle h) {
   return fail(PL_ERR_HANDLE, "model handle " + std::to_string(h) +
                                  " is not a loaded model (never loaded, or already freed)");
@@ -120,10 +190,19 @@ const std::vector<FieldSpec> &fields_of(const ModelMetadata &m, int kind) {
   return kind == 0 ? m.inputs : m.outputs;
 }
 
-// Resolves a name and checks level count and (when given) units against the metadata.
-int check_field(const Loaded &l, int kind, const char *name, int nlev, const char *units,
+bool blank(const char *s) {
+  if (!s) return true;
+  for (; *s; ++s)
+    if (!std::isspace(static_cast<unsigned char>(*s))) return false;
+  return true;
+}
+
+// Resolves a name and checks level count, units (given, or required by the handle) and
+// (when given) level order against the metadata.
+int check_field(const Model &m, int kind, const char *name, int nlev, const char *units, const char *level_order,
                 int *index) {
   if (kind != 0 && kind != 1) return fail(PL_ERR_ARGUMENT, "field kind must be 0 (input) or 1 (output)");
+  const Loaded &l = *m.loaded;
   const auto &map = kind == 0 ? l.meta.input_index : l.meta.output_index;
   const auto &fields = fields_of(l.meta, kind);
   const std::string n = name ? name : "";
@@ -137,9 +216,22 @@ int check_field(const Loaded &l, int kind, const char *name, int nlev, const cha
     return fail(PL_ERR_LEVELS, std::string(kind_name(kind)) + " '" + n + "': host field has " +
                                    std::to_string(nlev) + " levels, model expects " +
                                    std::to_string(f.nlev));
-  if (units && *units && !paramlib::same_units(units, f.units))
+  if (blank(units)) {
+    if (m.require_units)
+      return fail(PL_ERR_UNITS, std::string(kind_name(kind)) + " '" + n + "': no units given, and this handle requires them " +
+                                    "(require_units is on); model expects '" + f.units + "'");
+  } else if (!paramlib::same_units(units, f.units)) {
     return fail(PL_ERR_UNITS, std::string(kind_name(kind)) + " '" + n + "': host units '" +
                                   units + "', model expects '" + f.units + "'");
+  }
+  if (!blank(level_order)) {
+    if (!paramlib::known_level_order(level_order))
+      return fail(PL_ERR_ARGUMENT, std::string(kind_name(kind)) + " '" + n + "': level order '" + level_order +
+                                       "' is not one of " + paramlib::level_order_list());
+    if (f.level_order != level_order)
+      return fail(PL_ERR_LEVELS, std::string(kind_name(kind)) + " '" + n + "': host levels are ordered " + level_order +
+                                     ", model expects " + f.level_order);
+  }
   *index = it->second;
   return PL_OK;
 }
@@ -194,7 +286,7 @@ int describe(int kind, const char *name, int rank, const int64_t *shape, const i
 }
 
 // The checks shared by pl_set_input and pl_get_output: layout, dtype, name, levels, units.
-int resolve_host(const Loaded &l, int kind, const char *name, const char *units, const void *data, int dtype,
+int resolve_host(const Model &m, int kind, const char *name, const char *units, const void *data, int dtype,
                  int rank, const int64_t *shape, const int64_t *strides, HostView *v, torch::ScalarType *t,
                  int *index) {
   int st = describe(kind, name, rank, shape, strides, v);
@@ -203,7 +295,7 @@ int resolve_host(const Loaded &l, int kind, const char *name, const char *units,
   else if (dtype == PL_FLOAT64) *t = torch::kFloat64;
   else return fail(PL_ERR_ARGUMENT, label(kind, name) + ": dtype " + std::to_string(dtype) +
                                         " is not PL_FLOAT32 (0) or PL_FLOAT64 (1)");
-  st = check_field(l, kind, name, static_cast<int>(v->nlev), units, index);
+  st = check_field(m, kind, name, static_cast<int>(v->nlev), units, nullptr, index);
   if (st != PL_OK) return st;
   if (!data) return fail(PL_ERR_ARGUMENT, label(kind, name) + ": data pointer is NULL");
   return PL_OK;
@@ -261,12 +353,37 @@ int pl_set_num_threads(int n) {
 int pl_cuda_device_count(void) { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
 
 int pl_model_load(const char *path, int device, int device_index, pl_handle *out) {
+  return pl_model_load_pinned(path, device, device_index, nullptr, out);
+}
+
+int pl_model_load_pinned(const char *path, int device, int device_index, const char *sha256, pl_handle *out) {
   if (!out) return fail(PL_ERR_ARGUMENT, "pl_model_load: out is NULL");
   *out = 0;
   const std::string p = path ? path : "";
+  const std::string want = lower(sha256 ? sha256 : "");
+  if (!want.empty() && !is_sha256_hex(want))
+    return fail(PL_ERR_ARGUMENT, "expected SHA-256 of '" + p + "' must be 64 hexadecimal characters, got '" + want + "'");
   return guarded("pl_model_load", [&]() -> int {
     IntraOpScope threads;
-    if (!std::ifstream(p).good()) return fail(PL_ERR_FILE, "cannot open model file '" + p + "' (missing or unreadable)");
+    std::ifstream file(p, std::ios::binary);
+    if (!file.good()) return fail(PL_ERR_FILE, "cannot open model file '" + p + "' (missing or unreadable)");
+    // A pinned file is read once: the bytes hashed are the bytes loaded, and nothing of
+    // the file runs before its hash matched.
+    std::string bytes;
+    if (!want.empty()) {
+      file.seekg(0, std::ios::end);
+      const std::streamoff size = file.tellg();
+      file.seekg(0);
+      if (size >= 0) {
+        bytes.resize(static_cast<std::size_t>(size));
+        file.read(bytes.data(), size);
+      }
+      if (size < 0 || !file) return fail(PL_ERR_FILE, "reading model file '" + p + "' failed");
+      const std::string got = paramlib::sha256_hex(bytes.data(), bytes.size());
+      if (got != want)
+        return fail(PL_ERR_HASH, "model file '" + p + "' has SHA-256 " + got + ", expected " + want +
+                                     " (not the pinned file: replaced, altered or truncated)");
+    }
     auto l = std::make_shared<Loaded>();
     l->path = p;
     if (device == PL_DEVICE_CUDA) {
@@ -281,7 +398,12 @@ int pl_model_load(const char *path, int device, int device_index, pl_handle *out
     }
     torch::jit::ExtraFilesMap extra{{"paramlib.json", ""}};
     try {
-      l->module = torch::jit::load(p, l->device, extra);
+      if (want.empty()) {
+        l->module = torch::jit::load(p, l->device, extra);
+      } else {
+        std::istringstream in(std::move(bytes));
+        l->module = torch::jit::load(in, l->device, extra);
+      }
     } catch (const std::exception &e) {
       std::string what = e.what();
       return fail(PL_ERR_LOAD, "'" + p + "' is not a loadable TorchScript model: " + what.substr(0, what.find('\n')));
@@ -304,7 +426,9 @@ int pl_model_clone(pl_handle model, pl_handle *out) {
   if (!m) return bad_handle(model);
   if (!out) return fail(PL_ERR_ARGUMENT, "pl_model_clone: out is NULL");
   return guarded("pl_model_clone", [&]() -> int {
-    *out = register_model(std::make_shared<Model>(m->loaded));
+    auto copy = std::make_shared<Model>(m->loaded);
+    copy->require_units = m->require_units.load();
+    *out = register_model(copy);
     return PL_OK;
   });
 }
@@ -325,8 +449,14 @@ int pl_model_free(pl_handle model) {
 int pl_model_set_screening(pl_handle model, int on) {
   auto m = lookup(model);
   if (!m) return bad_handle(model);
-  std::lock_guard<std::mutex> lock(m->mu);
   m->screening = on != 0;
+  return PL_OK;
+}
+
+int pl_model_require_units(pl_handle model, int on) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  m->require_units = on != 0;
   return PL_OK;
 }
 
@@ -348,14 +478,17 @@ int pl_model_field_info(pl_handle model, int kind, int index, char *name, int na
     return fail(PL_ERR_ARGUMENT, std::string(kind_name(kind)) + " index " + std::to_string(index) + " out of range 0.." +
                                      std::to_string(fields.size() - 1));
   const FieldSpec &f = fields[index];
-  auto put = [](const std::string &s, char *buf, int len) {
-    if (!buf || len < 1) return;
-    const auto n = std::min<std::size_t>(s.size(), static_cast<std::size_t>(len - 1));
-    s.copy(buf, n);
-    buf[n] = '\0';
+  // Too short a buffer is an error, never a truncated name.
+  const auto fits = [](const std::string &s, const char *buf, int len) { return !buf || static_cast<std::size_t>(len) > s.size(); };
+  if (!fits(f.name, name, name_len) || !fits(f.units, units, units_len))
+    return fail(PL_ERR_ARGUMENT, std::string(kind_name(kind)) + " '" + f.name + "': name needs " + std::to_string(f.name.size() + 1) +
+                                     " and units " + std::to_string(f.units.size() + 1) + " bytes, buffers have " +
+                                     std::to_string(name_len) + " and " + std::to_string(units_len));
+  const auto put = [](const std::string &s, char *buf) {
+    if (buf) std::memcpy(buf, s.c_str(), s.size() + 1);
   };
-  put(f.name, name, name_len);
-  put(f.units, units, units_len);
+  put(f.name, name);
+  put(f.units, units);
   if (nlev) *nlev = f.nlev;
   return PL_OK;
 }
@@ -374,18 +507,19 @@ int pl_model_metadata_json(pl_handle model, char *buf, int buflen, int *needed) 
   const std::string &s = m->loaded->meta.json;
   if (needed) *needed = static_cast<int>(s.size()) + 1;
   if (buf && buflen > 0) {
-    const auto n = std::min<std::size_t>(s.size(), static_cast<std::size_t>(buflen - 1));
-    s.copy(buf, n);
-    buf[n] = '\0';
+    // Whole or nothing: a truncated JSON would parse as garbage or not at all.
+    if (static_cast<std::size_t>(buflen) > s.size()) std::memcpy(buf, s.c_str(), s.size() + 1);
+    else buf[0] = '\0';
   }
   return PL_OK;
 }
 
-int pl_model_check_field(pl_handle model, int kind, const char *name, int nlev, const char *units) {
+int pl_model_check_field(pl_handle model, int kind, const char *name, int nlev, const char *units,
+                         const char *level_order) {
   auto m = lookup(model);
   if (!m) return bad_handle(model);
   int index = 0;
-  return check_field(*m->loaded, kind, name, nlev, units, &index);
+  return check_field(*m, kind, name, nlev, units, level_order, &index);
 }
 
 int pl_set_input(pl_handle model, const char *name, const char *units, const void *data, int dtype, int rank,
@@ -395,18 +529,19 @@ int pl_set_input(pl_handle model, const char *name, const char *units, const voi
   std::lock_guard<std::mutex> lock(m->mu);
   return guarded("pl_set_input", [&]() -> int {
     IntraOpScope threads;
+    CallState &cs = m->state();
     const Loaded &l = *m->loaded;
     HostView v;
     torch::ScalarType t{};
     int index = 0;
-    const int st = resolve_host(l, 0, name, units, data, dtype, rank, shape, strides, &v, &t, &index);
+    const int st = resolve_host(*m, 0, name, units, data, dtype, rank, shape, strides, &v, &t, &index);
     if (st != PL_OK) return st;
-    if (m->ncol >= 0 && m->ncol != v.ncol)
+    if (cs.ncol >= 0 && cs.ncol != v.ncol)
       return fail(PL_ERR_SHAPE, label(0, name) + ": " + std::to_string(v.ncol) + " columns, but inputs already set for this call have " +
-                                    std::to_string(m->ncol));
-    m->ncol = v.ncol;
+                                    std::to_string(cs.ncol));
+    cs.ncol = v.ncol;
     // Flags per input, so setting a field again replaces its earlier verdict.
-    auto &flags = m->input_bad[index];
+    auto &flags = cs.input_bad[index];
     flags.assign(v.ncol, 0);
     int64_t nbad = 0;
     if (m->screening) {
@@ -416,11 +551,11 @@ int pl_set_input(pl_handle model, const char *name, const char *units, const voi
     torch::Tensor host = v.wrap(const_cast<void *>(data), t);
     const bool cuda = l.device.is_cuda();
     if (!cuda && t == torch::kFloat32 && v.contiguous() && nbad == 0) {
-      m->inputs[index] = host;  // zero-copy: the host array is the model input
+      cs.inputs[index] = host;  // zero-copy: the host array is the model input
     } else {
       // One copy: dtype conversion, strided/tile gather, NaN masking or staging for the device.
       auto opt = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(cuda);
-      torch::Tensor buf = reuse(m->staging[index], v.ncol, v.nlev, opt);
+      torch::Tensor buf = reuse(cs.staging[index], v.ncol, v.nlev, opt);
       v.as_rows(buf).copy_(host);
       if (nbad > 0) {
         float *p = buf.data_ptr<float>();
@@ -430,14 +565,14 @@ int pl_set_input(pl_handle model, const char *name, const char *units, const voi
       }
       if (cuda) {
         auto dopt = torch::TensorOptions().dtype(torch::kFloat32).device(l.device);
-        torch::Tensor dev = reuse(m->device_buf[index], v.ncol, v.nlev, dopt);
+        torch::Tensor dev = reuse(cs.device_buf[index], v.ncol, v.nlev, dopt);
         dev.copy_(buf, /*non_blocking=*/true);
-        m->inputs[index] = dev;
+        cs.inputs[index] = dev;
       } else {
-        m->inputs[index] = buf;
+        cs.inputs[index] = buf;
       }
     }
-    m->input_set[index] = true;
+    cs.input_set[index] = true;
     return PL_OK;
   });
 }
@@ -449,22 +584,24 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
   if (n_bad) *n_bad = 0;
   return guarded("pl_forward", [&]() -> int {
     IntraOpScope threads;
+    CallState &cs = m->state();
     const Loaded &l = *m->loaded;
-    for (std::size_t i = 0; i < m->input_set.size(); ++i)
-      if (!m->input_set[i])
+    for (std::size_t i = 0; i < cs.input_set.size(); ++i)
+      if (!cs.input_set[i])
         return fail(PL_ERR_NOT_READY, "forward: input '" + l.meta.inputs[i].name +
-                                          "' was not set since the last forward (set every input before each forward)");
-    const int64_t ncol = m->ncol;
-    std::vector<torch::IValue> args(m->inputs.begin(), m->inputs.end());
+                                          "' was not set since the last forward (set every input before each forward)" +
+                                          kPerThread);
+    const int64_t ncol = cs.ncol;
+    std::vector<torch::IValue> args(cs.inputs.begin(), cs.inputs.end());
     // Release the host arrays now: the next call must set every input again.
-    std::fill(m->input_set.begin(), m->input_set.end(), false);
-    for (auto &x : m->inputs) x = torch::Tensor();
-    m->ncol = -1;
-    m->outputs.clear();
-    m->last_bad.assign(ncol, 0);
-    for (const auto &flags : m->input_bad)
-      for (int64_t c = 0; c < ncol; ++c) m->last_bad[c] |= flags[c];
-    m->last_ncol = ncol;
+    std::fill(cs.input_set.begin(), cs.input_set.end(), false);
+    for (auto &x : cs.inputs) x = torch::Tensor();
+    cs.ncol = -1;
+    cs.outputs.clear();
+    cs.last_bad.assign(ncol, 0);
+    for (const auto &flags : cs.input_bad)
+      for (int64_t c = 0; c < ncol; ++c) cs.last_bad[c] |= flags[c];
+    cs.last_ncol = ncol;
 
     c10::InferenceMode guard;
     torch::IValue result;
@@ -492,15 +629,15 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
                                         c10::str(outs[o].sizes()) + ", metadata implies " + c10::str(c10::IntArrayRef(want)));
     }
     int64_t nbad = 0;
-    for (auto b : m->last_bad) nbad += b;
+    for (auto b : cs.last_bad) nbad += b;
     if (nbad > 0) {
       std::vector<int64_t> cols;
       for (int64_t c = 0; c < ncol; ++c)
-        if (m->last_bad[c]) cols.push_back(c);
+        if (cs.last_bad[c]) cols.push_back(c);
       auto idx = torch::tensor(cols, torch::TensorOptions().dtype(torch::kLong)).to(l.device);
       for (auto &x : outs) x = x.index_fill(ens > 1 ? 1 : 0, idx, 0.0);
     }
-    m->outputs = std::move(outs);
+    cs.outputs = std::move(outs);
     if (n_bad) *n_bad = nbad;
     if (nbad > 0)
       return fail(PL_WARN_BAD_INPUT, std::to_string(nbad) + " of " + std::to_string(ncol) +
@@ -513,11 +650,14 @@ int pl_bad_columns(pl_handle model, int32_t *flags, int64_t ncol) {
   auto m = lookup(model);
   if (!m) return bad_handle(model);
   std::lock_guard<std::mutex> lock(m->mu);
-  if (m->last_ncol < 0) return fail(PL_ERR_NOT_READY, "pl_bad_columns: no forward has run yet");
-  if (!flags || ncol != m->last_ncol)
+  const CallState *found = m->find_state();
+  if (!found || found->last_ncol < 0)
+    return fail(PL_ERR_NOT_READY, "pl_bad_columns: no forward has run on this handle in this thread" + kPerThread);
+  const CallState &cs = *found;
+  if (!flags || ncol != cs.last_ncol)
     return fail(PL_ERR_SHAPE, "pl_bad_columns: flags array has " + std::to_string(ncol) + " entries, last forward had " +
-                                  std::to_string(m->last_ncol) + " columns");
-  for (int64_t c = 0; c < ncol; ++c) flags[c] = m->last_bad.empty() ? 0 : m->last_bad[c];
+                                  std::to_string(cs.last_ncol) + " columns");
+  for (int64_t c = 0; c < ncol; ++c) flags[c] = cs.last_bad.empty() ? 0 : cs.last_bad[c];
   return PL_OK;
 }
 
@@ -532,15 +672,18 @@ int pl_get_output(pl_handle model, const char *name, const char *units, void *da
     HostView v;
     torch::ScalarType t{};
     int index = 0;
-    const int st = resolve_host(l, 1, name, units, data, dtype, rank, shape, strides, &v, &t, &index);
+    const int st = resolve_host(*m, 1, name, units, data, dtype, rank, shape, strides, &v, &t, &index);
     if (st != PL_OK) return st;
-    if (m->outputs.empty()) return fail(PL_ERR_NOT_READY, label(1, name) + ": no outputs yet (call forward first)");
-    if (v.ncol != m->last_ncol)
+    CallState *found = m->find_state();
+    if (!found || found->outputs.empty())
+      return fail(PL_ERR_NOT_READY, label(1, name) + ": no outputs yet (call forward first)" + kPerThread);
+    CallState &cs = *found;
+    if (v.ncol != cs.last_ncol)
       return fail(PL_ERR_SHAPE, label(1, name) + ": host array has " + std::to_string(v.ncol) + " columns, the last forward had " +
-                                    std::to_string(m->last_ncol));
+                                    std::to_string(cs.last_ncol));
     const int ens = l.meta.ensemble_size;
     c10::InferenceMode guard;
-    const torch::Tensor &out = m->outputs[index];
+    const torch::Tensor &out = cs.outputs[index];
     torch::Tensor src;
     if (statistic == PL_MEAN) {
       src = ens > 1 ? out.mean(0) : out;
@@ -557,7 +700,7 @@ int pl_get_output(pl_handle model, const char *name, const char *units, void *da
     }
     if (src.is_cuda()) {
       auto opt = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true);
-      torch::Tensor buf = reuse(m->out_staging[index], v.ncol, v.nlev, opt);
+      torch::Tensor buf = reuse(cs.out_staging[index], v.ncol, v.nlev, opt);
       buf.copy_(src);
       src = buf;
     }

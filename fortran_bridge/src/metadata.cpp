@@ -36,6 +36,17 @@ std::vector<FieldSpec> parse_fields(const json &root, const char *key,
     f.name = name.get<std::string>();
     f.units = units.get<std::string>();
     f.nlev = nlev.get<int>();
+    if (f.name.size() > kMaxNameLength || f.units.size() > kMaxNameLength)
+      throw std::runtime_error(where + ": 'name' and 'units' must be at most " + std::to_string(kMaxNameLength) +
+                               " characters");
+    // Absent in files written before level orders were recorded: the contract's order.
+    if (list[i].contains("level_order")) {
+      const json &order = list[i]["level_order"];
+      if (!order.is_string() || !known_level_order(order.get<std::string>()))
+        throw std::runtime_error(where + ": 'level_order' " + order.dump() + " is not one this bridge knows (" +
+                                 level_order_list() + ")");
+      f.level_order = order.get<std::string>();
+    }
     if (!index.emplace(f.name, static_cast<int>(i)).second)
       throw std::runtime_error(where + ": duplicate field name '" + f.name + "'");
     fields.push_back(f);
@@ -76,6 +87,18 @@ ModelMetadata parse_metadata(const std::string &text) {
     m.ensemble_size = e.get<int>();
   }
   return m;
+}
+
+bool known_level_order(const std::string &order) {
+  for (const char *known : kLevelOrders)
+    if (order == known) return true;
+  return false;
+}
+
+std::string level_order_list() {
+  std::string s;
+  for (const char *known : kLevelOrders) s += (s.empty() ? "" : ", ") + std::string(known);
+  return s;
 }
 
 bool same_units(const std::string &a, const std::string &b) {

@@ -1,16 +1,25 @@
 // paramlib.json: the model metadata contract (see DESIGN.md "Model file").
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 namespace paramlib {
 
+// Level orders the bridge knows (paramlib.export.LEVEL_ORDERS); the first is the contract's.
+inline const char *const kLevelOrders[] = {"surface_to_top", "top_to_surface"};
+
+// Longest field name or units accepted, so the Fortran API's fixed buffers
+// (PARAMLIB_MAX_NAME_LEN = 256 with the NUL) never truncate one.
+constexpr std::size_t kMaxNameLength = 255;
+
 struct FieldSpec {
   std::string name;
   std::string units;
   int nlev = 1;
+  std::string level_order = kLevelOrders[0];
 };
 
 struct ModelMetadata {
@@ -25,6 +34,12 @@ struct ModelMetadata {
 
 // Parses and validates the JSON text; throws std::runtime_error naming the key.
 ModelMetadata parse_metadata(const std::string &text);
+
+// True for a level order in kLevelOrders.
+bool known_level_order(const std::string &order);
+
+// "a, b" of kLevelOrders, for messages.
+std::string level_order_list();
 
 // Units compared after collapsing whitespace, so "K  s-1" matches "K s-1".
 bool same_units(const std::string &a, const std::string &b);

@@ -16,10 +16,20 @@
  *                             columns are ordered i fastest, then j.
  * Levels are in the model's level order (surface to top by contract).
  *
- * Threading: a handle keeps the inputs and outputs of one call, so one thread
- * uses a handle at a time (calls on a handle are serialised by a lock, so
- * misuse is slow, never corrupt). For OpenMP tiles give each thread its own
- * handle with pl_model_clone: clones share the weights, not the I/O state.
+ * Threading: a handle keeps the I/O state of a call sequence (inputs set,
+ * outputs and bad-column flags of the last forward) per calling thread. Threads
+ * sharing one handle each get the outputs of their own inputs: pl_set_input,
+ * pl_forward, pl_bad_columns and pl_get_output on one thread never see another
+ * thread's calls. A handle's calls are serialised by its lock (one forward at a
+ * time), so sharing is correct but slow. The sequence must stay on one thread:
+ * inputs set on one thread are not visible to a forward on another
+ * (PL_ERR_NOT_READY). A thread's state is freed when the thread ends or the
+ * handle is freed. Settings (screening, require_units) are per handle. For
+ * OpenMP tiles give each thread its own handle with pl_model_clone: clones share
+ * the weights and run in parallel.
+ *
+ * Trust: a model file is code (TorchScript). Load only files from a trusted
+ * source, or pin the file with pl_model_load_pinned.
  */
 #ifndef PARAMLIB_BRIDGE_H
 #define PARAMLIB_BRIDGE_H
@@ -37,14 +47,15 @@ enum pl_status {
   PL_ERR_LOAD = 11,        /* file is not a loadable TorchScript model */
   PL_ERR_METADATA = 12,    /* paramlib.json missing or invalid */
   PL_ERR_NAME = 13,        /* unknown input or output name */
-  PL_ERR_LEVELS = 14,      /* level count differs from the metadata */
-  PL_ERR_UNITS = 15,       /* units differ from the metadata */
+  PL_ERR_LEVELS = 14,      /* level count or level order differs from the metadata */
+  PL_ERR_UNITS = 15,       /* units differ from the metadata, or are missing where required */
   PL_ERR_SHAPE = 16,       /* wrong rank, column count or output shape */
   PL_ERR_DEVICE = 17,      /* device not available (e.g. CUDA on a CPU node) */
   PL_ERR_NOT_READY = 18,   /* forward before every input is set, or output before forward */
   PL_ERR_HANDLE = 19,      /* invalid or freed model handle */
   PL_ERR_ARGUMENT = 20,    /* bad argument (dtype, statistic, member index, ...) */
-  PL_ERR_RUNTIME = 21      /* libtorch raised an error while running the model */
+  PL_ERR_RUNTIME = 21,     /* libtorch raised an error while running the model */
+  PL_ERR_HASH = 22         /* model file's SHA-256 differs from the pinned one */
 };
 
 enum pl_dtype { PL_FLOAT32 = 0, PL_FLOAT64 = 1 };
@@ -59,14 +70,30 @@ const char *pl_version(void);
 int pl_set_num_threads(int n);
 int pl_cuda_device_count(void);
 
+/* Unknown level_order in the metadata, or a name/units longer than 255 characters,
+ * is PL_ERR_METADATA. */
 int pl_model_load(const char *path, int device, int device_index, pl_handle *out);
+/* pl_model_load of a pinned file: sha256 is the file's expected SHA-256 as 64 hex
+ * characters (any case); NULL or "" = no check. The file is read once and hashed
+ * before anything of it is loaded: a mismatch is PL_ERR_HASH (message names the
+ * file, expected and actual hash), a malformed sha256 PL_ERR_ARGUMENT. */
+int pl_model_load_pinned(const char *path, int device, int device_index, const char *sha256,
+                         pl_handle *out);
 int pl_model_clone(pl_handle model, pl_handle *out);
 int pl_model_free(pl_handle model);
 /* Input screening for NaN/Inf (default on). */
 int pl_model_set_screening(pl_handle model, int on);
+/* Require units (default off; a clone inherits it): when on, pl_model_check_field,
+ * pl_set_input and pl_get_output without units (NULL or blank) fail with
+ * PL_ERR_UNITS naming the field and the units the metadata expects. */
+int pl_model_require_units(pl_handle model, int on);
 
-/* Metadata queries; names and units are returned as NUL-terminated copies
- * into buf (truncated to buflen). kind: 0 = input, 1 = output. */
+/* Metadata queries. kind: 0 = input, 1 = output. field_info copies name and units
+ * NUL-terminated (a NULL buffer is skipped); a buffer shorter than the text plus its
+ * NUL is PL_ERR_ARGUMENT, never a truncated name (256 bytes always suffice).
+ * metadata_json sets *needed to the JSON's size with its NUL and copies it when
+ * buflen >= *needed; a shorter buffer gets "" (never a truncated JSON): query
+ * *needed with buflen 0 first. */
 int pl_model_num_fields(pl_handle model, int kind, int *n);
 int pl_model_field_info(pl_handle model, int kind, int index, char *name, int name_len,
                         char *units, int units_len, int *nlev);
@@ -74,9 +101,12 @@ int pl_model_ensemble_size(pl_handle model, int *n);
 int pl_model_metadata_json(pl_handle model, char *buf, int buflen, int *needed);
 
 /* Check a host field against the metadata without data (at host start-up).
- * units may be NULL or "" to skip the units check. */
+ * units may be NULL or "" to skip the units check (unless required, see
+ * pl_model_require_units); level_order ("surface_to_top" or "top_to_surface")
+ * NULL or "" skips the order check; an order other than the metadata's is
+ * PL_ERR_LEVELS. */
 int pl_model_check_field(pl_handle model, int kind, const char *name, int nlev,
-                         const char *units);
+                         const char *units, const char *level_order);
 
 /* Provide an input for the next forward. A contiguous float32 array on a CPU
  * model is wrapped without a copy and must stay valid until pl_forward returns. */

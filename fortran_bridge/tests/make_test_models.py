@@ -14,6 +14,8 @@ np.array([nlev, ncol], "<i4").tofile(f); x.astype("<f4").tofile(f).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -88,11 +90,20 @@ def generate(outdir: Path) -> None:
     for kind, (module, metadata) in models.items():
         model_file = save(module, outdir / f"{kind}.pt", metadata)
         write_references(kind, metadata, model_file, outdir)
+    # The pin of named.pt (hex SHA-256, one line) for the pinned-load tests.
+    digest = hashlib.sha256((outdir / "named.pt").read_bytes()).hexdigest()
+    (outdir / "named.pt.sha256").write_text(digest + "\n")
     # Broken files for the error tests: a truncated model, a TorchScript file
-    # without paramlib.json, and a path that does not exist.
+    # without paramlib.json, one whose metadata has a level order the bridge does
+    # not know, and a path that does not exist.
     raw = (outdir / "simple.pt").read_bytes()
     (outdir / "corrupt.pt").write_bytes(raw[: len(raw) // 2])
-    torch.jit.save(torch.jit.load(str(outdir / "simple.pt")), str(outdir / "no_metadata.pt"))
+    simple = torch.jit.load(str(outdir / "simple.pt"))
+    torch.jit.save(simple, str(outdir / "no_metadata.pt"))
+    meta = models["simple"][1].to_dict()
+    meta["inputs"][0]["level_order"] = "sideways"
+    torch.jit.save(simple, str(outdir / "bad_level_order.pt"),
+                   _extra_files={"paramlib.json": json.dumps(meta)})
     (outdir / "missing.pt").unlink(missing_ok=True)
     print(f"wrote {len(models)} test models, their references and broken files to {outdir}")
 

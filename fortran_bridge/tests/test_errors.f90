@@ -15,7 +15,10 @@ program test_errors
   ncol = size(t, 2)
 
   call load_errors()
+  call pinned_load()
   call field_errors()
+  call required_units()
+  call level_order()
   call call_order()
   call use_after_free()
   call statistic_errors()
@@ -35,6 +38,9 @@ contains
     call m%load(model_path('no_metadata.pt'), status)
     call assert_status(status, PARAMLIB_ERR_METADATA, 'TorchScript file without metadata', &
                        'paramlib.json')
+    call m%load(model_path('bad_level_order.pt'), status)
+    call assert_status(status, PARAMLIB_ERR_METADATA, 'metadata with an unknown level order', &
+                       '"sideways" is not one this bridge knows')
     call m%forward(status)
     call assert_status(status, PARAMLIB_ERR_HANDLE, 'handle of a failed load is not usable')
     call m%load(model_path('named.pt'), status, device=7)
@@ -49,6 +55,46 @@ contains
     else
       print '(a,i0,a)', '  skip  CUDA-less check: ', ndev, ' CUDA device(s) visible'
     end if
+  end subroutine
+
+  !> A file pinned by its SHA-256 (named.pt.sha256 from the generator) loads; any other
+  !> hash is refused before the file is loaded.
+  subroutine pinned_load()
+    type(paramlib_model) :: m
+    character(len=64) :: pin, upper, wrong
+    integer :: status, u, i
+    print '(a)', 'pinned load (SHA-256)'
+    open (newunit=u, file=model_path('named.pt.sha256'), action='read')
+    read (u, '(a)') pin
+    close (u)
+    call m%load(model_path('named.pt'), status, sha256=pin)
+    call assert_ok(status, 'load with the right pin')
+    call m%free(status)
+    ! Hex digits are compared without regard to case.
+    upper = pin
+    do i = 1, len(upper)
+      if (upper(i:i) >= 'a' .and. upper(i:i) <= 'f') upper(i:i) = achar(iachar(upper(i:i)) - 32)
+    end do
+    call m%load(model_path('named.pt'), status, sha256=upper)
+    call assert_ok(status, 'load with the pin in upper case')
+    call m%free(status)
+    call m%load(model_path('named.pt'), status, sha256='   ')
+    call assert_ok(status, 'a blank pin is no check')
+    call m%free(status)
+    wrong = pin
+    wrong(64:64) = merge('1', '0', pin(64:64) == '0')
+    call m%load(model_path('named.pt'), status, sha256=wrong)
+    call assert_status(status, PARAMLIB_ERR_HASH, 'load with another pin', 'named.pt')
+    call assert_status(status, PARAMLIB_ERR_HASH, 'the message names the expected hash', &
+                       'expected ' // wrong)
+    call assert_status(status, PARAMLIB_ERR_HASH, 'the message names the actual hash', 'SHA-256 ' // pin)
+    call m%forward(status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'a refused pin leaves no model')
+    call m%load(model_path('named.pt'), status, sha256='abc123')
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'malformed pin', '64 hexadecimal')
+    ! Checked before loading: a truncated file gives the hash error, not the load error.
+    call m%load(model_path('corrupt.pt'), status, sha256=wrong)
+    call assert_status(status, PARAMLIB_ERR_HASH, 'pin of a broken file is checked before loading it')
   end subroutine
 
   subroutine field_errors()
@@ -106,6 +152,57 @@ contains
     call assert_ok(status, 'get_output after refused calls')
     call m%free(status)
     call assert_ok(status, 'free')
+  end subroutine
+
+  !> require_units: a field without units is refused on check_field, set_input and
+  !> get_output, and clones inherit the switch.
+  subroutine required_units()
+    type(paramlib_model) :: m, clone
+    real(real32) :: heating(8, ncol), moistening(8, ncol), precip(ncol)
+    integer :: status
+    print '(a)', 'required units'
+    call load_ok(m, 'named.pt')
+    call m%check_field(PARAMLIB_INPUT, 'T', 8, status)
+    call assert_ok(status, 'units not required by default')
+    call m%require_units(.true., status)
+    call assert_ok(status, 'require_units on')
+    call m%check_field(PARAMLIB_INPUT, 'T', 8, status)
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'check_field without units', "'T'")
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'the message names the units expected', "expects 'K'")
+    call m%check_field(PARAMLIB_OUTPUT, 'heating', 8, status, units=' ')
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'blank units count as none', "'K s-1'")
+    call m%set_input('T', t, status)
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'set_input without units', "'T'")
+    call m%clone(clone, status)
+    call assert_ok(status, 'clone')
+    call clone%set_input('q', q, status)
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'the clone inherits require_units', "'kg kg-1'")
+    ! run_named gives units for T, q and ps, heating and precip but not moistening.
+    call run_named(m, t, q, ps(1, :), heating, moistening, precip, status)
+    call assert_status(status, PARAMLIB_ERR_UNITS, 'get_output without units', "'moistening'")
+    call m%get_output('moistening', moistening, status, units='kg kg-1 s-1')
+    call assert_ok(status, 'get_output with units')
+    call m%require_units(.false., status)
+    call assert_ok(status, 'require_units off')
+    call m%check_field(PARAMLIB_INPUT, 'T', 8, status)
+    call assert_ok(status, 'check_field without units once off')
+    call clone%free(status)
+    call m%free(status)
+  end subroutine
+
+  subroutine level_order()
+    type(paramlib_model) :: m
+    integer :: status
+    print '(a)', 'level order'
+    call load_ok(m, 'named.pt')
+    call m%check_field(PARAMLIB_INPUT, 'T', 8, status, units='K', level_order='surface_to_top')
+    call assert_ok(status, 'check_field in the metadata''s level order')
+    call m%check_field(PARAMLIB_INPUT, 'T', 8, status, level_order='top_to_surface')
+    call assert_status(status, PARAMLIB_ERR_LEVELS, 'check_field with levels top first', &
+                       'ordered top_to_surface, model expects surface_to_top')
+    call m%check_field(PARAMLIB_INPUT, 'T', 8, status, level_order='upside_down')
+    call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'unknown level order', 'upside_down')
+    call m%free(status)
   end subroutine
 
   subroutine call_order()

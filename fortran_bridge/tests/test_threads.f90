@@ -1,6 +1,7 @@
 !> Thread safety: OpenMP threads, each with its own cloned handle, run many tiles
 !> at once and must give bitwise the results of serial calls; a single shared
-!> handle used under !$omp critical must too. Every tile has different inputs,
+!> handle used under !$omp critical must too, and so must one handle shared by
+!> all threads without any critical section. Every tile has different inputs,
 !> so outputs crossing between threads would be noticed.
 program test_threads
   use, intrinsic :: iso_fortran_env, only: real32
@@ -73,6 +74,22 @@ program test_threads
     !$omp critical (shared_handle)
     call run_tile(base, tile, status, mismatches)
     !$omp end critical (shared_handle)
+    if (status /= PARAMLIB_OK) failures = failures + 1
+  end do
+  !$omp end parallel do
+  call report(failures, mismatches)
+
+  ! The misuse the header warns about: one handle, no critical section. Each thread's
+  ! set_input -> forward -> get_output sequence interleaves with the others'; every
+  ! thread must still get the outputs of its own inputs.
+  print '(a)', 'one shared handle, no critical section'
+  mismatches = 0
+  failures = 0
+  !$omp parallel do num_threads(nthreads) schedule(dynamic) private(tile, status) &
+  !$omp reduction(+:mismatches, failures)
+  do it = 1, niter * ntiles
+    tile = mod(it - 1, ntiles) + 1
+    call run_tile(base, tile, status, mismatches)
     if (status /= PARAMLIB_OK) failures = failures + 1
   end do
   !$omp end parallel do

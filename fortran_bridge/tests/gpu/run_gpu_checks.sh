@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check kit for the bridge's CUDA path. Builds bridge.cpp + metadata.cpp and the C++
+# GPU check kit for the bridge's CUDA path. Builds bridge.cpp + metadata.cpp + sha256.cpp and the C++
 # driver gpu_check.cpp (no Fortran: the GPU machine has no gfortran) against the torch of the
 # given python, makes the test models with that same python (TorchScript written by another
 # torch version may not load), runs the driver, and writes gpu_check.json and gpu_check.log
