@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import importlib
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from enum import IntEnum
 from os import PathLike
 from typing import Any, Literal
@@ -72,6 +73,14 @@ class Field:
     nlev: int
 
 
+@dataclass
+class _CallState:
+    """One thread's call sequence on a model, as the bridge keeps it (per calling thread)."""
+
+    pending: dict[str, np.ndarray] = field(default_factory=dict)  # inputs read in place
+    ncol: int | None = None  # column count of this thread's last forward
+
+
 @functools.cache
 def _api() -> Any:
     """The f90wrap module object of the facade, imported on first use so that this module
@@ -112,6 +121,9 @@ class FortranModel(FreedOnExit):
         model.set_input("T", t)        # (ncol, nlev) or, for one-level fields, (ncol,)
         n_bad = model.forward()
         heating = model.get_output("heating")   # (ncol, nlev)
+
+    Threads may share one model: each gets the outputs of its own inputs (the bridge keeps
+    a call's inputs and outputs per thread and runs one forward at a time).
     """
 
     def __init__(
@@ -129,13 +141,20 @@ class FortranModel(FreedOnExit):
         handle, status = _api().load(self.path, _DEVICES[device], device_index, sha256)
         _check(status)
         self.handle: int = handle
-        self._pending: dict[str, np.ndarray] = {}  # inputs the bridge may read in place
-        self._ncol: int | None = None  # column count of the last forward
+        self._threads = threading.local()
         self._freed = False
         n_inputs, n_outputs, self.ensemble_size, status = _api().info(handle)
         _check(status)
         self.inputs = tuple(self._field_info(_INPUT, i) for i in range(1, n_inputs + 1))
         self.outputs = tuple(self._field_info(_OUTPUT, i) for i in range(1, n_outputs + 1))
+
+    def _call(self) -> _CallState:
+        """This thread's inputs in flight and column count: threads sharing the model each
+        have their own, as in the bridge."""
+        state: _CallState | None = getattr(self._threads, "call", None)
+        if state is None:
+            state = self._threads.call = _CallState()
+        return state
 
     def _field_info(self, kind: int, index: int) -> Field:
         name, units, nlev, status = _api().field_info(self.handle, kind, index)
@@ -145,7 +164,7 @@ class FortranModel(FreedOnExit):
     def free(self) -> None:
         """Release the model. The handle stays invalid: later calls raise ERR_HANDLE."""
         self._freed = True
-        self._pending.clear()
+        self._call().pending.clear()
         _check(_api().free(self.handle))
 
     def check_field(
@@ -186,7 +205,7 @@ class FortranModel(FreedOnExit):
         else:
             raise ValueError(f"input {name!r}: expected (ncol, nlev) or (ncol,), got {a.shape}")
         _check(status)
-        self._pending[name] = a
+        self._call().pending[name] = a
 
     def forward(self) -> int:
         """Run the model on the inputs set since the last forward; returns the number of
@@ -195,13 +214,14 @@ class FortranModel(FreedOnExit):
         if status not in (Status.OK, Status.WARN_BAD_INPUT):
             # The bridge may still hold the inputs (e.g. one was missing): keep them alive.
             raise BridgeError(status, last_error())
-        self._ncol = next(iter(self._pending.values())).shape[0]
-        self._pending.clear()
+        call = self._call()
+        call.ncol = next(iter(call.pending.values())).shape[0]
+        call.pending.clear()
         return n_bad
 
     def bad_columns(self) -> np.ndarray:
         """Per column of the last forward: True where an input was NaN/Inf."""
-        flags = np.zeros(self._ncol or 1, dtype=np.int32)
+        flags = np.zeros(self._call().ncol or 1, dtype=np.int32)
         _check(_api().bad_columns(self.handle, flags))
         return flags != 0
 
@@ -226,7 +246,7 @@ class FortranModel(FreedOnExit):
             raise TypeError(f"dtype: expected float32 or float64, got {np.dtype(dtype)}")
         # Unknown names and missing forwards are sized 1 so the bridge reports them.
         nlev = next((f.nlev for f in self.outputs if f.name == name), 1)
-        out = np.empty((self._ncol or 1, nlev), dtype=dtype)
+        out = np.empty((self._call().ncol or 1, nlev), dtype=dtype)
         suffix = "r32" if out.dtype == np.float32 else "r64"
         fortran_member = 0 if member is None else member + 1  # Fortran members are 1-based
         status = getattr(_api(), f"get_output_{suffix}_2")(
