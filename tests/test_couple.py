@@ -1,9 +1,12 @@
 """The column host paramlib_scm run through paramlib.couple: 1 rank, 2 MPI ranks and 2 OpenMP
 threads give the same numbers; stochastic runs are reproducible from their seed; the budgets of a
 coupled run close and precipitation is the water removed; a bad model path or mismatched metadata
-is an error in ml and physics everywhere in hybrid; the Emanuel reference is written in the host's
-layout; `paramlib couple run | reference | report` from the command line. The column interface's
-own unit tests (modes, fallback, constraints) are Fortran, under ctest (label scm)."""
+is an error in ml and hybrid (physics everywhere only when hybrid is told allow_missing_model and
+the file is absent, said loudly); NaN/Inf model outputs are an error in ml and physics in those
+columns in hybrid, counted; a host with more levels than the model is warned about once; the
+Emanuel reference is written in the host's layout; `paramlib couple run | reference | report`
+from the command line. The column interface's own unit tests (modes, fallback, constraints) are
+Fortran, under ctest (label scm)."""
 
 import json
 import os
@@ -174,20 +177,84 @@ def test_budgets_close_and_precipitation_is_the_water_removed(
     assert float(raw["energy_residual"].max()) < 1e-6
 
 
-def test_bad_model_path_and_mismatched_metadata(run: Run, coupling_models: Path) -> None:
+def test_bad_model_path_and_mismatched_metadata(
+    run: Run, coupling_models: Path, host_testbed: Path, tmp_path: Path
+) -> None:
     physics = run("physics", Coupling(mode="physics"))
+    missing = coupling_models / "missing.pt"
     with pytest.raises(CoupleError, match="missing.pt"):
-        run("ml", Coupling(mode="ml", model=coupling_models / "missing.pt"))
-    for model in (coupling_models / "missing.pt", coupling_models / "bad_units.pt"):
-        hybrid = run(f"hybrid-{model.stem}", Coupling(mode="hybrid", model=model))
-        assert float(hybrid["fallback_fraction"].min()) == 1.0
-        assert (hybrid["fallback_reason"] == 8).all()  # FALLBACK_NO_MODEL
-        for name in ("t", "q", "precip"):
-            assert np.array_equal(hybrid[name].values, physics[name].values), name
+        run("ml", Coupling(mode="ml", model=missing))
+    # Hybrid no longer "completes" as a pure Betts-Miller run with exit 0 ...
+    with pytest.raises(CoupleError, match="missing.pt.*allow_missing_model"):
+        run("hybrid-missing", Coupling(mode="hybrid", model=missing))
+    for allow in (False, True):  # ... nor with a mismatched file, whatever the switch
+        with pytest.raises(CoupleError, match="K s-1"):
+            model = coupling_models / "bad_units.pt"
+            run(f"hybrid-units-{allow}", Coupling("hybrid", model, allow_missing_model=allow))
+    # unless told to, and then it says so.
+    allowed = scm.run_coupled(
+        tmp_path / "hybrid-allowed",
+        "historical",
+        Coupling(mode="hybrid", model=missing, allow_missing_model=True),
+        setup=SETUP,
+        testbed=host_testbed,
+        chunk_size=CHUNK,
+    )
+    assert "warning: column physics: PHYSICS ONLY: hybrid runs Betts-Miller" in allowed.stderr
+    hybrid = allowed.open()
+    assert float(hybrid["fallback_fraction"].min()) == 1.0
+    assert (hybrid["fallback_reason"] == 8).all()  # FALLBACK_NO_MODEL
+    for name in ("t", "q", "precip"):
+        assert np.array_equal(hybrid[name].values, physics[name].values), name
     with pytest.raises(CoupleError, match="K s-1"):
         run("ml-units", Coupling(mode="ml", model=coupling_models / "bad_units.pt"))
     with pytest.raises(CoupleError, match="--output members"):
         run("stochastic", Coupling(mode="stochastic", model=coupling_models / "mean_spread.pt"))
+
+
+def test_nonfinite_model_outputs_fall_back_and_are_counted(
+    run: Run, coupling_models: Path, host_testbed: Path, tmp_path: Path
+) -> None:
+    """nan_members.pt gives NaN heating (mean and spread) in column 1 (0-based) of every chunk
+    of 4: before, hybrid ran the model there (a NaN spread is never above spread_max) and ml
+    returned NaN heating with status OK."""
+    model = coupling_models / "nan_members.pt"
+    with pytest.raises(CoupleError, match=r"step 1 \(.*NaN/Inf outputs in 1 of 4 columns"):
+        run("ml", Coupling(mode="ml", model=model))
+    result = scm.run_coupled(
+        tmp_path / "hybrid",
+        "historical",
+        Coupling(mode="hybrid", model=model, spread_max=1e9),
+        setup=SETUP,
+        testbed=host_testbed,
+        chunk_size=CHUNK,
+    )
+    out = result.open()
+    assert out.attrs["run_status"] == "completed"
+    per_step = SETUP.ncol // CHUNK  # one column per chunk
+    assert (out["nonfinite_step"] == per_step).all()
+    assert f"{per_step * SETUP.nsteps} column steps had NaN/Inf model outputs" in result.stderr
+    nan_columns = np.arange(SETUP.ncol) % CHUNK == 1
+    flagged = (out["fallback_reason"] & 32) != 0  # FALLBACK_NONFINITE
+    assert bool((flagged == nan_columns).all())
+    assert bool((out["fallback"].isel(col=nan_columns) == 1.0).all())
+    for name in ("t", "q", "dtdt_conv", "precip"):
+        assert bool(np.isfinite(out[name]).all()), name
+
+
+def test_more_host_levels_than_the_model_warn_once(
+    scm_built: None, coupling_models: Path, host_testbed: Path, tmp_path: Path
+) -> None:
+    """A 30-level host with a 26-level model: the lowest 26 levels are fed, said once."""
+    coupling = Coupling(mode="ml", model=coupling_models / "members.pt")
+    scm.run_coupled(tmp_path, "historical", coupling, setup=SETUP, testbed=host_testbed)
+    namelist = tmp_path / scm.NAMELIST_FILE
+    namelist.write_text(namelist.read_text().replace("nlev = 26", "nlev = 30"))
+    result = scm.run_scm(namelist)
+    assert result.open().sizes["lev"] == 30
+    warning = "covers the lowest 26 of the host's 30 levels"
+    assert result.stderr.count(warning) == 1, result.stderr
+    assert "t 1-26, q 1-22, heating 1-26, moistening 1-22" in result.stderr
 
 
 def test_a_run_that_blows_up_keeps_its_records(

@@ -20,6 +20,10 @@
 !>                  alone, so a run is reproducible and independent of how columns are split
 !>                  into chunks, threads or MPI ranks. Needs a model exported with its members.
 !> Columns whose inputs hold NaN/Inf get Betts-Miller in every mode (the bridge zeroes them).
+!> Every output a forward gives (mean, drawn members, spread) is screened as well: a column
+!> with a NaN/Inf output gets Betts-Miller in hybrid and stochastic modes (FALLBACK_NONFINITE,
+!> diag%n_nonfinite, warning CP_WARN_NONFINITE) and fails the call in ml mode
+!> (CP_ERR_NONFINITE): a NaN spread never passes as "below spread_max".
 !>
 !> Constraints, applied to every column's tendencies whatever path made them, each switchable
 !> and reported per column (diag%fixes bits and amounts), in this order:
@@ -38,8 +42,12 @@
 !>
 !> Nothing here stops the program: every procedure returns a status and a message. Statuses
 !> 1..9 are warnings (the call did its work), >= 10 errors. A model that cannot be used (bad
-!> path, metadata the interface cannot serve) is an error in ml and stochastic modes and a
-!> warning in hybrid and physics modes, which then run Betts-Miller in every column.
+!> path, metadata the interface cannot serve, a SHA-256 that differs from model_sha256) is an
+!> error in every mode that uses the model; physics mode warns and runs Betts-Miller. Hybrid
+!> runs Betts-Miller alone only where the host allows it (allow_missing_model) and the model
+!> file does not exist, and then says so in a warning (CP_WARN_NO_MODEL).
+!> A model field on fewer levels than the host's (30 host levels, a model of 26) is fed the
+!> lowest levels: init warns (CP_WARN_LEVELS) with the levels each field uses.
 !>
 !> Threads: an instance holds one model handle and its work arrays; give each OpenMP thread its
 !> own with clone (clones share the weights). Copies: the inputs are packed once into a reused
@@ -48,6 +56,7 @@
 module paramlib_column_physics
   use, intrinsic :: iso_fortran_env, only: real32, int64
   use, intrinsic :: iso_c_binding, only: c_char, c_int, c_int64_t, c_null_char
+  use, intrinsic :: ieee_arithmetic, only: ieee_is_finite
   use paramlib_bridge, only: paramlib_model, paramlib_last_error, PARAMLIB_OK, &
                              PARAMLIB_WARN_BAD_INPUT, PARAMLIB_CPU, PARAMLIB_SPREAD, &
                              PARAMLIB_MEMBER, PARAMLIB_INPUT, PARAMLIB_OUTPUT
@@ -69,18 +78,22 @@ module paramlib_column_physics
   integer, parameter, public :: CP_WARN_NO_MODEL = 1   !< physics in every column, model unusable
   integer, parameter, public :: CP_WARN_PARTIAL = 2    !< hybrid without spread or without ranges
   integer, parameter, public :: CP_WARN_RUNTIME = 3    !< hybrid: forward failed, physics this call
+  integer, parameter, public :: CP_WARN_NONFINITE = 4  !< NaN/Inf outputs: physics in those columns
+  integer, parameter, public :: CP_WARN_LEVELS = 5     !< the model covers the lowest levels only
   integer, parameter, public :: CP_ERR_ARGUMENT = 10   !< shapes, sizes, config values
   integer, parameter, public :: CP_ERR_MODEL = 11      !< model file missing or not loadable
   integer, parameter, public :: CP_ERR_METADATA = 12   !< fields, units, levels or ranges unusable
   integer, parameter, public :: CP_ERR_MODE = 13       !< the mode needs what the model lacks
   integer, parameter, public :: CP_ERR_RUNTIME = 14    !< the model failed in forward
   integer, parameter, public :: CP_ERR_NOT_READY = 15  !< compute before a successful init
+  integer, parameter, public :: CP_ERR_NONFINITE = 16  !< ml: the model gave NaN/Inf outputs
 
   !> Which path made a column's tendencies.
   integer, parameter, public :: PATH_PHYSICS = 0, PATH_ML = 1, PATH_MEMBER = 2
   !> Why a column got physics in an ML mode (bits of diag%reason).
   integer, parameter, public :: FALLBACK_OOD = 1, FALLBACK_SPREAD = 2, FALLBACK_BAD_INPUT = 4, &
-                                FALLBACK_NO_MODEL = 8, FALLBACK_RUNTIME = 16
+                                FALLBACK_NO_MODEL = 8, FALLBACK_RUNTIME = 16, &
+                                FALLBACK_NONFINITE = 32
   !> Constraints that changed a column (bits of diag%fixes).
   integer, parameter, public :: FIX_TOP = 1, FIX_PRECIP = 2, FIX_WATER = 4
 
@@ -103,7 +116,9 @@ module paramlib_column_physics
   !> How the interface runs; the defaults are a physics-only run.
   type :: column_physics_config
     integer :: mode = CP_PHYSICS
-    character(len=1024) :: model_path = ''
+    character(len=1024) :: model_path = ''   !< a value filling all 1024 is refused (truncated)
+    character(len=64) :: model_sha256 = ''   !< expected SHA-256 (hex) of the file; '' no check
+    logical :: allow_missing_model = .false. !< hybrid: Betts-Miller alone when the file is absent
     integer :: device = PARAMLIB_CPU
     integer :: device_index = 0
     real(wp) :: spread_max = 200.0_wp    !< W m-2, hybrid: column spread above which physics runs
@@ -128,6 +143,7 @@ module paramlib_column_physics
     real(wp), allocatable :: precip_change(:)  !< kg m-2 s-1, constrained minus raw precipitation
     real(wp), allocatable :: water_moved(:)    !< kg m-2 s-1 filled into negative humidity
     real(wp), allocatable :: top_removed(:)    !< W m-2 of cp dT/dt + L dq/dt zeroed aloft
+    integer :: n_nonfinite = 0                 !< columns whose model outputs held NaN/Inf
   contains
     procedure :: resize => diagnostics_resize
   end type
@@ -153,7 +169,7 @@ module paramlib_column_physics
     real(wp), allocatable :: bm_t(:, :), bm_q(:, :), bm_p(:)
     real(wp), allocatable :: ml_t(:, :), ml_q(:, :), ml_p(:), sd_t(:, :), sd_q(:, :)
     real(wp), allocatable :: mem_t(:, :), mem_q(:, :), mem_p(:), dp(:, :)
-    logical, allocatable :: bad(:), bm_done(:)
+    logical, allocatable :: bad(:), bm_done(:), nonfinite(:)
     integer(int64) :: calls = 0
     integer(int64) :: ticks_total = 0, ticks_bridge = 0, ticks_physics = 0
   contains
@@ -219,7 +235,9 @@ contains
     integer, intent(in) :: nlev
     integer, intent(out) :: status
     character(len=*), intent(inout) :: message
+    character(len=:), allocatable :: levels_note
     integer :: ignored
+    logical :: exists
 
     if (self%have_model) call self%model%free(ignored)
     self%have_model = .false.
@@ -243,6 +261,11 @@ contains
       message = 'column physics: ood_margin must be >= 0'
     else if (.not. (config%p_zero_above >= 0.0_wp)) then
       message = 'column physics: p_zero_above must be >= 0 (Pa; 0 turns it off)'
+    else if (len_trim(config%model_path) == len(config%model_path)) then
+      ! A longer path was cut to the buffer when it was assigned: never load another file.
+      write (message, '(a,i0,a)') 'column physics: model_path fills all ', &
+        len(config%model_path), ' characters of its buffer, so it may be cut short: use a ' // &
+        'shorter path (a symbolic link, say)'
     else
       status = CP_OK
     end if
@@ -250,7 +273,7 @@ contains
     self%initialised = .true.
     if (config%mode == CP_PHYSICS .and. len_trim(config%model_path) == 0) return
 
-    call self%load_model(status, message)
+    call self%load_model(status, message, levels_note)
     if (status /= CP_OK) message = 'column physics: ' // message
     if (status == CP_OK) call self%set_mode(config%mode, status, message)
     if (status == CP_OK .and. config%mode == CP_HYBRID) then
@@ -261,30 +284,48 @@ contains
                   // ', that check is off'
       end if
     end if
+    if (status < CP_ERR_ARGUMENT .and. len(levels_note) > 0) then
+      if (status == CP_OK) then
+        status = CP_WARN_LEVELS
+        message = 'column physics: ' // levels_note
+      else
+        message = trim(message) // '; ' // levels_note
+      end if
+    end if
     if (status < CP_ERR_ARGUMENT) return
     if (self%have_model) call self%model%free(ignored)
     self%have_model = .false.
-    if (config%mode == CP_HYBRID .or. config%mode == CP_PHYSICS) then
-      ! The host asked for a fallback: it gets physics everywhere, and is told why.
+    inquire (file=trim(config%model_path), exist=exists)
+    if (config%mode == CP_PHYSICS .or. &
+        (config%mode == CP_HYBRID .and. config%allow_missing_model .and. .not. exists)) then
+      ! Physics was asked for, or allowed for a missing model: physics everywhere, said loudly.
       status = CP_WARN_NO_MODEL
-      message = 'column physics: ' // mode_name(config%mode) // &
+      message = 'column physics: PHYSICS ONLY: ' // mode_name(config%mode) // &
                 ' runs Betts-Miller in every column, the model is not used: ' // &
                 trim(message(len('column physics: ') + 1:))
     else
       self%initialised = .false.
+      if (config%mode == CP_HYBRID .and. .not. exists) message = trim(message) // &
+        ' (allow_missing_model = .true. runs Betts-Miller alone when the model file is missing)'
     end if
   end subroutine
 
   !> Load config%model_path and check its fields; status CP_ERR_MODEL or CP_ERR_METADATA.
-  subroutine load_model(self, status, message)
+  !> levels_note: '' when the model's fields reach the host's top level, else which of the
+  !> host's levels each field uses.
+  subroutine load_model(self, status, message, levels_note)
     class(column_physics), intent(inout) :: self
     integer, intent(out) :: status
     character(len=*), intent(inout) :: message
-    character(len=:), allocatable :: name, units, path
+    character(len=:), allocatable, intent(out) :: levels_note
+    character(len=:), allocatable :: name, units, path, used
     type(field_range), allocatable :: ranges(:)
-    integer :: n_in, n_out, i, j, nl, field, st
+    integer :: n_in, n_out, i, j, nl, field, st, widest
     logical :: has_heating_spread, has_moistening_spread
 
+    levels_note = ''
+    used = ''
+    widest = 0
     path = trim(self%config%model_path)
     status = CP_ERR_MODEL
     if (len(path) == 0) then
@@ -320,6 +361,7 @@ contains
       end if
       if (.not. field_fits(PARAMLIB_INPUT, name, nl, INPUT_UNITS(field), &
                            INPUT_ON_LEVELS(field))) return
+      if (INPUT_ON_LEVELS(field)) call note_levels(name, nl)
       self%inputs(i) = model_input(field, nl, self%nfeat)
       self%nfeat = self%nfeat + nl
       self%needs_bm = self%needs_bm .or. field >= IN_BM_HEATING
@@ -335,9 +377,11 @@ contains
       select case (name)
       case ('heating')
         if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, 'K s-1', .true.)) return
+        call note_levels(name, nl)
         self%nlev_heating = nl
       case ('moistening')
         if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, 'kg kg-1 s-1', .true.)) return
+        call note_levels(name, nl)
         self%nlev_moistening = nl
       case ('precip')
         if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, 'mm s-1', .false.)) return
@@ -382,9 +426,21 @@ contains
         end associate
       end do
     end do
+    if (widest < self%nlev) levels_note = path // ': the model covers the lowest ' // &
+      itoa(widest) // ' of the host''s ' // itoa(self%nlev) // ' levels (host levels used: ' &
+      // used // '); tendencies above level ' // itoa(widest) // ' are zero'
     status = CP_OK
 
   contains
+
+    !> Record that field name takes host levels 1..nl (surface up).
+    subroutine note_levels(name, nl)
+      character(len=*), intent(in) :: name
+      integer, intent(in) :: nl
+      if (len(used) > 0) used = used // ', '
+      used = used // name // ' 1-' // itoa(nl)
+      widest = max(widest, nl)
+    end subroutine
 
     !> The field's levels (surface fields: 1; level fields: 1..nlev) and units; precipitation
     !> may be in mm s-1 or kg m-2 s-1. Sets message on failure.
@@ -451,6 +507,14 @@ contains
     call parse_valid_range(text, ranges, status, message)
     if (status /= 0) message = path // ': ' // trim(message)
   end subroutine
+
+  pure function itoa(n) result(text)
+    integer, intent(in) :: n
+    character(len=:), allocatable :: text
+    character(len=12) :: buffer
+    write (buffer, '(i0)') n
+    text = trim(buffer)
+  end function
 
   !> Index of name in INPUT_NAMES, 0 if absent.
   integer function name_index(name)
@@ -624,12 +688,25 @@ contains
                   trim(message)
         status = CP_WARN_RUNTIME
         diag%reason = FALLBACK_RUNTIME
-      else if (status >= CP_ERR_ARGUMENT) then
+      else if (status < CP_ERR_ARGUMENT) then
+        ml_ran = .true.
+      end if
+      if (ml_ran .and. diag%n_nonfinite > 0) then
+        message = 'column physics: ' // trim(self%config%model_path) // ': the model gave ' // &
+                  'NaN/Inf outputs in ' // itoa(diag%n_nonfinite) // ' of ' // itoa(ncol) // &
+                  ' columns; '
+        if (mode == CP_ML) then
+          status = CP_ERR_NONFINITE
+          message = trim(message) // ' ml mode has no fallback (hybrid runs Betts-Miller there)'
+        else
+          status = CP_WARN_NONFINITE
+          message = trim(message) // ' Betts-Miller ran there'
+        end if
+      end if
+      if (status >= CP_ERR_ARGUMENT) then
         call system_clock(t1)
         self%ticks_total = self%ticks_total + (t1 - t0)
         return
-      else
-        ml_ran = .true.
       end if
     end if
 
@@ -640,6 +717,7 @@ contains
         cycle
       end if
       if (self%bad(i)) diag%reason(i) = ior(diag%reason(i), FALLBACK_BAD_INPUT)
+      if (self%nonfinite(i)) diag%reason(i) = ior(diag%reason(i), FALLBACK_NONFINITE)
       if (mode == CP_HYBRID) then
         if (diag%n_ood(i) > 0) diag%reason(i) = ior(diag%reason(i), FALLBACK_OOD)
         if (self%spread_source /= SPREAD_NONE .and. diag%spread(i) > self%config%spread_max) &
@@ -722,6 +800,7 @@ contains
     integer(int64) :: t0, t1
 
     ncol = size(t, 2)
+    self%nonfinite = .false.
     status = CP_ERR_ARGUMENT
     do f = 1, size(self%inputs)
       nl = self%inputs(f)%nlev
@@ -820,6 +899,14 @@ contains
       message = 'column physics: ' // trim(self%config%model_path) // ': ' // paramlib_last_error()
       return
     end if
+    ! Every output fetched is screened: a NaN spread must not pass as "not above spread_max".
+    do i = 1, ncol
+      self%nonfinite(i) = .not. (all(ieee_is_finite(self%ml_t(:, i))) .and. &
+                                 all(ieee_is_finite(self%ml_q(:, i))) .and. ieee_is_finite(self%ml_p(i)))
+      if (self%spread_source /= SPREAD_NONE) self%nonfinite(i) = self%nonfinite(i) .or. .not. &
+        (all(ieee_is_finite(self%sd_t(:, i))) .and. all(ieee_is_finite(self%sd_q(:, i))))
+    end do
+    diag%n_nonfinite = count(self%nonfinite)
     if (self%spread_source == SPREAD_ENSEMBLE) then
       ! The bridge gives the population standard deviation, the exported <name>_spread outputs
       ! the sample one (n - 1); the sample one here, so both model files give one spread.
@@ -952,7 +1039,8 @@ contains
               self%ml_q(self%nlev_moistening, ncol), self%ml_p(ncol), &
               self%sd_t(self%nlev_heating, ncol), self%sd_q(self%nlev_moistening, ncol), &
               self%mem_t(self%nlev_heating, ncol), self%mem_q(self%nlev_moistening, ncol), &
-              self%mem_p(ncol))
+              self%mem_p(ncol), self%nonfinite(ncol))
+    self%nonfinite = .false.
     self%ml_p = 0.0_wp
     self%mem_p = 0.0_wp
   end subroutine
@@ -963,7 +1051,8 @@ contains
     if (allocated(self%bm_p)) deallocate (self%bm_t, self%bm_q, self%bm_p, self%dp, self%bad, &
                                           self%bm_done)
     if (allocated(self%x)) deallocate (self%x, self%ml_t, self%ml_q, self%ml_p, self%sd_t, &
-                                       self%sd_q, self%mem_t, self%mem_q, self%mem_p)
+                                       self%sd_q, self%mem_t, self%mem_q, self%mem_p, &
+                                       self%nonfinite)
   end subroutine
 
   subroutine diagnostics_resize(self, ncol)
@@ -986,6 +1075,7 @@ contains
     self%precip_change = 0.0_wp
     self%water_moved = 0.0_wp
     self%top_removed = 0.0_wp
+    self%n_nonfinite = 0
   end subroutine
 
 end module paramlib_column_physics

@@ -5,14 +5,14 @@
     paramlib couple run [MODEL.pt] --scenario historical|plus4k --mode physics|ml|hybrid|stochastic
                         [--reference DIR | --columns N --days D --dt S ...] [--spread-max W
                         --ood-margin F --member-seed S --no-fix-water --no-fix-precip
-                        --p-zero-above PA] [--ranks N --threads N --chunk-size N --device cpu|cuda]
-                        [--out DIR]
+                        --p-zero-above PA --allow-missing-model] [--ranks N --threads N
+                        --chunk-size N --device cpu|cuda] [--out DIR]
     paramlib couple report RUN... [--reference DIR ...] --out DIR
 
 ``--testbed DIR`` (default $PARAMLIB_TESTBED, else build/demo/testbed) is the testbed the model
 was trained on: its tuned Betts-Miller, WTG reference SST and spin-up. Exit status: 0 done,
 1 a run failed (its messages are printed; a run that stopped after it began keeps the records it
-wrote, and its run_status says why), 2 bad arguments.
+wrote, and its run_status says why), 2 bad arguments (an --out that cannot be written included).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from paramlib.cli import Subparsers
+from paramlib.guards import UserInputError, check_output_path
 
 
 def register(subparsers: Subparsers) -> None:
@@ -60,6 +61,11 @@ def register(subparsers: Subparsers) -> None:
         help="hybrid: widen each training range by this fraction of its width",
     )
     run.add_argument("--member-seed", type=int, default=0, help="stochastic: the draws' seed")
+    run.add_argument(
+        "--allow-missing-model",
+        action="store_true",
+        help="hybrid: run Betts-Miller alone when the model file does not exist (default: error)",
+    )
     run.add_argument("--no-fix-water", action="store_true", help="allow negative humidity")
     run.add_argument(
         "--no-fix-precip",
@@ -134,9 +140,10 @@ def _reference(args: argparse.Namespace) -> int:
     from paramlib.couple.reference import reference
 
     try:
+        check_output_path(args.out, "--out", "dir")
         climate = TestbedClimate.read(args.testbed or default_testbed())
         out = reference(args.out, args.scenario, _run_setup(args), climate, args.spinup_days)
-    except CoupleError as error:
+    except (CoupleError, UserInputError) as error:
         print(f"paramlib couple reference: {error}", file=sys.stderr)
         return 2
     print(f"[paramlib couple] reference {args.scenario}: {out}")
@@ -151,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
         coupling = Coupling(
             mode=args.mode,
             model=args.model,
+            allow_missing_model=args.allow_missing_model,
             spread_max=args.spread_max,
             ood_margin=args.ood_margin,
             seed=args.member_seed,
@@ -159,11 +167,12 @@ def _run(args: argparse.Namespace) -> int:
             p_zero_above=args.p_zero_above,
         )
         setup = None if args.reference else _run_setup(args)
-    except CoupleError as error:
+        model = "physics" if args.model is None else model_name(args.model)
+        out = args.out or Path("runs") / "couple" / f"{model}-{args.scenario}-{args.mode}"
+        check_output_path(out, "--out", "dir")
+    except (CoupleError, UserInputError) as error:
         print(f"paramlib couple run: {error}", file=sys.stderr)
         return 2
-    model = "physics" if args.model is None else model_name(args.model)
-    out = args.out or Path("runs") / "couple" / f"{model}-{args.scenario}-{args.mode}"
     try:
         result = run_coupled(
             out,
@@ -185,9 +194,12 @@ def _run(args: argparse.Namespace) -> int:
     if result.stderr:
         sys.stderr.write(result.stderr)
     data = result.open()
+    nonfinite = int(data["nonfinite_step"].sum())
     print(
         f"[paramlib couple] {result.output}: {data.sizes['time']} records, fallback fraction "
-        f"{float(data['fallback_fraction'].mean()):.3f}, {data.attrs.get('run_status')}"
+        f"{float(data['fallback_fraction'].mean()):.3f}, "
+        + (f"{nonfinite} column steps with NaN/Inf model outputs, " if nonfinite else "")
+        + f"{data.attrs.get('run_status')}"
     )
     return 0 if result.completed else 1
 
@@ -197,8 +209,9 @@ def _report(args: argparse.Namespace) -> int:
     from paramlib.couple.report import markdown_table, report
 
     try:
+        check_output_path(args.out, "--out", "dir")
         rows = report(args.runs, args.out, args.reference)
-    except CoupleError as error:
+    except (CoupleError, UserInputError) as error:
         print(f"paramlib couple report: {error}", file=sys.stderr)
         return 2
     print(markdown_table(rows), end="")

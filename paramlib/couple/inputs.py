@@ -108,6 +108,7 @@ class Coupling:
     fix_water: bool = True
     fix_precip: bool = True
     p_zero_above: float = 0.0  # Pa
+    allow_missing_model: bool = False  # hybrid: Betts-Miller alone when the model file is absent
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -231,6 +232,7 @@ def write_namelist(
         "scm_coupling": {
             "mode": coupling.mode,
             "model_path": coupling.model.resolve() if coupling.model else "",
+            "allow_missing_model": coupling.allow_missing_model,
             "spread_max": float(coupling.spread_max),
             "ood_margin": float(coupling.ood_margin),
             "seed": int(coupling.seed),

@@ -13,7 +13,9 @@
 !> 2 usage. Rank 0 prints a summary and one line "timing {json}": seconds per step of the whole
 !> step, inside the column interface, in its bridge calls and in Betts-Miller, the slowest rank's,
 !> over the steps after the first WARMUP_STEPS (libtorch's TorchScript executor optimises the
-!> model during its first calls); timed_steps says how many.
+!> model during its first calls); timed_steps says how many. Columns whose model outputs held
+!> NaN/Inf (Betts-Miller ran there in hybrid and stochastic modes) are counted per step in the
+!> output (nonfinite_step) and, when there were any, in a warning line at the end.
 program paramlib_scm
   use, intrinsic :: iso_fortran_env, only: int64, output_unit, error_unit
   use mpi_f08
@@ -38,11 +40,13 @@ program paramlib_scm
   type(MPI_Comm) :: comm, node
   character(len=1024) :: message, namelist_path, detail
   integer :: rank, nranks, local_rank, status, ncol_global, nchunks, i0, i1, ncol, r, n, k
-  integer :: first_step, nthreads, n_fallback, sums(2), ndevices
+  integer :: first_step, nthreads, n_fallback, n_nonfinite, sums(3), ndevices
+  integer(int64) :: nonfinite_total
   integer, allocatable :: counts(:), displs(:)
   integer(int64), allocatable :: column_id(:)
   real(wp), allocatable :: ps(:), sst(:), omega0(:), solin(:), t(:, :), q(:, :)
   real(wp), allocatable :: g_p(:, :), g_dp(:, :), g_ps(:), g_sst(:), g_omega0(:), g_solin(:), step_fraction(:)
+  integer, allocatable :: step_nonfinite(:)
   integer, parameter :: WARMUP_STEPS = 2
   real(wp) :: dt, seconds(4), warm(4), worst(4)
   integer(int64) :: tick0, tick1, rate, step_ticks
@@ -64,8 +68,13 @@ program paramlib_scm
     call MPI_Finalize()
     stop 2, quiet=.true.
   end if
-  call get_command_argument(1, namelist_path)
-  call read_settings(namelist_path, s, status, message)
+  call get_command_argument(1, namelist_path, status=status)
+  if (status /= 0) then   ! -1: cut to the buffer
+    write (message, '(a,i0,a)') 'the namelist path is longer than ', len(namelist_path), &
+      ' characters: use a shorter path'
+  else
+    call read_settings(namelist_path, s, status, message)
+  end if
   call agree(status /= 0, 'settings')
 
   ! Whole chunks per rank, consecutive: rank r has chunks r*nchunks/nranks .. (r+1)*nchunks/nranks-1.
@@ -137,7 +146,8 @@ program paramlib_scm
 
   call local%init(s%nlev, ncol)
   call global%init(s%nlev, merge(ncol_global, 0, rank == 0))
-  allocate (step_fraction(s%output_every))
+  allocate (step_fraction(s%output_every), step_nonfinite(s%output_every))
+  nonfinite_total = 0
   first_step = 1
   step_ticks = 0
   call system_clock(count_rate=rate)
@@ -159,12 +169,14 @@ program paramlib_scm
         ': warning (shown once): ' // trim(scheme%last_message)
       warned = .true.
     end if
-    call local%add_step(model, scheme, s%coupling%mode, n_fallback)
-    ! One reduction a step: the fallback count and whether any rank failed.
-    call MPI_Allreduce([n_fallback, merge(1, 0, status /= COLUMN_OK)], sums, 2, MPI_INTEGER, &
-                       MPI_SUM, comm)
-    if (sums(2) > 0) call stop_run(status /= COLUMN_OK, 'run')
+    call local%add_step(model, scheme, s%coupling%mode, n_fallback, n_nonfinite)
+    ! One reduction a step: the fallback and non-finite counts and whether any rank failed.
+    call MPI_Allreduce([n_fallback, n_nonfinite, merge(1, 0, status /= COLUMN_OK)], sums, 3, &
+                       MPI_INTEGER, MPI_SUM, comm)
+    if (sums(3) > 0) call stop_run(status /= COLUMN_OK, 'run')
     step_fraction(n - first_step + 1) = real(sums(1), wp) / ncol_global
+    step_nonfinite(n - first_step + 1) = sums(2)
+    nonfinite_total = nonfinite_total + sums(2)
     if (mod(n, s%output_every) == 0 .or. n == s%nsteps) then
       call local%finish(model)
       call local%gather(global, counts, displs, 0, comm)
@@ -172,7 +184,8 @@ program paramlib_scm
       if (rank == 0) then
         call out%write_record(global, n * dt, sum(global%fallback) / ncol_global, status, &
                               message)
-        call out%write_steps(first_step, step_fraction(:n - first_step + 1))
+        call out%write_steps(first_step, step_fraction(:n - first_step + 1), &
+                             step_nonfinite(:n - first_step + 1))
       end if
       call agree(status /= 0, 'output')
       call local%reset()
@@ -193,6 +206,9 @@ program paramlib_scm
       ncol_global, ' columns on ', nranks, ' rank(s) x ', nthreads, ' thread(s), mode ' // &
       trim(s%mode_name)
     write (output_unit, '(a)') '  output ' // trim(s%output_file)
+    if (nonfinite_total > 0) write (error_unit, '(a,i0,a)') 'paramlib_scm: warning: ', &
+      nonfinite_total, ' column steps had NaN/Inf model outputs; Betts-Miller ran there ' // &
+      '(nonfinite_step in the output)'
     write (output_unit, '(a,i0,a,i0,a,i0,a,i0,a,i0,4(a,es12.5),a)') 'timing {"steps": ', &
       s%nsteps, ', "timed_steps": ', timed_steps, ', "columns": ', ncol_global, ', "ranks": ', &
       nranks, ', "threads": ', nthreads, ', "step_s": ', worst(1), &

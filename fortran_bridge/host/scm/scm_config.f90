@@ -5,9 +5,11 @@
 !>                  sst_shift, wtg, device ('cpu' | 'cuda'), torch_threads
 !>   &scm_column    parameter_names(:), parameter_values(:): any column-model parameter by its
 !>                  name (column_host: PARAMETER_NAMES, e.g. 'dt', 'p_trop', 'sst_ref'), SI units
-!>   &scm_coupling  mode ('physics' | 'ml' | 'hybrid' | 'stochastic'), model_path, spread_max,
-!>                  ood_margin, seed, bm_tau, bm_rh, fix_water, fix_precip, p_zero_above
-!>                  (paramlib_column_physics: column_physics_config)
+!>   &scm_coupling  mode ('physics' | 'ml' | 'hybrid' | 'stochastic'), model_path, model_sha256,
+!>                  allow_missing_model, spread_max, ood_margin, seed, bm_tau, bm_rh, fix_water,
+!>                  fix_precip, p_zero_above (paramlib_column_physics: column_physics_config)
+!> Paths hold at most PATH_LEN - 1 characters: a value filling the whole buffer is refused, as
+!> a longer one is cut to it when read.
 module scm_config
   use, intrinsic :: iso_fortran_env, only: int64
   use physical_constants, only: wp
@@ -47,9 +49,10 @@ contains
     character(len=*), intent(inout) :: message
     ! namelist variables: the defaults of scm_settings and column_physics_config
     character(len=PATH_LEN) :: columns_file, output_file, model_path
+    character(len=64) :: model_sha256
     integer :: nlev, nsteps, output_every, chunk_size, torch_threads
     real(wp) :: sst_shift, spread_max, ood_margin, bm_tau, bm_rh, p_zero_above
-    logical :: wtg, fix_water, fix_precip
+    logical :: wtg, fix_water, fix_precip, allow_missing_model
     character(len=8) :: device
     character(len=16) :: mode
     integer(int64) :: seed
@@ -58,8 +61,8 @@ contains
     namelist /scm_run/ columns_file, output_file, nlev, nsteps, output_every, chunk_size, &
       sst_shift, wtg, device, torch_threads
     namelist /scm_column/ parameter_names, parameter_values
-    namelist /scm_coupling/ mode, model_path, spread_max, ood_margin, seed, bm_tau, bm_rh, &
-      fix_water, fix_precip, p_zero_above
+    namelist /scm_coupling/ mode, model_path, model_sha256, allow_missing_model, spread_max, &
+      ood_margin, seed, bm_tau, bm_rh, fix_water, fix_precip, p_zero_above
     integer :: unit, ios
     character(len=256) :: iomsg
     character(len=16) :: group
@@ -78,6 +81,8 @@ contains
     parameter_values = 0.0_wp
     mode = s%mode_name
     model_path = s%coupling%model_path
+    model_sha256 = s%coupling%model_sha256
+    allow_missing_model = s%coupling%allow_missing_model
     spread_max = s%coupling%spread_max
     ood_margin = s%coupling%ood_margin
     seed = s%coupling%seed
@@ -129,6 +134,8 @@ contains
     s%mode_name = mode
     s%coupling%mode = mode_from_name(mode)
     s%coupling%model_path = model_path
+    s%coupling%model_sha256 = model_sha256
+    s%coupling%allow_missing_model = allow_missing_model
     s%coupling%spread_max = spread_max
     s%coupling%ood_margin = ood_margin
     s%coupling%seed = seed
@@ -140,6 +147,10 @@ contains
 
     if (len_trim(s%columns_file) == 0) then
       message = '&scm_run: columns_file is required'
+    else if (too_long(columns_file, '&scm_run: columns_file') .or. &
+             too_long(output_file, '&scm_run: output_file') .or. &
+             too_long(model_path, '&scm_coupling: model_path')) then
+      continue   ! message set
     else if (s%nsteps < 1 .or. s%output_every < 1 .or. s%chunk_size < 1 .or. s%nlev < 4 &
              .or. s%torch_threads < 1) then
       message = '&scm_run: nsteps, output_every, chunk_size, torch_threads must be >= 1, nlev >= 4'
@@ -153,6 +164,17 @@ contains
     else
       status = 0
     end if
+
+  contains
+
+    !> A path that fills its buffer was (or may have been) cut short when read.
+    logical function too_long(value, what)
+      character(len=*), intent(in) :: value, what
+      too_long = len_trim(value) >= PATH_LEN
+      if (too_long) write (message, '(a,i0,a)') what // ' is longer than ', PATH_LEN - 1, &
+        ' characters (''' // value(:40) // '...''): use a shorter path'
+    end function
+
   end subroutine
 
 end module scm_config

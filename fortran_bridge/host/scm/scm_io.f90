@@ -13,8 +13,8 @@ module scm_io
   use physical_constants, only: wp
   use scm_record, only: output_record
   use scm_config, only: scm_settings
-  use paramlib_column_physics, only: FALLBACK_OOD, FALLBACK_SPREAD, &
-                                     FALLBACK_BAD_INPUT, FALLBACK_NO_MODEL, FALLBACK_RUNTIME, &
+  use paramlib_column_physics, only: FALLBACK_OOD, FALLBACK_SPREAD, FALLBACK_BAD_INPUT, &
+                                     FALLBACK_NO_MODEL, FALLBACK_RUNTIME, FALLBACK_NONFINITE, &
                                      FIX_TOP, FIX_PRECIP, FIX_WATER, CP_PHYSICS, CP_ML, CP_HYBRID, &
                                      CP_STOCHASTIC, PATH_PHYSICS, PATH_ML, PATH_MEMBER
   implicit none
@@ -26,7 +26,7 @@ module scm_io
   type :: scm_output
     integer :: ncid = -1, nrec = 0
     integer :: dim_time, dim_col, dim_lev, dim_step
-    integer :: v_time, v_fallback_fraction, v_fallback_step
+    integer :: v_time, v_fallback_fraction, v_fallback_step, v_nonfinite_step
     integer :: v_t, v_q, v_dtdt, v_dqdt, v_pw, v_precip, v_precip_ls, v_spread, v_ood, &
                v_fallback, v_precip_change, v_water_moved, v_top_removed, v_energy_conv, &
                v_water_conv, v_energy_res, v_water_res, v_path, v_reason, v_fixes
@@ -142,6 +142,12 @@ contains
     do i = 1, s%n_parameters
       if (s%parameter_names(i) == 'dt') dt = s%parameter_values(i)
     end do
+    if (.not. folder_exists(s%output_file)) then   ! netCDF would say "Permission denied"
+      status = 1
+      message = '&scm_run: output_file ' // trim(s%output_file) // ': its folder does not ' // &
+                'exist; create it first'
+      return
+    end if
     call self%check(nf90_create(s%output_file, ior(nf90_netcdf4, nf90_clobber), self%ncid), &
                     'create')
     if (self%failed) then
@@ -184,6 +190,8 @@ contains
     v_step = self%def('step', nf90_int, [self%dim_step], '1', 'model step number')
     self%v_fallback_step = self%def('fallback_fraction_step', nf90_double, [self%dim_step], '1', &
       'fraction of all columns that ran physics in an ML mode, per step')
+    self%v_nonfinite_step = self%def('nonfinite_step', nf90_int, [self%dim_step], '1', &
+      'columns whose model outputs held NaN/Inf (physics ran there), per step')
     self%v_fallback_fraction = self%def('fallback_fraction', nf90_double, [self%dim_time], '1', &
       'fraction of column steps that ran physics in an ML mode', cell='time: mean')
 
@@ -232,9 +240,10 @@ contains
     self%v_reason = self%def('fallback_reason', nf90_int, dims_col, '1', &
                              'why physics ran in an ML mode (bits seen in the interval)')
     call self%check(nf90_put_att(self%ncid, self%v_reason, 'flag_masks', [FALLBACK_OOD, &
-      FALLBACK_SPREAD, FALLBACK_BAD_INPUT, FALLBACK_NO_MODEL, FALLBACK_RUNTIME]), 'reason')
+      FALLBACK_SPREAD, FALLBACK_BAD_INPUT, FALLBACK_NO_MODEL, FALLBACK_RUNTIME, &
+      FALLBACK_NONFINITE]), 'reason')
     call self%text(self%v_reason, 'flag_meanings', &
-                   'out_of_range large_spread bad_input no_model model_failed')
+                   'out_of_range large_spread bad_input no_model model_failed nonfinite_output')
     self%v_fixes = self%def('fixes', nf90_int, dims_col, '1', &
                             'constraints that changed the column (bits seen in the interval)')
     call self%check(nf90_put_att(self%ncid, self%v_fixes, 'flag_masks', [FIX_TOP, FIX_PRECIP, &
@@ -389,15 +398,27 @@ contains
 
   end subroutine write_record
 
-  !> fallback_fraction_step for steps first .. first + size(fractions) - 1.
-  subroutine write_steps(self, first, fractions)
+  !> fallback_fraction_step and nonfinite_step for steps first .. first + size(fractions) - 1.
+  subroutine write_steps(self, first, fractions, nonfinite)
     class(scm_output), intent(inout) :: self
     integer, intent(in) :: first
     real(wp), intent(in) :: fractions(:)
+    integer, intent(in) :: nonfinite(:)
     if (size(fractions) == 0) return
     call self%check(nf90_put_var(self%ncid, self%v_fallback_step, fractions, start=[first], &
                                  count=[size(fractions)]), 'fallback_fraction_step')
+    call self%check(nf90_put_var(self%ncid, self%v_nonfinite_step, nonfinite, start=[first], &
+                                 count=[size(nonfinite)]), 'nonfinite_step')
   end subroutine
+
+  !> Whether the folder of path exists (the current folder for a bare file name).
+  logical function folder_exists(path)
+    character(len=*), intent(in) :: path
+    integer :: slash
+    slash = index(trim(path), '/', back=.true.)
+    folder_exists = .true.
+    if (slash > 1) inquire (file=path(:slash - 1) // '/.', exist=folder_exists)
+  end function
 
   !> Close, recording how the run ended (run_status: 'completed' or the error).
   subroutine output_close(self, run_status, status, message)

@@ -73,13 +73,14 @@ contains
     self%fixes = 0
   end subroutine
 
-  !> Add the step the model just took; n_fallback: its columns that ran physics in an ML mode.
-  subroutine add_step(self, model, scheme, mode, n_fallback)
+  !> Add the step the model just took; n_fallback: its columns that ran physics in an ML mode,
+  !> n_nonfinite: those among them whose model outputs held NaN/Inf.
+  subroutine add_step(self, model, scheme, mode, n_fallback, n_nonfinite)
     class(output_record), intent(inout) :: self
     type(column_model), intent(in) :: model
     type(coupled_convection), intent(in) :: scheme
     integer, intent(in) :: mode
-    integer, intent(out) :: n_fallback
+    integer, intent(out) :: n_fallback, n_nonfinite
     integer :: c, i0, i1
     self%nsteps = self%nsteps + 1
     self%dtdt = self%dtdt + model%tend_t(:, :, PROC_CONVECTION)
@@ -91,6 +92,7 @@ contains
     self%energy_residual = max(self%energy_residual, abs(model%energy_budget(E_RESIDUAL, :)))
     self%water_residual = max(self%water_residual, abs(model%water_budget(W_RESIDUAL, :)))
     n_fallback = 0
+    n_nonfinite = 0
     do c = 1, scheme%nchunks
       call scheme%chunk_bounds(c, i0, i1)
       associate (d => scheme%diag(c))
@@ -105,6 +107,7 @@ contains
         if (mode /= CP_PHYSICS) then
           where (d%path == PATH_PHYSICS) self%fallback(i0:i1) = self%fallback(i0:i1) + 1.0_wp
           n_fallback = n_fallback + count(d%path == PATH_PHYSICS)
+          n_nonfinite = n_nonfinite + d%n_nonfinite
         end if
       end associate
     end do

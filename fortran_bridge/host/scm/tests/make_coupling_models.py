@@ -13,7 +13,10 @@ act), precip = m * PRECIP (not the water removed, so the precipitation fix must 
 - with_bm.pt       takes Betts-Miller's tendencies and returns them (2 identical members);
 - bad_units.pt     heating in K day-1;  unknown_input.pt: an input "u";
 - too_many_levels.pt  t on 40 levels (the tests' host has 26);
-- runaway.pt       the ensemble mean with RUNAWAY heating: a host run leaves the physical range.
+- runaway.pt       the ensemble mean with RUNAWAY heating: a host run leaves the physical range;
+- nan_members.pt   members.pt with member 2's heating NaN in every third column of a call
+                   (0-based 1, 4, 7, ...): mean and spread are NaN there;
+- nan_spread.pt    mean_spread.pt with heating_spread NaN in those columns, the mean finite.
 """
 
 # (no `from __future__ import annotations`: TorchScript reads the Final annotations)
@@ -75,12 +78,20 @@ class MemberScaled(nn.Module):
     heating: Final[float]
     drying: Final[float]
     precip: Final[float]
+    nan_in: Final[str]
 
     def __init__(
-        self, n_inputs: int, n_outputs: int, mode: str, members: int, heating: float = HEATING
+        self,
+        n_inputs: int,
+        n_outputs: int,
+        mode: str,
+        members: int,
+        heating: float = HEATING,
+        nan_in: str = "",
     ) -> None:
         super().__init__()
         self.mode = mode
+        self.nan_in = nan_in
         self.members = members
         self.q_index = 1
         self.nlev = NLEV
@@ -102,6 +113,10 @@ class MemberScaled(nn.Module):
             ]
         m = torch.arange(1, self.members + 1, dtype=torch.float32).view(self.members, 1, 1)
         heating = m * self.heating * torch.ones(1, ncol, self.nlev)
+        nan_column = (torch.arange(ncol) % 3 == 1).view(ncol, 1)
+        if self.nan_in == "members":
+            nan = torch.full_like(heating, float("nan"))
+            heating = torch.where((m == 2.0) & nan_column.unsqueeze(0), nan, heating)
         moistening = -m * self.drying * q[:, :1].unsqueeze(0).expand(1, ncol, self.nlev_q)
         precip = m * self.precip * torch.ones(1, ncol, 1)
         outputs = [heating, moistening, precip]
@@ -110,7 +125,11 @@ class MemberScaled(nn.Module):
         means = [y.mean(dim=0) for y in outputs]
         if self.mode == "mean":
             return means
-        return means + [y.std(dim=0) for y in outputs]
+        spreads = [y.std(dim=0) for y in outputs]
+        if self.nan_in == "spread":
+            nan = torch.full_like(spreads[0], float("nan"))
+            spreads[0] = torch.where(nan_column, nan, spreads[0])
+        return means + spreads
 
 
 def specs(fields: tuple[tuple[str, str, int], ...]) -> list[FieldSpec]:
@@ -134,8 +153,11 @@ def write(
     members: int,
     with_ranges: bool = True,
     heating: float = HEATING,
+    nan_in: str = "",
 ) -> None:
-    module = torch.jit.script(MemberScaled(len(inputs), len(outputs), mode, members, heating))
+    module = torch.jit.script(
+        MemberScaled(len(inputs), len(outputs), mode, members, heating, nan_in)
+    )
     if not hasattr(module, "forward"):
         module.define(module.forward_source)
     ensemble = members if mode in ("members", "echo_bm") else 1
@@ -171,6 +193,8 @@ def main(out: Path) -> None:
     too_many = [FieldSpec("t", "K", 40), *state[1:]]
     write(out, "too_many_levels", too_many, outputs, "members", MEMBERS, with_ranges=False)
     write(out, "runaway", state, outputs, "mean", MEMBERS, with_ranges=False, heating=RUNAWAY)
+    write(out, "nan_members", state, outputs, "members", MEMBERS, nan_in="members")
+    write(out, "nan_spread", state, outputs + spreads, "mean_spread", MEMBERS, nan_in="spread")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 !> models of make_coupling_models.py (whose outputs are known exactly) and real column states:
 !> mode switching, fallback by out-of-range inputs and by large spread, the constraints (water
 !> conserved, precipitation = the water removed, tendencies zeroed aloft), stochastic draws
-!> reproducible from a seed and independent of chunking, Betts-Miller inputs, clones, and the
-!> errors: bad path, mismatched metadata, wrong shapes, missing fields.
+!> reproducible from a seed and independent of chunking, Betts-Miller inputs, clones, NaN/Inf
+!> outputs (never a result: physics in hybrid and stochastic, an error in ml), and the errors:
+!> bad path (hybrid too, unless allow_missing_model), mismatched metadata, a path filling its
+!> buffer, wrong shapes, missing fields; the warning for a host with more levels than the model.
 !>   test_column_physics MODELDIR
 program test_column_physics
   use, intrinsic :: iso_fortran_env, only: int64
+  use, intrinsic :: ieee_arithmetic, only: ieee_is_finite
   use physical_constants, only: wp, GRAVITY, CP, LV
   use column_fields, only: mass_integral
   use column_host, only: column_model
@@ -44,6 +47,7 @@ program test_column_physics
   call stochastic_reproducible_and_chunk_independent()
   call betts_miller_inputs_reach_the_model()
   call clone_gives_the_same_results()
+  call nonfinite_outputs_never_pass()
   call errors()
 
 contains
@@ -424,6 +428,55 @@ contains
     call copy%free()
   end subroutine
 
+  !> nan_members.pt: member 2's heating is NaN in columns 2, 5, 8 (mean and spread NaN there);
+  !> nan_spread.pt: only heating_spread is NaN there. Neither may pass for a result.
+  !> nan_members.pt: member 2's heating is NaN in columns 2, 5, 8 (mean and spread NaN there);
+  !> nan_spread.pt: only heating_spread is NaN there. Neither may pass for a result.
+  subroutine nonfinite_outputs_never_pass()
+    type(column_physics) :: conv
+    print '(a)', 'non-finite outputs'
+    call start(conv, settings(CP_ML, 'nan_members.pt', .true.), CP_OK, 'init ml')
+    call conv%compute(t, q, p, p_int, ps, STEP_S, dtdt, dqdt, precip, diag, status, message, &
+                      solin=solin, shflx=shflx, lhflx=lhflx)
+    call check(status == CP_ERR_NONFINITE .and. index(message, 'NaN/Inf outputs in 3 of 8') > 0, &
+               'ml: an error naming the count of columns')
+    call check(diag%n_nonfinite == 3, 'ml: counted')
+    call conv%free()
+    call nonfinite_fallback('hybrid, NaN mean and spread', CP_HYBRID, 'nan_members.pt')
+    call nonfinite_fallback('hybrid, NaN spread alone (never "below spread_max")', CP_HYBRID, &
+                            'nan_spread.pt')
+    call nonfinite_fallback('stochastic, NaN member', CP_STOCHASTIC, 'nan_members.pt')
+  end subroutine
+
+  !> Columns 2, 5, 8 get Betts-Miller, counted and flagged; every tendency is finite.
+  subroutine nonfinite_fallback(what, mode, model)
+    character(len=*), intent(in) :: what, model
+    integer, intent(in) :: mode
+    type(column_physics) :: conv
+    logical :: nan_column(NCOL), bm_there
+    real(wp) :: bt(NLEV), bq(NLEV), bp
+    integer :: i
+    nan_column = [(mod(i - 1, 3) == 1, i = 1, NCOL)]
+    call start(conv, settings(mode, model, .false.), CP_OK, what // ': init')
+    call conv%compute(t, q, p, p_int, ps, STEP_S, dtdt, dqdt, precip, diag, status, message, &
+                      solin=solin, shflx=shflx, lhflx=lhflx)
+    call check(status == CP_WARN_NONFINITE .and. index(message, 'in 3 of 8') > 0, &
+               what // ': a warning naming the count')
+    call check(diag%n_nonfinite == 3 .and. all((iand(diag%reason, FALLBACK_NONFINITE) /= 0) &
+               .eqv. nan_column), what // ': counted, reason nonfinite_output in those columns')
+    call check(all((diag%path == PATH_PHYSICS) .eqv. nan_column), &
+               what // ': physics there, the model elsewhere')
+    bm_there = .true.
+    do i = 1, NCOL
+      if (.not. nan_column(i)) cycle
+      call betts_miller(i, bt, bq, bp)
+      bm_there = bm_there .and. all(abs(dtdt(:, i) - bt) <= 1e-12_wp * maxval(abs(bt)))
+    end do
+    call check(bm_there .and. all(ieee_is_finite(dtdt)) .and. all(ieee_is_finite(dqdt)) .and. &
+               all(ieee_is_finite(precip)), what // ': Betts-Miller''s tendencies, all finite')
+    call conv%free()
+  end subroutine
+
   subroutine errors()
     type(column_physics) :: conv
     type(column_physics_config) :: config
@@ -434,9 +487,15 @@ contains
     call run_expecting_not_ready()
     call start(conv, settings(CP_ML, 'missing.pt', .true.), CP_ERR_MODEL, 'ml, bad path: error')
     call check(index(message, 'missing.pt') > 0, 'the message names the file')
-    call start(conv, settings(CP_HYBRID, 'missing.pt', .true.), CP_WARN_NO_MODEL, &
-               'hybrid, bad path: warning')
-    call check(index(message, 'Betts-Miller in every column') > 0, 'the message says physics')
+    call start(conv, settings(CP_HYBRID, 'missing.pt', .true.), CP_ERR_MODEL, &
+               'hybrid, bad path: error')
+    call check(index(message, 'missing.pt') > 0 .and. index(message, 'allow_missing_model') > 0, &
+               'the message names the file and the switch')
+    config = settings(CP_HYBRID, 'missing.pt', .true.)
+    config%allow_missing_model = .true.
+    call start(conv, config, CP_WARN_NO_MODEL, 'hybrid, bad path, allow_missing_model: warning')
+    call check(index(message, 'PHYSICS ONLY') > 0 .and. &
+               index(message, 'Betts-Miller in every column') > 0, 'the message says physics only')
     call run(conv, 'hybrid without a model computes')
     same = .true.
     do i = 1, NCOL
@@ -446,8 +505,10 @@ contains
     call check(same .and. all(diag%path == PATH_PHYSICS) .and. &
                all(diag%reason == FALLBACK_NO_MODEL), 'physics everywhere, reason no_model')
     call conv%free()
-    call start(conv, settings(CP_HYBRID, 'bad_units.pt', .true.), CP_WARN_NO_MODEL, &
-               'hybrid, heating in K day-1: warning')
+    config = settings(CP_HYBRID, 'bad_units.pt', .true.)
+    config%allow_missing_model = .true.
+    call start(conv, config, CP_ERR_METADATA, &
+               'hybrid, heating in K day-1: error, allow_missing_model or not')
     call start(conv, settings(CP_ML, 'bad_units.pt', .true.), CP_ERR_METADATA, &
                'ml, heating in K day-1: metadata error')
     call check(index(message, 'K s-1') > 0, 'the message names the units')
@@ -456,6 +517,15 @@ contains
     call check(index(message, '"u"') > 0, 'the message names the input')
     call start(conv, settings(CP_ML, 'too_many_levels.pt', .true.), CP_ERR_METADATA, &
                'ml, t on more levels than the host has')
+    call conv%init(settings(CP_ML, 'members.pt', .true.), 30, status, message)
+    call check(status == CP_WARN_LEVELS .and. index(message, 'lowest 26 of the host''s 30') > 0 &
+               .and. index(message, 't 1-26, q 1-22, heating 1-26, moistening 1-22') > 0, &
+               'a 30-level host, a 26-level model: a warning naming the levels used')
+    call conv%free()
+    config = settings(CP_ML, '', .true.)
+    config%model_path = repeat('m', len(config%model_path))
+    call start(conv, config, CP_ERR_ARGUMENT, 'a model_path filling its buffer: error')
+    call check(index(message, 'model_path fills all 1024') > 0, 'the message names model_path')
     call start(conv, settings(CP_STOCHASTIC, 'mean_spread.pt', .true.), CP_ERR_MODE, &
                'stochastic without members')
     call check(index(message, '--output members') > 0, 'the message says how to export')
