@@ -21,10 +21,10 @@
 program simple
   use, intrinsic :: iso_fortran_env, only: real32, int32, error_unit
   use paramlib_bridge
-  use example_support, only: stop_on_error
+  use example_support, only: stop_on_error, argument
   implicit none
   type(paramlib_model) :: model
-  character(len=4096) :: model_file, in_file, out_file
+  character(len=:), allocatable :: model_file, in_file, out_file
   character(len=:), allocatable :: in_name, in_units, out_name, out_units
   real(real32), allocatable :: x(:, :), y(:, :)
   integer :: status, nlev_in, nlev_out, nargs, k, c
@@ -34,21 +34,21 @@ program simple
     write (error_unit, '(a)') 'usage: 01_simple MODEL.pt [IN.bin OUT.bin]'
     error stop 2
   end if
-  call get_command_argument(1, model_file)
+  model_file = argument(1)
 
-  call model%load(trim(model_file), status)
+  call model%load(model_file, status)
   call stop_on_error(status, 'load')
   call model%field_info(PARAMLIB_INPUT, 1, in_name, in_units, nlev_in, status)
   call stop_on_error(status, 'field_info')
   call model%field_info(PARAMLIB_OUTPUT, 1, out_name, out_units, nlev_out, status)
   call stop_on_error(status, 'field_info')
-  print '(a)', 'model ' // trim(model_file) // ': ' // in_name // ' [' // in_units // '] -> ' // &
+  print '(a)', 'model ' // model_file // ': ' // in_name // ' [' // in_units // '] -> ' // &
     out_name // ' [' // out_units // ']'
 
   if (nargs == 3) then
-    call get_command_argument(2, in_file)
-    call get_command_argument(3, out_file)
-    x = read_raw(trim(in_file))
+    in_file = argument(2)
+    out_file = argument(3)
+    x = read_raw(in_file)
   else
     allocate (x(nlev_in, 5))
     do c = 1, size(x, 2)
@@ -68,8 +68,8 @@ program simple
   call stop_on_error(status, 'get_output')
 
   if (nargs == 3) then
-    call write_raw(trim(out_file), y)
-    print '(a,i0,a)', 'wrote ', size(y, 2), ' columns of ' // out_name // ' to ' // trim(out_file)
+    call write_raw(out_file, y)
+    print '(a,i0,a)', 'wrote ', size(y, 2), ' columns of ' // out_name // ' to ' // out_file
   else
     do c = 1, size(y, 2)
       print '(a,i0,a,*(1x,es12.4))', 'column ', c, ': ' // out_name // ' =', y(:, c)

@@ -10,7 +10,7 @@
 program named_fields
   use, intrinsic :: iso_fortran_env, only: real32, error_unit
   use paramlib_bridge
-  use example_support, only: stop_on_error, idealized_column
+  use example_support, only: stop_on_error, idealized_column, argument
   implicit none
   integer, parameter :: nlev = 8, ncol = 6
 
@@ -29,7 +29,7 @@ program named_fields
     host_field('precip', 'mm s-1', PARAMLIB_OUTPUT, 1)]
 
   type(paramlib_model) :: model
-  character(len=4096) :: model_file
+  character(len=:), allocatable :: model_file
   real(real32) :: t(nlev, ncol), q(nlev, ncol), ps(ncol)
   real(real32) :: heating(nlev, ncol), moistening(nlev, ncol), precip(ncol)
   integer :: status, i, c
@@ -38,8 +38,8 @@ program named_fields
     write (error_unit, '(a)') 'usage: 02_named_fields MODEL.pt'
     error stop 2
   end if
-  call get_command_argument(1, model_file)
-  call model%load(trim(model_file), status)
+  model_file = argument(1)
+  call model%load(model_file, status)
   call stop_on_error(status, 'load')
 
   ! Start-up: every host field must agree with the model in name, levels and units.

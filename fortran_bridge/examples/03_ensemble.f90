@@ -8,11 +8,11 @@
 program ensemble
   use, intrinsic :: iso_fortran_env, only: real32, error_unit
   use paramlib_bridge
-  use example_support, only: stop_on_error, idealized_column, set_column_inputs_and_forward
+  use example_support, only: stop_on_error, idealized_column, set_column_inputs_and_forward, argument
   implicit none
   integer, parameter :: nlev = 8, ncol = 4, level = 3
   type(paramlib_model) :: model
-  character(len=4096) :: model_file
+  character(len=:), allocatable :: model_file
   real(real32) :: t(nlev, ncol), q(nlev, ncol), ps(ncol)
   real(real32) :: mean(nlev, ncol), spread(nlev, ncol)
   real(real32), allocatable :: members(:, :, :)
@@ -22,8 +22,8 @@ program ensemble
     write (error_unit, '(a)') 'usage: 03_ensemble MODEL.pt'
     error stop 2
   end if
-  call get_command_argument(1, model_file)
-  call model%load(trim(model_file), status)
+  model_file = argument(1)
+  call model%load(model_file, status)
   call stop_on_error(status, 'load')
   call model%info(n_in, n_out, n_members, status)
   call stop_on_error(status, 'info')

@@ -13,7 +13,7 @@ program openmp_tiles
   use, intrinsic :: iso_fortran_env, only: real32, error_unit
   use omp_lib, only: omp_get_max_threads, omp_get_thread_num
   use paramlib_bridge
-  use example_support, only: stop_on_error, idealized_column
+  use example_support, only: stop_on_error, idealized_column, argument
   implicit none
   ! Domain in WRF's convention: mass points end at ide-1, jde-1, kde-1 (kme = kde).
   integer, parameter :: ids = 1, ide = 31, jds = 1, jde = 25, kds = 1, kde = 9
@@ -25,17 +25,17 @@ program openmp_tiles
   type(paramlib_model) :: model
   type(paramlib_model), allocatable :: thread_model(:)
   integer, allocatable :: j_start(:), j_end(:), tile_status(:)
-  character(len=4096) :: model_file
+  character(len=:), allocatable :: model_file
   integer :: nthreads, num_tiles, ij, i, j, status
 
   if (command_argument_count() /= 1) then
     write (error_unit, '(a)') 'usage: 04_openmp_tiles MODEL.pt'
     error stop 2
   end if
-  call get_command_argument(1, model_file)
+  model_file = argument(1)
   ! The host's threads are the parallelism here: libtorch runs a call made inside a
   ! parallel region on the calling thread alone, so no paramlib_set_num_threads(1).
-  call model%load(trim(model_file), status)
+  call model%load(model_file, status)
   call stop_on_error(status, 'load')
 
   t = 0

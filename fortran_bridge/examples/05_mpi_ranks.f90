@@ -11,12 +11,12 @@ program mpi_ranks
   use mpi_f08
   use paramlib_bridge
   use example_support, only: stop_on_error, idealized_column, set_column_inputs_and_forward, &
-    get_column_outputs
+    get_column_outputs, argument
   implicit none
   integer, parameter :: nlev = 8, ncol_global = 1000
   type(MPI_Comm) :: node_comm
   type(paramlib_model) :: model
-  character(len=4096) :: model_file
+  character(len=:), allocatable :: model_file
   real(real32), allocatable :: t(:, :), q(:, :), ps(:), heating(:, :), moistening(:, :), precip(:)
   real(real64) :: local_sum, global_sum
   integer :: rank, nranks, local_rank, ndev, first, last, ncol, c, status
@@ -30,16 +30,16 @@ program mpi_ranks
     if (rank == 0) write (error_unit, '(a)') 'usage: mpiexec -n N 05_mpi_ranks MODEL.pt'
     call MPI_Abort(MPI_COMM_WORLD, 2)
   end if
-  call get_command_argument(1, model_file)
+  model_file = argument(1)
 
   ndev = paramlib_cuda_device_count()
   if (ndev > 0) then
-    call model%load(trim(model_file), status, device=PARAMLIB_CUDA, device_index=mod(local_rank, ndev))
+    call model%load(model_file, status, device=PARAMLIB_CUDA, device_index=mod(local_rank, ndev))
   else
     ! Ranks share the node's cores: one libtorch thread each.
     call paramlib_set_num_threads(1, status)
     call stop_on_error(status, 'set_num_threads')
-    call model%load(trim(model_file), status)
+    call model%load(model_file, status)
   end if
   call stop_on_error(status, 'load')
   if (ndev > 0) then

@@ -5,7 +5,7 @@ module example_support
   use paramlib_bridge, only: PARAMLIB_OK, paramlib_last_error, paramlib_model
   implicit none
   private
-  public :: stop_on_error, idealized_column, set_column_inputs_and_forward, get_column_outputs
+  public :: stop_on_error, argument, idealized_column, set_column_inputs_and_forward, get_column_outputs
 
 contains
 
@@ -18,6 +18,17 @@ contains
       error stop 1
     end if
   end subroutine
+
+  !> Command-line argument i, however long: sized from its length, so a long path is
+  !> never cut to a fixed buffer.
+  function argument(i) result(s)
+    integer, intent(in) :: i
+    character(len=:), allocatable :: s
+    integer :: n
+    call get_command_argument(i, length=n)
+    allocate (character(len=n) :: s)
+    if (n > 0) call get_command_argument(i, s)
+  end function
 
   !> Column number c of an idealized domain: warm and moist at the surface, colder
   !> and drier with height, varying across columns. The same c gives the same

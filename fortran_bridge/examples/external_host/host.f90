@@ -15,17 +15,19 @@ program host
   implicit none
   integer, parameter :: ncol = 3
   type(paramlib_model) :: model
-  character(len=4096) :: model_file
+  character(len=:), allocatable :: model_file
   character(len=:), allocatable :: in_name, in_units, out_name, out_units
   real(real32), allocatable :: x(:, :), y(:, :)
-  integer :: status, nlev_in, nlev_out, k, c
+  integer :: status, nlev_in, nlev_out, k, c, n
 
   if (command_argument_count() /= 1) then
     write (error_unit, '(a)') 'usage: host MODEL.pt'
     error stop 2
   end if
+  call get_command_argument(1, length=n)  ! sized to the path: never cut to a fixed buffer
+  allocate (character(len=n) :: model_file)
   call get_command_argument(1, model_file)
-  call model%load(trim(model_file), status)
+  call model%load(model_file, status)
   if (status == PARAMLIB_OK) call model%field_info(PARAMLIB_INPUT, 1, in_name, in_units, nlev_in, status)
   if (status == PARAMLIB_OK) call model%field_info(PARAMLIB_OUTPUT, 1, out_name, out_units, nlev_out, status)
   if (status /= PARAMLIB_OK) call fail()
