@@ -11,15 +11,25 @@ Where it runs:
   --scheduler synchronous   one thread, for debugging
   --slurm               a dask-jobqueue SLURMCluster: each of --jobs SLURM jobs runs one worker
                         with --cores/--memory (options --queue, --account, --walltime)
+
+Interruption: SIGTERM (SLURM preemption, scancel), SIGUSR1 (sbatch --signal) and SIGINT (Ctrl-C)
+stop the build after the compute under way (one batch of chunks); its temporary store is
+removed, what was at the target stays, and the exit status is `REQUEUE_EXIT` (99, as for
+`paramlib train`: run the same command again, it builds from the start). A build killed
+outright (SIGKILL) leaves its temporary store; the next build for the same target removes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from paramlib.cli import Subparsers
+from paramlib.train import REQUEUE_EXIT
+from paramlib.train.signals import StopRequest
 
 STORE_SUFFIX = ".zarr"
 LOCAL_SCHEDULERS = ("threads", "synchronous")
@@ -58,6 +68,16 @@ def register(subparsers: Subparsers) -> None:
     build.set_defaults(func=_build)
 
 
+class BuildStop(StopRequest):
+    """`StopRequest` that also catches SIGINT: Ctrl-C stops the build as cleanly as SIGTERM
+    (a KeyboardInterrupt could land while dask threads still write the temporary store)."""
+
+    def __enter__(self) -> BuildStop:
+        super().__enter__()
+        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+
 def slurm_cluster(args: argparse.Namespace):
     """A dask-jobqueue SLURMCluster whose jobs each run one worker (``cores`` threads); the
     caller scales it to ``args.jobs`` jobs."""
@@ -75,9 +95,7 @@ def slurm_cluster(args: argparse.Namespace):
 
 
 def _build(args: argparse.Namespace) -> int:
-    import dask
-
-    from paramlib.data.pipeline import build_store
+    from paramlib.data.pipeline import BuildInterrupted, build_store
     from paramlib.data.recipe import RecipeError, load_recipe
 
     try:
@@ -88,43 +106,65 @@ def _build(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(recipe.name + STORE_SUFFIX)
 
     def build() -> None:
-        build_store(recipe, out, catalog_dir=args.catalog_dir, root=args.root, force=args.force)
+        build_store(
+            recipe,
+            out,
+            catalog_dir=args.catalog_dir,
+            root=args.root,
+            force=args.force,
+            stop=stop,
+        )
 
     try:
-        if args.scheduler in LOCAL_SCHEDULERS:
-            with dask.config.set(scheduler=args.scheduler, num_workers=args.workers):
-                build()
-            return 0
-        from distributed import Client, LocalCluster
-
-        from paramlib.data.workers import BoundedFileMemory
-
-        if args.scheduler:
-            cluster = None
-            client = Client(args.scheduler)
-        else:
-            cluster = (
-                slurm_cluster(args)
-                if args.slurm
-                else LocalCluster(
-                    n_workers=1,
-                    threads_per_worker=args.workers,
-                    processes=False,
-                    dashboard_address=None,
-                )
-            )
-            if args.slurm:
-                cluster.scale(jobs=args.jobs)
-            client = Client(cluster)
-        client.register_plugin(BoundedFileMemory())
-        try:
-            build()
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        with BuildStop() as stop:
+            _run_build(args, build)
+    except BuildInterrupted as interrupted:
+        print(
+            f"paramlib dataset build: {interrupted.signal_name}: stopped; the temporary store was"
+            f" removed and {out} is as it was; exit {REQUEUE_EXIT} (run the same command again)",
+            file=sys.stderr,
+        )
+        return REQUEUE_EXIT
     # Catalog, reader, recipe and pipeline errors are ValueErrors naming file and variable.
     except (ValueError, OSError) as error:
         print(f"paramlib dataset build: {args.recipe}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_build(args: argparse.Namespace, build: Callable[[], None]) -> None:
+    """``build()`` on the scheduler the arguments ask for."""
+    import dask
+
+    if args.scheduler in LOCAL_SCHEDULERS:
+        with dask.config.set(scheduler=args.scheduler, num_workers=args.workers):
+            build()
+        return
+    from distributed import Client, LocalCluster
+
+    from paramlib.data.workers import BoundedFileMemory
+
+    if args.scheduler:
+        cluster = None
+        client = Client(args.scheduler)
+    else:
+        cluster = (
+            slurm_cluster(args)
+            if args.slurm
+            else LocalCluster(
+                n_workers=1,
+                threads_per_worker=args.workers,
+                processes=False,
+                dashboard_address=None,
+            )
+        )
+        if args.slurm:
+            cluster.scale(jobs=args.jobs)
+        client = Client(cluster)
+    client.register_plugin(BoundedFileMemory())
+    try:
+        build()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

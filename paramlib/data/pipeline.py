@@ -4,6 +4,9 @@ Stages, all lazy (dask) until a compute:
 
 1. open each catalog entry with its reader, select the recipe's frames, levels and variables
    (plus, for WRF MSKF, the call state and the previous frame's fields), stack to (sample, lev);
+   sources whose selected levels differ are refused here, before anything is computed, unless
+   the recipe interpolates them onto its own levels (``levels.interpolate``): joining them
+   would pad the store with NaN levels;
 2. one pass over the sources computes, per column, whether any check drops it (non-finite
    values, values outside the QC range, not a fresh MSKF call) and the balance predicate, with
    counts per check; the columns kept are chosen from these two booleans per column in numpy
@@ -28,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
@@ -37,15 +40,20 @@ import xarray as xr
 from paramlib.catalog import CatalogEntry, load_catalog, resolve_paths
 from paramlib.data.canonical import LEV, SAMPLE, stack_columns
 from paramlib.data.readers import open_source
-from paramlib.data.recipe import SPLITS, Balance, Recipe
+from paramlib.data.recipe import SPLITS, Balance, IndexSlice, Recipe
 from paramlib.data.store import (
     atomic_store,
     fingerprint,
     package_versions,
+    remove_stale_temporaries,
     sha256_files,
     stored_fingerprint,
     write_attrs,
 )
+from paramlib.guards import check_output_path
+
+if TYPE_CHECKING:
+    from paramlib.train.signals import StopRequest
 
 OPS = {
     "==": operator.eq,
@@ -66,6 +74,9 @@ BATCH_CHUNKS = 16
 # each; reopening a file costs milliseconds).
 NETCDF_CHUNK_CACHE_BYTES = 0
 OPEN_FILES = 8
+# Levels of two sources closer than this (relative) are the same level: float32 rounding of
+# one grid, not two grids (a 0.1 % difference in WRF's ZNU is refused).
+LEVEL_RTOL = 1e-6
 
 
 @contextmanager
@@ -84,6 +95,14 @@ def bounded_file_memory() -> Iterator[None]:
 
 class PipelineError(ValueError):
     """A recipe that cannot be built from its sources; the message names source and variable."""
+
+
+class BuildInterrupted(Exception):
+    """A stop signal arrived; the build stopped between two computes and wrote nothing."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
 
 
 @dataclass(frozen=True)
@@ -166,38 +185,134 @@ def open_columns(recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | 
             raise PipelineError(
                 f"{where}: variable {var!r} has units {found!r}, expected {expected!r}"
             )
-    ds = ds.isel(time=recipe.times.as_slice())
+    ds = ds.isel(time=checked_slice(recipe.times, ds.sizes["time"], "times", "frames", where))
     if entry.name in recipe.source_fractions:
         ds = ds.isel(time=recipe.source_fractions[entry.name].of(ds.sizes["time"]))
-    if LEV in ds.dims:
-        ds = ds.isel({LEV: recipe.levels.as_slice()})
-    if ds.sizes.get("time", 0) == 0 or ds.sizes.get(LEV, 1) == 0:
+    if LEV in ds.dims and recipe.levels.interpolate:
+        ds = interpolate_levels(ds, recipe.levels.interpolate, where)
+    elif LEV in ds.dims:
+        ds = ds.isel({LEV: checked_slice(recipe.levels, ds.sizes[LEV], "levels", "levels", where)})
+    with_previous = recipe.sampling.mskf_fresh or bool(recipe.sampling.previous)
+    if ds.sizes.get("time", 0) <= int(with_previous) or ds.sizes.get(LEV, 1) == 0:
         raise PipelineError(
             f"{where}: the recipe's times {recipe.times}"
             f" {recipe.source_fractions.get(entry.name, '')} and levels {recipe.levels} select"
-            f" nothing (the data have {dict(ds.sizes)})"
+            f" nothing (the data have {dict(ds.sizes)}"
+            + ("; the first frame goes, it has no previous frame)" if with_previous else ")")
         )
     selected = ds[list(dict.fromkeys(wanted))]
-    if recipe.sampling.mskf_fresh or recipe.sampling.previous:
+    if with_previous:
         # The first frame has no previous frame: it goes.
         later_times = ds["time"].values[1:]
         selected = selected.isel(time=slice(1, None))
         for name in recipe.sampling.previous:
             prev = ds[name].isel(time=slice(0, -1)).assign_coords(time=later_times)
-            selected[f"{name}_prev"] = prev.assign_attrs(
-                long_name=f"{ds[name].attrs.get('long_name', name)}, previous frame"
+            selected = attach(
+                selected,
+                f"{name}_prev",
+                prev.assign_attrs(
+                    long_name=f"{ds[name].attrs.get('long_name', name)}, previous frame"
+                ),
             )
         if recipe.sampling.mskf_fresh:
             from paramlib.data.readers.wrfout import mskf_call_states
 
             try:
-                selected[CALL_STATE] = mskf_call_states(ds)
+                selected = attach(selected, CALL_STATE, mskf_call_states(ds))
             except (KeyError, ValueError) as error:
                 raise PipelineError(
                     f"{where}: sampling.mskf_fresh needs WRF MSKF data (nca, DT, CUDT): {error}"
                 ) from error
     selected.attrs = {}
     return stack_columns(selected)
+
+
+def attach(ds: xr.Dataset, name: str, da: xr.DataArray) -> xr.Dataset:
+    """``ds`` with ``da`` added as ``name``, refusing (ValueError) coordinates that differ:
+    plain assignment would reindex ``da`` to ``ds``, silently NaN where labels differ."""
+    xr.align(ds, da, join="exact")
+    return ds.assign({name: da})
+
+
+def checked_slice(bounds: IndexSlice, n: int, key: str, what: str, where: str) -> slice:
+    """The recipe's index slice ``key`` of a source with ``n`` ``what``; a bound beyond them is
+    an error, not clamped (``stop: 100`` of 40 levels would silently keep 40)."""
+    for name, value, limit in (("start", bounds.start, n - 1), ("stop", bounds.stop, n)):
+        if value is not None and value > limit:
+            raise PipelineError(
+                f"{where}: recipe key '{key}.{name}' is {value}, but the source has {n} {what}"
+                f" (expected {name} <= {limit})"
+            )
+    return bounds.as_slice()
+
+
+def interpolate_levels(ds: xr.Dataset, targets: tuple[float, ...], where: str) -> xr.Dataset:
+    """``ds`` linearly interpolated in its ``lev`` coordinate onto ``targets`` (the recipe's
+    ``levels.interpolate``): every target inside the source's levels (no extrapolation), in
+    the source's order (surface first)."""
+    lev = ds[LEV].values.astype(float)
+    units = ds[LEV].attrs.get("units", "?")
+    outside = [v for v in targets if not lev.min() <= v <= lev.max()]
+    if outside:
+        raise PipelineError(
+            f"{where}: levels.interpolate {outside} lie outside the source's levels"
+            f" {lev[0]:g} (lowest) to {lev[-1]:g} (top) [{units}]; no extrapolation"
+        )
+    if len(targets) > 1 and np.sign(targets[1] - targets[0]) != np.sign(lev[-1] - lev[0]):
+        raise PipelineError(
+            f"{where}: levels.interpolate must run surface first like the source's levels"
+            f" ({lev[0]:g} lowest, {lev[-1]:g} top [{units}]), got {list(targets)}"
+        )
+    # Other per-level labels (WRF's level numbers) mean nothing between levels.
+    labels = [name for name, c in ds.coords.items() if LEV in c.dims and name != LEV]
+    interpolated = ds.drop_vars(labels).interp({LEV: np.asarray(targets)}, method="linear")
+    return interpolated.assign_coords({LEV: interpolated[LEV].assign_attrs(ds[LEV].attrs)})
+
+
+def check_same_levels(columns: Mapping[str, xr.Dataset], files: Mapping[str, list[Path]]) -> None:
+    """Refuse sources whose selected levels (``lev`` values and units) differ: joined, they would
+    give a store with the union of their levels, NaN where a source has none."""
+    with_levels = [(name, ds[LEV]) for name, ds in columns.items() if LEV in ds.dims]
+    if not with_levels:
+        return
+    first, ref = with_levels[0]
+    for name, lev in with_levels[1:]:
+        pair = f"{first!r} ({_names(files[first])}) and {name!r} ({_names(files[name])})"
+        units = (ref.attrs.get("units"), lev.attrs.get("units"))
+        if units[0] != units[1]:
+            raise PipelineError(
+                f"sources disagree on the vertical coordinate: {pair} have levels in units"
+                f" {units[0]!r} and {units[1]!r}"
+            )
+        a, b = ref.values.astype(float), lev.values.astype(float)
+        n = min(a.size, b.size)
+        differ = np.flatnonzero(~np.isclose(a[:n], b[:n], rtol=LEVEL_RTOL, atol=0.0))
+        if a.size == b.size and differ.size == 0:
+            continue
+        i = int(differ[0]) if differ.size else n
+        found = [f"{x[i]:.7g}" if i < x.size else "none" for x in (a, b)]
+        raise PipelineError(
+            f"sources disagree on the vertical coordinate: {pair} have {a.size} and {b.size}"
+            f" levels; first difference at selected level {i} (0 = lowest): {LEV} {found[0]}"
+            f" vs {found[1]} [{units[0]}]. Select levels they share (levels: {{start, stop}})"
+            " or interpolate onto named levels (levels: {interpolate: [...]})"
+        )
+
+
+def check_finite_somewhere(name: str, counts: Mapping[str, int], files: list[Path]) -> None:
+    """Refuse a source in which a variable is non-finite in every column: a broken file or
+    variable, which QC would otherwise turn into a source that silently adds no column."""
+    for reason, n in counts.items():
+        if reason.startswith("nonfinite.") and n == counts["columns"] > 0:
+            variable = reason.removeprefix("nonfinite.")
+            raise PipelineError(
+                f"source {name!r} ({_names(files)}): variable {variable!r} is NaN or infinite in"
+                f" all {n} columns; the file or its {variable} is broken"
+            )
+
+
+def _names(paths: list[Path]) -> str:
+    return ", ".join(map(str, paths))
 
 
 def column_flags(ds: xr.Dataset, recipe: Recipe) -> dict[str, Any]:
@@ -282,8 +397,12 @@ class Moments:
         }
 
 
-def compute(*things: Any, label: str) -> tuple:
-    """dask.compute with a progress bar: distributed's when a client is active, else dask's."""
+def compute(*things: Any, label: str, stop: StopRequest | None = None) -> tuple:
+    """dask.compute with a progress bar: distributed's when a client is active, else dask's.
+    Raises `BuildInterrupted` instead when ``stop`` caught a signal: the build stops between
+    two computes, so no task still writes into the temporary store being removed."""
+    if stop is not None and stop.signal is not None:
+        raise BuildInterrupted(stop.name)
     print(f"[paramlib dataset] {label}", flush=True)
     try:
         from distributed import default_client, progress
@@ -310,12 +429,14 @@ def build_store(
     catalog_dir: str | os.PathLike | None = None,
     root: str | os.PathLike | None = None,
     force: bool = False,
+    stop: StopRequest | None = None,
 ) -> BuildResult:
     """Build the recipe's store at ``out`` unless one built from the same recipe, catalog entries
-    and source files is there (then nothing is done). On failure nothing is left at ``out``
-    but what was there before."""
+    and source files is there (then nothing is done). On failure, or a signal caught by
+    ``stop`` (`BuildInterrupted`), nothing is left at ``out`` but what was there before."""
     started = time.perf_counter()
-    out = Path(out)
+    out = check_output_path(out, "store path", "dir")
+    remove_stale_temporaries(out, lambda line: print(f"[paramlib dataset] {line}", flush=True))
     catalog = load_catalog(catalog_dir, root, check_paths=False)
     unknown = [name for name in recipe.sources if name not in catalog]
     if unknown:
@@ -338,7 +459,7 @@ def build_store(
 
     try:
         with bounded_file_memory():
-            return _build(recipe, out, entries, files, hashes, key, started, root)
+            return _build(recipe, out, entries, files, hashes, key, started, root, stop)
     except (OSError, RuntimeError) as error:
         # Raised while computing: a file readable at open but broken inside (truncated data).
         raise PipelineError(
@@ -356,11 +477,14 @@ def _build(
     key: str,
     started: float,
     root: str | os.PathLike | None,
+    stop: StopRequest | None,
 ) -> BuildResult:
     columns = {entry.name: open_columns(recipe, entry, root) for entry in entries}
+    check_same_levels(columns, files)
     kept, qc = {}, {}
     for name, ds in columns.items():
-        dropped, counts, positive = _quality_control(ds, recipe, name)
+        dropped, counts, positive = _quality_control(ds, recipe, name, stop)
+        check_finite_somewhere(name, counts | {"columns": len(dropped)}, files[name])
         kept[name], qc[name] = choose_columns(dropped, counts, positive, recipe.sampling.balance)
         found = {reason: n for reason, n in qc[name].items() if n or reason == "kept"}
         print(f"[paramlib dataset] {name}: {found} (checks that dropped nothing not shown)")
@@ -388,8 +512,14 @@ def _build(
                     for name, index in items
                 ],
                 dim=SAMPLE,
+                # Levels were checked equal; "exact" keeps any other label mismatch an error.
+                join="exact",
+                coords="minimal",
+                compat="equals",
             )
-            moments = _write_split(_portable(ds), tmp, split, recipe, with_moments=split == "train")
+            moments = _write_split(
+                _portable(ds), tmp, split, recipe, with_moments=split == "train", stop=stop
+            )
             if moments is not None:
                 stats = moments.as_stats()
         write_attrs(
@@ -424,7 +554,7 @@ def _build(
 
 
 def _quality_control(
-    ds: xr.Dataset, recipe: Recipe, name: str
+    ds: xr.Dataset, recipe: Recipe, name: str, stop: StopRequest | None
 ) -> tuple[np.ndarray, dict[str, int], np.ndarray | None]:
     """``column_flags`` of one source, computed in batches of ``BATCH_CHUNKS`` of its chunks
     (bounded graphs, as for the writes); the per-column booleans joined, the counts summed."""
@@ -433,9 +563,10 @@ def _quality_control(
     edges = np.cumsum((0, *chunks))[::BATCH_CHUNKS]
     edges = np.append(edges, len(ds[SAMPLE])) if edges[-1] != len(ds[SAMPLE]) else edges
     dropped, positive, counts = [], [], {}
-    for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        label = f"{name}: quality control, columns {start}-{stop} of {edges[-1]}"
-        (found,) = compute(column_flags(ds.isel({SAMPLE: slice(start, stop)}), recipe), label=label)
+    for start, end in zip(edges[:-1], edges[1:], strict=True):
+        label = f"{name}: quality control, columns {start}-{end} of {edges[-1]}"
+        flags = column_flags(ds.isel({SAMPLE: slice(start, end)}), recipe)
+        (found,) = compute(flags, label=label, stop=stop)
         dropped.append(found["dropped"])
         positive.append(found["positive"])
         for reason, n in found["counts"].items():
@@ -448,7 +579,13 @@ def _quality_control(
 
 
 def _write_split(
-    ds: xr.Dataset, store: Path, split: str, recipe: Recipe, *, with_moments: bool
+    ds: xr.Dataset,
+    store: Path,
+    split: str,
+    recipe: Recipe,
+    *,
+    with_moments: bool,
+    stop: StopRequest | None,
 ) -> Moments | None:
     """Write ``ds`` to the store's group ``split`` in batches of ``BATCH_CHUNKS`` zarr
     chunks, one compute each (appended along sample), so that neither the task graph nor the
@@ -475,9 +612,11 @@ def _write_split(
             )
         label = f"{split}: writing samples {start}-{min(start + batch, total)} of {total}"
         if not with_moments:
-            compute(write, label=label)
+            compute(write, label=label, stop=stop)
             continue
-        _, *computed = compute(write, *Moments.lazy(part), label=label + " and statistics")
+        _, *computed = compute(
+            write, *Moments.lazy(part), label=label + " and statistics", stop=stop
+        )
         found = Moments.of(part.sizes[SAMPLE], *computed)
         moments = found if moments is None else moments.combine(found)
     return moments

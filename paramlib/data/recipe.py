@@ -1,13 +1,22 @@
 """Dataset recipes: the YAML file ``paramlib dataset build`` reads (schema below), as dataclasses.
 
-    name: bilstm_wrf_mskf            # required; the store's default file name is NAME.zarr
+    name: bilstm_wrf_mskf            # required, one path component (letters, digits, . _ + -);
+                                     # the store's default file name is NAME.zarr
     description: ...                 # required
     sources: [wrf_mskf_ctl, ...]     # required: catalog entry names
     inputs: [t, qv, ...]             # required: canonical variable names (after the entry's map)
     targets: [rthcuten, ...]         # required
     units: {t: K}                    # optional: units each variable must have, checked per source
-    levels: {start: 0, stop: 30}     # optional: level index slice, 0 = lowest level
-    times: {start: 0, stop: 10}      # optional: frame index slice of every source
+    levels: {start: 0, stop: 30}     # optional: level index slice, 0 = lowest level; a bound
+                                     # beyond a source's levels is an error, not clamped
+    # or
+    levels: {interpolate: [0.99, 0.9, 0.5]}
+                                     # linear interpolation in the lev coordinate (its units:
+                                     # eta for wrfout, hPa for CESM) onto these levels, surface
+                                     # first, each inside every source's levels. Without it,
+                                     # sources whose selected levels differ are refused.
+    times: {start: 0, stop: 10}      # optional: frame index slice of every source (bounds
+                                     # beyond a source's frames are errors)
     source_fractions:                # optional: a part of one source's frames (after `times`),
       run_b: {start: 0.6}            # as fractions: frames round(start*n) to round(stop*n);
                                      # e.g. to train an oracle on the first half of a run and
@@ -40,12 +49,16 @@ Every problem found is reported at once, each line naming the recipe file and th
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+
+from paramlib.guards import UserInputError, safe_name
 
 SPLITS = ("train", "val", "test")
 SPLIT_BY = ("run", "time")
@@ -69,6 +82,11 @@ class IndexSlice:
 
     def as_slice(self) -> slice:
         return slice(self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class Levels(IndexSlice):
+    interpolate: tuple[float, ...] = ()  # lev coordinate values to interpolate onto, if any
 
 
 @dataclass(frozen=True)
@@ -118,7 +136,7 @@ class Recipe:
     targets: tuple[str, ...]
     split: Split
     units: dict[str, str] = field(default_factory=dict)
-    levels: IndexSlice = IndexSlice()
+    levels: Levels = Levels()
     times: IndexSlice = IndexSlice()
     source_fractions: dict[str, FractionSlice] = field(default_factory=dict)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -166,9 +184,15 @@ def parse_recipe(raw: Any, *, text: str = "", path: Path | None = None) -> Recip
             return ()
         return tuple(value)
 
-    for key in ("name", "description"):
-        if not (isinstance(raw[key], str) and raw[key].strip()):
-            problems.append(f"key {key!r}: expected a non-empty string, got {raw[key]!r}")
+    if not (isinstance(raw["description"], str) and raw["description"].strip()):
+        problems.append(
+            f"key 'description': expected a non-empty string, got {raw['description']!r}"
+        )
+    try:
+        # The name becomes the default store path NAME.zarr: it must not leave the folder.
+        safe_name(raw["name"], "key 'name':")
+    except UserInputError as error:
+        problems.append(str(error))
     sources = names("sources", raw["sources"])
     inputs = names("inputs", raw["inputs"])
     targets = names("targets", raw["targets"])
@@ -178,14 +202,22 @@ def parse_recipe(raw: Any, *, text: str = "", path: Path | None = None) -> Recip
     for name in sorted(qc.keys() - {"ranges"}):
         problems.append(f"key 'qc.{name}': unknown (allowed: ranges)")
     for var, bounds in _mapping(qc.get("ranges", {}), "qc.ranges", problems).items():
-        if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] <= bounds[1]):
-            problems.append(f"key 'qc.ranges.{var}': expected [low, high], got {bounds!r}")
+        if not (
+            isinstance(bounds, list)
+            and len(bounds) == 2
+            and all(map(_is_number, bounds))
+            and bounds[0] <= bounds[1]
+        ):
+            problems.append(
+                f"key 'qc.ranges.{var}': expected [low, high], two numbers with low <= high,"
+                f" got {bounds!r}"
+            )
         else:
             ranges[var] = (float(bounds[0]), float(bounds[1]))
     sampling = _parse_sampling(raw.get("sampling") or {}, problems)
     split = _parse_split(raw["split"], sources, problems)
     source_fractions = _parse_fractions(raw.get("source_fractions"), sources, problems)
-    levels = _parse_slice(raw.get("levels"), "levels", problems)
+    levels = _parse_levels(raw.get("levels"), problems)
     times = _parse_slice(raw.get("times"), "times", problems)
     chunk = raw.get("chunk_samples", 8192)
     if not (isinstance(chunk, int) and chunk > 0):
@@ -226,15 +258,53 @@ def _mapping(value: Any, key: str, problems: list[str]) -> dict:
     return value
 
 
-def _parse_slice(value: Any, key: str, problems: list[str]) -> IndexSlice:
+def _is_number(value: Any) -> bool:
+    """A finite int or float from YAML (not a bool, not a string that looks like one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _parse_slice(
+    value: Any, key: str, problems: list[str], extra: tuple[str, ...] = ()
+) -> IndexSlice:
     raw = _mapping(value or {}, key, problems)
-    for name in sorted(raw.keys() - {"start", "stop"}):
-        problems.append(f"key '{key}.{name}': unknown (allowed: start, stop)")
+    allowed = ("start", "stop", *extra)
+    for name in sorted(raw.keys() - set(allowed)):
+        problems.append(f"key '{key}.{name}': unknown (allowed: {', '.join(allowed)})")
     bounds = [raw.get("start"), raw.get("stop")]
-    if not all(b is None or (isinstance(b, int) and b >= 0) for b in bounds):
+    if not all(
+        b is None or (isinstance(b, int) and not isinstance(b, bool) and b >= 0) for b in bounds
+    ):
         problems.append(f"key {key!r}: start and stop must be non-negative integers, got {raw!r}")
         return IndexSlice()
+    if None not in bounds and bounds[0] >= bounds[1]:
+        problems.append(f"key {key!r}: expected start < stop, got {raw!r}")
     return IndexSlice(*bounds)
+
+
+def _parse_levels(value: Any, problems: list[str]) -> Levels:
+    bounds = _parse_slice(value, "levels", problems, extra=("interpolate",))
+    targets = (value or {}).get("interpolate") if isinstance(value, dict) else None
+    if targets is None:
+        return Levels(bounds.start, bounds.stop)
+    if bounds != IndexSlice():
+        problems.append("key 'levels': give either start/stop or interpolate, not both")
+    steps = (
+        np.diff(targets) if isinstance(targets, list) and all(map(_is_number, targets)) else None
+    )
+    if not targets or steps is None or not (np.all(steps > 0) or np.all(steps < 0)):
+        problems.append(
+            "key 'levels.interpolate': expected a list of level coordinate values, strictly"
+            f" monotonic (surface first), got {targets!r}"
+        )
+        return Levels()
+    return Levels(interpolate=tuple(float(v) for v in targets))
 
 
 def _parse_fractions(
@@ -266,20 +336,23 @@ def _parse_sampling(value: Any, problems: list[str]) -> Sampling:
     balance = None
     if "balance" in raw:
         spec = _mapping(raw["balance"], "sampling.balance", problems)
+        found = len(problems)
         match = PREDICATE.match(str(spec.get("where", "")))
-        if not match:
+        threshold = _float(match[3]) if match else None
+        if threshold is None:
             problems.append(
                 "key 'sampling.balance.where': expected 'VARIABLE OP NUMBER' (OP one of"
                 f" == != > >= < <=), got {spec.get('where')!r}"
             )
-        else:
-            balance = Balance(
-                match[1],
-                match[2],
-                float(match[3]),
-                float(spec.get("ratio", 1.0)),
-                int(spec.get("seed", 0)),
+        ratio, seed = spec.get("ratio", 1.0), spec.get("seed", 0)
+        if not (_is_number(ratio) and ratio >= 0):
+            problems.append(f"key 'sampling.balance.ratio': expected a number >= 0, got {ratio!r}")
+        if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+            problems.append(
+                f"key 'sampling.balance.seed': expected a non-negative integer, got {seed!r}"
             )
+        if match and threshold is not None and len(problems) == found:
+            balance = Balance(match[1], match[2], threshold, float(ratio), seed)
     previous = raw.get("previous", [])
     if not (isinstance(previous, list) and all(isinstance(p, str) for p in previous)):
         problems.append(f"key 'sampling.previous': expected a list of names, got {previous!r}")
