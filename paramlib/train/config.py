@@ -2,7 +2,8 @@
 
 A config file (training/configs/*.yaml)::
 
-    name: mfrpn_hf_of_lf                 # required; names the default run directory
+    name: mfrpn_hf_of_lf                 # required; names the default run directory (one
+                                         # path component: letters, digits, . _ + -)
     description: ...                     # optional
     model:   {kind: mfrpn, hidden: [512, ...], members: 32, composition: hf_of_lf, ...}
     data:    {store: ..., lf_store: ..., inputs: [...], targets: [...], nlev: {q: 22}}
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from paramlib.guards import UserInputError, safe_name
 
 # Literals rather than imports from paramlib.models: the command line imports this module, and
 # it must not import torch (tests check that these equal the models' own lists).
@@ -336,6 +339,10 @@ def load_config(
                 f"{path}: variants: no variant {variant!r}; the file has "
                 f"{', '.join(variants) or 'none'}"
             )
+        try:  # it names the default run directory too (runs/NAME-VARIANT)
+            safe_name(variant, f"{path}: variant")
+        except UserInputError as error:
+            raise ConfigError(str(error)) from None
         if not isinstance(variants[variant], Mapping):
             raise ConfigError(f"{path}: variants.{variant}: expected a mapping of dotted keys")
         for key, value in variants[variant].items():
@@ -392,6 +399,10 @@ def _validate(config: Config, tree: _Tree) -> None:
         raise ConfigError(f"{tree.source(dotted)}: {dotted}: {message}")
 
     model, data, train = config.model, config.data, config.train
+    try:  # the name becomes the default run directory runs/NAME: it must stay inside runs/
+        safe_name(config.name, f"{tree.source('name')}: name")
+    except UserInputError as error:
+        raise ConfigError(str(error)) from None
     if model.kind not in KINDS:
         fail("model.kind", f"expected one of {', '.join(KINDS)}, got {model.kind!r}")
     for key in tree.data.get("model", {}):
