@@ -158,6 +158,49 @@ def check_torch() -> list[CheckResult]:
     ]
 
 
+def physical_cores(cpus: set[int], sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
+    """Physical cores among the logical CPUs `cpus` (hyperthreads of one core count once),
+    from the kernel's topology files; the CPU count where they cannot be read."""
+    cores = set()
+    for cpu in cpus:
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return len(cpus)
+        cores.add((package, core))
+    return len(cores) or len(cpus)
+
+
+def training_threads(processes: int = 1, dask_workers: int = 0) -> tuple[int, str]:
+    """Torch threads per process for training, and why: the physical cores this process may
+    run on, shared by `processes` processes of this node that share them, less cores busy
+    with other work (the 1-minute load average, counted only where this process may use
+    the whole machine, not in a batch allocation) and `dask_workers`; at least 1. More
+    threads than free cores makes torch slower, not faster (7x on a shared 2-core machine)."""
+    cpus = os.sched_getaffinity(0)
+    cores = physical_cores(cpus)
+    whole_machine = len(cpus) == os.cpu_count()
+    busy = round(os.getloadavg()[0]) if whole_machine else 0
+    threads = max(1, (cores - busy) // max(processes, 1) - dask_workers)
+    why = f"{cores} physical core(s) here"
+    if busy:
+        why += f", about {busy} busy with other work"
+    if processes > 1:
+        why += f", shared by {processes} processes"
+    if dask_workers:
+        why += f", {dask_workers} left to dask workers"
+    return threads, why
+
+
+def check_threads() -> CheckResult:
+    threads, why = training_threads()
+    return CheckResult(
+        name="train threads", ok=True, detail=f"{threads} by default ({why})", required=False
+    )
+
+
 def build_dir(environ: Mapping[str, str] = os.environ) -> Path:
     override = environ.get(BUILD_DIR_ENV)
     return Path(override) if override else REPO_ROOT / "build"
@@ -196,6 +239,7 @@ def run_checks(environ: Mapping[str, str] = os.environ) -> list[CheckResult]:
         check_json_header(),
         check_python(),
         *check_torch(),
+        check_threads(),
         check_bridge_library(bridge_library_path(environ)),
         check_bindings(),
     ]

@@ -35,8 +35,18 @@ Exit status of ``paramlib train``:
 - 99  `REQUEUE_EXIT`: SIGTERM or SIGUSR1 arrived; the current step finished, the checkpoint
       was written, and the same command with ``--resume`` continues the run (an sbatch script
       calls ``scontrol requeue`` on it);
-- 2   invalid config, override or run directory (the message names the file and key);
+- 2   invalid config, override, run directory or checkpoint (the message names the file and
+      key), or the run directory is in use by another run (the message names its PID);
+- 3   `NONFINITE_EXIT`: the loss became NaN or infinite; the message names the step and the
+      batch's store samples (those with non-finite values when there are any); the run
+      stopped before that step changed the weights, DIR/checkpoint.pt is kept as it was;
 - 1   any other error.
+
+One run at a time per DIR: the run holds an advisory lock on DIR/.paramlib.lock (rank 0,
+released when the process ends, however it ends); a second ``paramlib train`` into DIR is
+refused with exit 2. Torch threads per process: ``train.threads``, by default what
+``paramlib doctor`` reports (the physical cores not busy with other work); the count is
+printed at start.
 
 ``--resume`` continues from DIR/checkpoint.pt when there is one and starts afresh when there
 is none, so a first submission and its requeued restarts run the same command; a finished
@@ -47,5 +57,6 @@ LR schedule, the RNG states of every rank and the step, from which the data orde
 """
 
 REQUEUE_EXIT = 99
+NONFINITE_EXIT = 3
 
-__all__ = ["REQUEUE_EXIT"]
+__all__ = ["NONFINITE_EXIT", "REQUEUE_EXIT"]

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from paramlib.atomic import write_atomic
+from paramlib.guards import FolderLock
 from paramlib.train import checkpoint
 from paramlib.train.config import Config, ConfigError
 from paramlib.train.distributed import Placement
@@ -72,6 +74,13 @@ def calibrate(
             f"{config.name}: calibration needs an ensemble (rpn or mfrpn, members >= 2)"
         )
     out = Path(out)
+    with FolderLock(out, "calibration directory"):  # its runs and calibration.json
+        return _calibrate(config, out, prior_scales, members)
+
+
+def _calibrate(
+    config: Config, out: Path, prior_scales: Sequence[float], members: Sequence[int] | None
+) -> dict[str, Any]:
     results = []
     for scale in prior_scales:
         for count in members or [config.model.members]:
@@ -92,7 +101,9 @@ def calibrate(
     chosen = min(results, key=lambda r: abs(r["coverage"] - LEVEL))
     report = {"level": LEVEL, "config": config.to_dict(), "results": results, "chosen": chosen}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(report, indent=1))
+    write_atomic(
+        out / "calibration.json", lambda handle: handle.write(json.dumps(report, indent=1).encode())
+    )
     print(
         f"[paramlib calibrate] chosen: model.prior_scale={chosen['prior_scale']:g} "
         f"model.members={chosen['members']} (coverage {chosen['coverage']:.3f}); "

@@ -36,6 +36,10 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+class CheckpointError(ValueError):
+    """A file that cannot be read as a paramlib checkpoint (truncated, or something else)."""
+
+
 def save_atomic(data: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """torch.save through `write_atomic`: a reader (or a killed writer) never sees a partial
     checkpoint."""
@@ -48,9 +52,15 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for a damaged or foreign file
+        reason = str(error).split(". ")[0] or type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a paramlib checkpoint ({reason})"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a paramlib training checkpoint (format {CHECKPOINT_FORMAT})"
         )
     return data

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from paramlib.cli import Subparsers
+from paramlib.guards import UserInputError, check_output_path
 from paramlib.train.config import OUTPUTS  # yaml and the standard library only
 
 
@@ -113,47 +114,62 @@ def _default_out(config_name: str, variant: str | None, prefix: str = "") -> Pat
 
 
 def _train(args: argparse.Namespace) -> int:
+    from paramlib.train import NONFINITE_EXIT
+    from paramlib.train.checkpoint import CheckpointError
     from paramlib.train.config import ConfigError, load_config
     from paramlib.train.data import DataError
-    from paramlib.train.loop import RunDirError, train
+    from paramlib.train.loop import NonFiniteLoss, RunDirError, train
 
     try:
         config = load_config(args.config, args.overrides, args.variant)
         out = Path(args.out) if args.out else _default_out(config.name, args.variant)
+        check_output_path(out, "--out", "dir")  # before the data is read, not after
         return train(config, out, resume=args.resume, max_steps=args.max_steps)
-    except (ConfigError, DataError, RunDirError) as error:
+    except (ConfigError, DataError, RunDirError, CheckpointError, UserInputError) as error:
         print(f"paramlib train: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as error:
+        print(f"paramlib train: {error}", file=sys.stderr)
+        return NONFINITE_EXIT
 
 
 def _export(args: argparse.Namespace) -> int:
+    from paramlib.export import file_sha256
     from paramlib.train import checkpoint
     from paramlib.train.loop import export_checkpoint
 
     try:
+        out = check_output_path(args.out, "--out", "file")
         state = checkpoint.load(args.checkpoint)
         if args.member is not None and args.output not in (None, "member"):
             raise ValueError("--member goes with --output member")
         output = "member" if args.member is not None else args.output
-        path = export_checkpoint(state, args.out, output, args.member)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        path = export_checkpoint(state, out, output, args.member)
     except (FileNotFoundError, ValueError) as error:
         print(f"paramlib export: {error}", file=sys.stderr)
         return 2
-    print(f"[paramlib export] {path} (step {state['step']})")
+    print(f"[paramlib export] {path} (step {state['step']}) sha256 {file_sha256(path)}")
     return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from paramlib.train import NONFINITE_EXIT
     from paramlib.train.calibrate import calibrate
+    from paramlib.train.checkpoint import CheckpointError
     from paramlib.train.config import ConfigError, load_config
     from paramlib.train.data import DataError
-    from paramlib.train.loop import RunDirError
+    from paramlib.train.loop import NonFiniteLoss, RunDirError
 
     try:
         config = load_config(args.config, args.overrides, args.variant)
         out = Path(args.out) if args.out else _default_out(config.name, args.variant, "calibrate-")
+        check_output_path(out, "--out", "dir")
         calibrate(config, out, args.prior_scale, args.members)
-    except (ConfigError, DataError, RunDirError) as error:
+    except (ConfigError, DataError, RunDirError, CheckpointError, UserInputError) as error:
         print(f"paramlib calibrate: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as error:
+        print(f"paramlib calibrate: {error}", file=sys.stderr)
+        return NONFINITE_EXIT
     return 0

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,6 +30,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from paramlib import __version__
+from paramlib.doctor import training_threads
+from paramlib.guards import FolderLock, UserInputError
 from paramlib.train import REQUEUE_EXIT
 from paramlib.train import checkpoint as ckpt
 from paramlib.train.config import Config, ConfigError, config_from_dict, resume_conflicts
@@ -43,6 +47,11 @@ MODEL_FILE = "model.pt"
 
 class RunDirError(ValueError):
     """The run directory cannot be used as asked (a checkpoint there without --resume, ...)."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: the run stopped before that step changed the weights,
+    and the last checkpoint is the last good state."""
 
 
 def git_commit() -> str | None:
@@ -180,21 +189,55 @@ def train(
     out = Path(out)
     placement = placement or placement_from_env()
     device = pick_device(config.train.device, placement.local_rank)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    saved = _check_run_dir(config, out / ckpt.CHECKPOINT_FILE, resume)
-    if saved is not None and saved["step"] >= config.train.steps:
-        if placement.rank == 0 and not (out / MODEL_FILE).is_file():
-            export_checkpoint(saved, out / MODEL_FILE)
-        print(f"[paramlib train] {out}: finished at step {saved['step']}", file=sys.stderr)
-        return 0
+    _set_threads(config, placement)
     # Signals are caught from here on: one arriving while the data load is not lost.
     with StopRequest() as stop:
         group = Group(placement, device)
         try:
-            return _run(config, out, saved, max_steps, group, stop)
+            with _run_dir_lock(out, group):
+                saved = _check_run_dir(config, out / ckpt.CHECKPOINT_FILE, resume)
+                if saved is not None and saved["step"] >= config.train.steps:
+                    if group.is_main and not (out / MODEL_FILE).is_file():
+                        export_checkpoint(saved, out / MODEL_FILE)
+                    print(
+                        f"[paramlib train] {out}: finished at step {saved['step']}",
+                        file=sys.stderr,
+                    )
+                    return 0
+                return _run(config, out, saved, max_steps, group, stop)
         finally:
             group.close()
+
+
+def _set_threads(config: Config, placement: Placement) -> None:
+    """train.threads, else what `paramlib doctor` finds sensible here (torch's own default,
+    every core, oversubscribes a shared machine); said once, by rank 0."""
+    if config.train.threads:
+        threads, why = config.train.threads, "train.threads"
+    else:
+        # torchrun's ranks on a node share its CPUs; srun binds each task to its own.
+        threads, why = training_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        why = f"default: {why}; set train.threads to change"
+    torch.set_num_threads(threads)
+    if placement.rank == 0:
+        print(f"[paramlib train] {threads} torch thread(s) per process ({why})", file=sys.stderr)
+
+
+@contextmanager
+def _run_dir_lock(out: Path, group: Group) -> Iterator[None]:
+    """Hold `out`'s `FolderLock` (rank 0 for the whole run) so that a second training into
+    the same directory is refused, not interleaved; every rank learns whether rank 0 got it,
+    so the ranks of a refused run stop together instead of waiting for each other."""
+    with ExitStack() as stack:
+        refused: UserInputError | None = None
+        if group.is_main:
+            try:
+                stack.enter_context(FolderLock(out, "run directory"))
+            except UserInputError as error:
+                refused = error
+        if group.any(refused is not None):
+            raise refused or RunDirError(f"run directory {out}: rank 0 could not lock it")
+        yield
 
 
 def _check_run_dir(config: Config, path: Path, resume: bool) -> dict[str, Any] | None:
@@ -290,6 +333,9 @@ def _run(
             net.train()
             lr = optimizer.param_groups[0]["lr"]
             objective, parts = task.step_loss(model, net, step)
+            # Checked before the update: NaN weights never reach a checkpoint.
+            if group.any(not bool(torch.isfinite(objective.detach()).all())):
+                raise _non_finite(task, objective, step, out, group)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
@@ -339,6 +385,24 @@ def _run(
             file=sys.stderr,
         )
     return 0
+
+
+def _non_finite(
+    task: Task, objective: torch.Tensor, step: int, out: Path, group: Group
+) -> NonFiniteLoss:
+    """The error that stops a run at a non-finite loss: the step, the batch's store samples
+    (on the rank whose loss it was), and the checkpoint that stays."""
+    kept = out / ckpt.CHECKPOINT_FILE
+    kept_text = (
+        f"the checkpoint in {out} is kept as it was" if kept.is_file() else "no checkpoint yet"
+    )
+    rank = f"rank {group.rank}: " if group.world_size > 1 else ""
+    loss = objective.detach().float().cpu()
+    if bool(torch.isfinite(loss).all()):
+        batch = "another rank's loss was not finite"
+    else:
+        batch = f"loss {loss.flatten()[0].item()} on the batch of {task.describe_batch(step)}"
+    return NonFiniteLoss(f"{rank}step {step + 1}: {batch}; training stopped, {kept_text}")
 
 
 def _save(

@@ -65,6 +65,7 @@ from paramlib.train.data import (
 
 # Seed purposes: samplers over different data of one run draw unrelated subsets.
 SAMPLER_SEED, LF_SAMPLER_SEED = 1, 2
+MAX_LISTED = 20  # sample indices named in a message
 
 
 def derived_seed(seed: int, purpose: int) -> int:
@@ -132,6 +133,37 @@ class Task(ABC):
         provenance: Mapping[str, Any],
     ) -> Path:
         """Write the model file of `net` (every member) in output mode `output`."""
+
+    @abstractmethod
+    def batch_index(self, step: int) -> dict[str, Tensor]:
+        """Sample indices into the store groups of step `step`'s batch on this rank, by split
+        (``train``; ``lf_train`` for the LF compositions)."""
+
+    @abstractmethod
+    def split_tensors(self, split: str) -> list[Tensor]:
+        """The tensors of `split`, sample first, as the batches index them."""
+
+    def split_source(self, split: str) -> str:
+        """Where a split's samples come from, for messages: the config key, path and group."""
+        data = self.config.data
+        lf = split.startswith("lf_")
+        key, path = ("data.lf_store", data.lf_store) if lf else ("data.store", data.store)
+        return f"{key} {path} group {data.train_group!r}"
+
+    def describe_batch(self, step: int) -> str:
+        """The store samples of step `step`'s batch, those with non-finite values when there
+        are any (the likely cause of a non-finite loss), for the message that stops a run."""
+        parts = []
+        for split, index in self.batch_index(step).items():
+            samples = index.flatten().unique()
+            bad = torch.zeros(len(samples), dtype=torch.bool, device=samples.device)
+            for tensor in self.split_tensors(split):
+                bad |= ~torch.isfinite(tensor[samples].reshape(len(samples), -1)).all(dim=1)
+            shown, what = (samples[bad], "non-finite values at") if bad.any() else (samples, "")
+            listed = shown[:MAX_LISTED].tolist()
+            more = f" ... ({len(shown)} in all)" if len(shown) > MAX_LISTED else ""
+            parts.append(f"{what} {self.split_source(split)} samples {listed}{more}".strip())
+        return "; ".join(parts)
 
     def _batch_shard(self, batch_size: int, rank: int, world: int) -> slice:
         if batch_size % world:
@@ -217,12 +249,24 @@ class FeatureTask(Task):
         if not self.config.ensemble and world > 1:
             self.shard = self._batch_shard(self.batch_size, rank, world)
 
+    def _index(self, sampler: BootstrapSampler, step: int, size: int) -> Tensor:
+        return sampler.batch(step, size)[:, self.shard].to(self.device)
+
     def _batch(
         self, split: str, sampler: BootstrapSampler, step: int, size: int
     ) -> tuple[Tensor, Tensor]:
-        index = sampler.batch(step, size)[:, self.shard].to(self.device)
+        index = self._index(sampler, step, size)
         x, y = self.data[split]
         return x[index], y[index]
+
+    def batch_index(self, step: int) -> dict[str, Tensor]:
+        index = {"train": self._index(self.sampler, step, self.batch_size)}
+        if self.with_lf:
+            index["lf_train"] = self._index(self.lf_sampler, step, self.lf_batch_size)
+        return index
+
+    def split_tensors(self, split: str) -> list[Tensor]:
+        return list(self.data[split])
 
     def step_loss(self, model: nn.Module, net: nn.Module, step: int) -> tuple[Tensor, Tensor]:
         x, y = self._batch("train", self.sampler, step, self.batch_size)
@@ -387,8 +431,15 @@ class BiLSTMTask(Task):
         if world > 1:
             self.shard = self._batch_shard(self.batch_size, rank, world)
 
+    def batch_index(self, step: int) -> dict[str, Tensor]:
+        return {"train": self.sampler.batch(step, self.batch_size)[0, self.shard].to(self.device)}
+
+    def split_tensors(self, split: str) -> list[Tensor]:
+        inputs, targets = self.data[split]
+        return [*inputs, *targets]
+
     def step_loss(self, model: nn.Module, net: nn.Module, step: int) -> tuple[Tensor, Tensor]:
-        index = self.sampler.batch(step, self.batch_size)[0, self.shard].to(self.device)
+        index = self.batch_index(step)["train"]
         inputs, targets = self.data["train"]
         loss, parts = bilstm_loss(
             net, model([x[index] for x in inputs]), [y[index] for y in targets]
