@@ -12,13 +12,27 @@ The metadata contract (parsed by the C++ bridge, keep it in step with fortran_br
 The forward convention: `forward(self, x0, x1, ...)` takes one float32 tensor per input,
 in metadata order, shaped (ncol, nlev); it returns one Tensor when there is one output, else a
 tuple in output order, each (ncol, nlev), or (M, ncol, nlev) when ensemble_size M > 1.
+
+A module that normalises its inputs itself may expose that normalisation as a TorchScript
+method ``input_normalisation() -> (mean, std)`` over its inputs' levels, concatenated in its
+own order (paramlib's exported modules do). `save` then checks the metadata's input order
+against it (`check_input_order`): metadata listing fields in another order than the module
+reads them ran silently before, with heating 1e5 times off.
+
+A model file is code: loading it with TorchScript runs what it holds. `load_metadata` reads
+paramlib.json straight from the zip archive without loading the module; `save` writes the
+file's SHA-256 beside it (MODEL.pt.sha256, the format of ``sha256sum``) so that a host can pin
+the file it trusts (`verify_sha256`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +46,13 @@ FORMAT_VERSION = 1
 METADATA_FILE = "paramlib.json"
 LEVEL_ORDERS = ("surface_to_top", "top_to_surface")
 CHECK_NCOL = 3
+SHA256_SUFFIX = ".sha256"
+INPUT_NORMALISATION = "input_normalisation"
+# How far outside a field's training range the module's mean for it may lie, in units of the
+# larger of its std and the range's width, before the field is taken for another one: a
+# swapped pair of fields of different scales lies orders of magnitude beyond (T for q: 1e4).
+ORDER_TOLERANCE = 10.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _FIELD_KEYS = ("name", "units", "nlev", "level_order", "long_name")
 _FIELD_REQUIRED = ("name", "units", "nlev", "level_order")
@@ -347,6 +368,81 @@ def check_forward_convention(
             )
 
 
+def check_input_order(module: torch.jit.ScriptModule, metadata: ModelMetadata) -> None:
+    """Raise ExportError naming the fields whose place in the metadata's input order does not
+    match the module's own normalisation: the module's mean for a field's levels must lie
+    in (or near, `ORDER_TOLERANCE`) that field's training range (valid_range). Nothing to
+    check for a module without `INPUT_NORMALISATION` or metadata without valid ranges."""
+    if not hasattr(module, INPUT_NORMALISATION) or not metadata.valid_range:
+        return
+    mean, std = (t.double() for t in getattr(module, INPUT_NORMALISATION)())
+    nlevs = [spec.nlev for spec in metadata.inputs]
+    if mean.numel() != sum(nlevs):
+        raise ExportError(
+            f"the module normalises {mean.numel()} input levels, the metadata's inputs have"
+            f" {sum(nlevs)} ({', '.join(f'{s.name}: {s.nlev}' for s in metadata.inputs)})"
+        )
+    places = zip(mean.split(nlevs), std.split(nlevs), strict=True)
+    stats = dict(zip(metadata.inputs, places, strict=True))
+
+    def misfit(spec: FieldSpec, field_mean: torch.Tensor, field_std: torch.Tensor) -> float:
+        bounds = metadata.valid_range[spec.name]
+        low, high = (torch.tensor(bounds[k], dtype=torch.float64) for k in ("min", "max"))
+        beyond = torch.maximum(low - field_mean, field_mean - high).clamp(min=0)
+        return float((beyond / torch.maximum(field_std, high - low)).max())
+
+    wrong = [
+        spec
+        for spec, (m, sd) in stats.items()
+        if spec.name in metadata.valid_range and misfit(spec, m, sd) > ORDER_TOLERANCE
+    ]
+    if wrong:
+        details = []
+        for spec in wrong:
+            # The field whose statistics sit at this position, when one fits: a swapped pair.
+            fits = [
+                other.name
+                for other, (m, sd) in stats.items()
+                if other.nlev == spec.nlev
+                and other.name in metadata.valid_range
+                and misfit(other, *stats[spec]) <= ORDER_TOLERANCE
+            ]
+            found = f" (its place holds {' or '.join(fits)})" if fits else ""
+            details.append(f"{spec.name}{found}")
+        raise ExportError(
+            "the metadata's input order differs from the module's: at the place of"
+            f" {', '.join(details)} the module's input normalisation is far outside that"
+            " field's training range; list the inputs in the order the module reads them"
+        )
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file, as 64 lowercase hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike[str], expected: str, what: str) -> Path:
+    """`path` when its SHA-256 is `expected` (named by `what` in the message), before
+    anything loads it: a model file is code, so only the pinned file may run."""
+    path = Path(path)
+    wanted = str(expected).strip().lower()
+    if not _SHA256.fullmatch(wanted):
+        raise MetadataError(f"{what}: expected 64 hex digits of a SHA-256, got {expected!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    found = file_sha256(path)
+    if found != wanted:
+        raise ExportError(
+            f"model file {path} has SHA-256 {found}, but {what} pins {wanted}: not the file"
+            " that was pinned (a model file is code; load only files you trust)"
+        )
+    return path
+
+
 def save(
     module: torch.nn.Module | torch.jit.ScriptModule,
     path: str | os.PathLike[str],
@@ -373,9 +469,30 @@ def save(
             ) from error
     scripted.eval()  # model files are for inference: no dropout, frozen batch-norm statistics
     check_forward_convention(scripted, meta)
+    check_input_order(scripted, meta)
 
     extra = {METADATA_FILE: meta.to_json()}
-    return write_atomic(path, lambda handle: torch.jit.save(scripted, handle, _extra_files=extra))
+    write_atomic(path, lambda handle: torch.jit.save(scripted, handle, _extra_files=extra))
+    line = f"{file_sha256(path)}  {path.name}\n"
+    write_atomic(path.with_name(path.name + SHA256_SUFFIX), lambda h: h.write(line.encode()))
+    return path
+
+
+def metadata_text(path: str | os.PathLike[str]) -> str | None:
+    """paramlib.json's text read straight from the model file's zip archive, where
+    TorchScript keeps extra files (``<archive>/extra/paramlib.json``), without loading the
+    module (which would run its code); None when the archive has no paramlib.json (a
+    training checkpoint, a foreign TorchScript file)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [
+                name
+                for name in archive.namelist()
+                if name.count("/") == 2 and name.endswith(f"/extra/{METADATA_FILE}")
+            ]
+            return archive.read(names[0]).decode() if names else None
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as error:
+        raise ExportError(f"{path} is not a TorchScript model file: {error}") from None
 
 
 def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -383,13 +500,8 @@ def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
-    extra_files = {METADATA_FILE: ""}
-    try:
-        torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
-    except (RuntimeError, ValueError) as error:
-        raise ExportError(f"{path} is not a TorchScript model file: {error}") from error
-    text = extra_files[METADATA_FILE]
-    if not text:  # torch leaves the entry empty when the archive has no such file
+    text = metadata_text(path)
+    if text is None:
         raise MetadataError(
             f"{path} has no {METADATA_FILE}; it was not written by paramlib.export.save"
         )

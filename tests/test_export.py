@@ -21,6 +21,7 @@ from paramlib.export import (
     MetadataError,
     ModelMetadata,
     example_inputs,
+    file_sha256,
     load_metadata,
     save,
 )
@@ -257,7 +258,9 @@ def test_save_replaces_an_existing_file(model_path: Path) -> None:
     model_path.write_bytes(b"the previous model")
     save(Scale(), model_path, one_field_metadata())
     assert load_metadata(model_path)["inputs"][0]["name"] == "x"
-    assert [p.name for p in model_path.parent.iterdir()] == ["model.pt"]
+    # No temporary file is left; the SHA-256 sidecar is the new file's.
+    assert sorted(p.name for p in model_path.parent.iterdir()) == ["model.pt", "model.pt.sha256"]
+    assert (model_path.parent / "model.pt.sha256").read_text().split()[0] == file_sha256(model_path)
 
 
 def test_load_metadata_of_missing_file_names_it(tmp_path: Path) -> None:

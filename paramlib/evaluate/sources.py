@@ -27,7 +27,7 @@ import xarray as xr
 from paramlib.constants import GRAVITY
 from paramlib.doctor import build_dir
 from paramlib.evaluate.metrics import sigma_thickness
-from paramlib.export import ExportError, load_metadata
+from paramlib.export import ExportError, load_metadata, metadata_text
 from paramlib.models.bilstm import MODEL_KIND as MSKF_KIND
 from paramlib.models.export_wrap import SPREAD_SUFFIX
 
@@ -102,16 +102,22 @@ def default_label(path: str | os.PathLike[str]) -> str:
     return path.stem
 
 
+def _is_model_file(path: Path) -> bool:
+    """Whether `path` holds paramlib.json (read from the archive, nothing loaded): a
+    training checkpoint is a zip archive too, and loading it as TorchScript fails."""
+    try:
+        return metadata_text(path) is not None
+    except ExportError:  # not an archive: the checkpoint loader names what it is not
+        return False
+
+
 def load_model(path: str | os.PathLike[str], label: str | None = None) -> Model:
     """The model file at `path`, or a run directory / checkpoint exported in memory (module
     docstring)."""
     path = Path(path)
     label = label or default_label(path)
-    if path.is_file():
-        try:
-            return Model(label, str(path), torch.jit.load(str(path)), load_metadata(path))
-        except ExportError:
-            pass  # not TorchScript: a checkpoint
+    if path.is_file() and _is_model_file(path):
+        return Model(label, str(path), torch.jit.load(str(path)), load_metadata(path))
     from paramlib.train import checkpoint
     from paramlib.train.config import config_from_dict
     from paramlib.train.loop import export_checkpoint

@@ -463,6 +463,12 @@ class BiLSTMExport(nn.Module):
         logit, profiles, scalars = self.emulator(fields)
         return self.postprocess(logit, self.emulator.to_physical(profiles, scalars), fields)
 
+    @torch.jit.export
+    def input_normalisation(self) -> tuple[Tensor, Tensor]:
+        """(mean, std) of the inputs' levels in forward's order (`paramlib.export.save`
+        checks the metadata's input order against it)."""
+        return self.emulator.input_norm.mean, self.emulator.input_norm.std
+
     def to_torchscript(self) -> torch.jit.ScriptModule:
         scripted = torch.jit.script(self)
         if not hasattr(scripted, "forward"):  # a model sharing this class type defined it

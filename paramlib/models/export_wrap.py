@@ -82,6 +82,12 @@ class ExportedEnsemble(nn.Module):
             y = y[0]
         return list(torch.split(y, self.out_nlev, dim=-1))
 
+    @torch.jit.export
+    def input_normalisation(self) -> tuple[Tensor, Tensor]:
+        """(mean, std) of the inputs' levels in the order forward reads them; `save` checks
+        the metadata's input order against it."""
+        return self.in_norm.mean, self.in_norm.std
+
     def to_torchscript(self) -> torch.jit.ScriptModule:
         scripted = torch.jit.script(self)
         if not hasattr(scripted, "forward"):  # a module sharing this class type defined it
