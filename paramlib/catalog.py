@@ -17,6 +17,11 @@ optional ``defaults`` (keys every entry of that file starts from; an entry's own
     template     optional bool: real-data layout to copy; ``validate`` skips it while its paths
                  do not exist
 
+A file may also hold ``models`` (name -> model entry): trained model files a host or an
+evaluation names, with keys ``description`` (required), ``path`` (required, relative to the
+data root unless absolute) and ``sha256`` (optional: 64 hex digits; `model_file` checks the
+file against it before anything loads it, as a model file is code).
+
 The data root is ``--root`` / ``root=``, else $PARAMLIB_DATA_ROOT, else ``../shared/data`` next to
 the repository. The catalog folder is ``--catalog-dir``, else $PARAMLIB_CATALOG_DIR, else
 ``data_catalog/`` in the repository. Validation names the file, the entry and the key.
@@ -47,8 +52,10 @@ DATA_ROOT_ENV = "PARAMLIB_DATA_ROOT"
 CATALOG_DIR_ENV = "PARAMLIB_CATALOG_DIR"
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_CATALOG_DIR = REPO_ROOT / "data_catalog"
-FILE_KEYS = ("defaults", "entries")
+FILE_KEYS = ("defaults", "entries", "models")
+MODEL_KEYS = ("description", "path", "sha256")
 _UNEXPANDED = re.compile(r"\$\{?\w+")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class CatalogError(ValueError):
@@ -82,6 +89,17 @@ class CatalogEntry:
     options: Mapping[str, Any] = field(default_factory=dict)
     template: bool = False
     source_file: Path | None = None  # the YAML file it came from
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A trained model file the catalog names, optionally pinned by its SHA-256."""
+
+    name: str
+    description: str
+    path: str
+    sha256: str | None = None
+    source_file: Path | None = None
 
 
 REQUIRED_KEYS = tuple(
@@ -119,21 +137,7 @@ def load_catalog(
     """Every entry of ``directory``/*.yaml by name, validated. With ``check_paths``, the paths
     of non-template entries must exist under the data root. Raises CatalogError listing every
     problem found."""
-    folder = catalog_dir(directory)
-    files = sorted(folder.glob("*.yaml"))
-    if not files:
-        raise CatalogError(f"{folder}: no catalog files (*.yaml)")
-    entries: dict[str, CatalogEntry] = {}
-    errors: list[str] = []
-    for path in files:
-        for entry in _parse_file(path, errors):
-            if entry.name in entries:
-                errors.append(
-                    f"{path}: entry {entry.name!r}: already defined in"
-                    f" {entries[entry.name].source_file}"
-                )
-            else:
-                entries[entry.name] = entry
+    entries, _, errors = _load(directory)
     if check_paths:
         for entry in entries.values():
             if not entry.template:
@@ -144,6 +148,57 @@ def load_catalog(
     if errors:
         raise CatalogError("\n".join(errors))
     return entries
+
+
+def load_models(directory: str | os.PathLike | None = None) -> dict[str, ModelEntry]:
+    """Every model entry of ``directory``/*.yaml by name, validated (CatalogError)."""
+    _, models, errors = _load(directory)
+    if errors:
+        raise CatalogError("\n".join(errors))
+    return models
+
+
+def model_file(
+    name: str, directory: str | os.PathLike | None = None, root: str | os.PathLike | None = None
+) -> Path:
+    """The model file of catalog model `name`, checked against its ``sha256`` (when the entry
+    pins one) before anything loads it."""
+    models = load_models(directory)
+    if name not in models:
+        raise CatalogError(f"no catalog model {name!r}; models: {', '.join(models) or 'none'}")
+    entry = models[name]
+    path = Path(os.path.expandvars(entry.path)).expanduser()
+    path = path if path.is_absolute() else data_root(root) / path
+    if entry.sha256 is None:
+        return path
+    from paramlib.export import verify_sha256  # torch: only when a model is asked for
+
+    return verify_sha256(path, entry.sha256, f"catalog model {name!r} ({entry.source_file})")
+
+
+def _load(
+    directory: str | os.PathLike | None,
+) -> tuple[dict[str, CatalogEntry], dict[str, ModelEntry], list[str]]:
+    """Data entries, model entries and the problems found, over every file of the folder."""
+    folder = catalog_dir(directory)
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise CatalogError(f"{folder}: no catalog files (*.yaml)")
+    entries: dict[str, CatalogEntry] = {}
+    models: dict[str, ModelEntry] = {}
+    errors: list[str] = []
+    for path in files:
+        found, found_models = _parse_file(path, errors)
+        for kind, table, items in (("entry", entries, found), ("model", models, found_models)):
+            for item in items:
+                if item.name in table:
+                    errors.append(
+                        f"{path}: {kind} {item.name!r}: already defined in"
+                        f" {table[item.name].source_file}"
+                    )
+                else:
+                    table[item.name] = item  # type: ignore[assignment]
+    return entries, models, errors
 
 
 def resolve_paths(entry: CatalogEntry, root: str | os.PathLike | None = None) -> list[Path]:
@@ -173,15 +228,17 @@ def resolve_paths(entry: CatalogEntry, root: str | os.PathLike | None = None) ->
 # --- parsing --------------------------------------------------------------------------------
 
 
-def _parse_file(path: Path, errors: list[str]) -> list[CatalogEntry]:
+def _parse_file(path: Path, errors: list[str]) -> tuple[list[CatalogEntry], list[ModelEntry]]:
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         errors.append(f"{path}: cannot be read as YAML ({error})")
-        return []
-    if not isinstance(document, dict) or not isinstance(document.get("entries"), dict):
+        return [], []
+    if not isinstance(document, dict) or not isinstance(
+        document.get("entries", {} if "models" in document else None), dict
+    ):
         errors.append(f"{path}: expected a mapping with key 'entries' (name -> entry)")
-        return []
+        return [], []
     for key in document.keys() - set(FILE_KEYS):
         errors.append(f"{path}: unknown top-level key {key!r} (allowed: {', '.join(FILE_KEYS)})")
     defaults = document.get("defaults") or {}
@@ -189,13 +246,51 @@ def _parse_file(path: Path, errors: list[str]) -> list[CatalogEntry]:
         errors.append(f"{path}: 'defaults' must be a mapping")
         defaults = {}
     parsed = []
-    for name, raw in document["entries"].items():
+    for name, raw in document.get("entries", {}).items():
         problems: list[str] = []
         entry = _parse_entry(str(name), {**defaults, **(raw or {})}, path, problems)
         errors.extend(f"{path}: entry {name!r}: {problem}" for problem in problems)
         if entry is not None and not problems:
             parsed.append(entry)
-    return parsed
+    return parsed, _parse_models(document.get("models"), path, errors)
+
+
+def _parse_models(raw: object, path: Path, errors: list[str]) -> list[ModelEntry]:
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        errors.append(f"{path}: 'models' must be a mapping (name -> model entry)")
+        return []
+    models = []
+    for name, entry in raw.items():
+        where = f"{path}: model {name!r}"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: expected a mapping with description and path")
+            continue
+        problems = [
+            f"unknown key {k!r} (allowed: {', '.join(MODEL_KEYS)})"
+            for k in entry.keys() - set(MODEL_KEYS)
+        ]
+        problems += [
+            f"key {k!r}: expected a non-empty string"
+            for k in ("description", "path")
+            if not isinstance(entry.get(k), str) or not entry[k].strip()
+        ]
+        pinned = entry.get("sha256")
+        if pinned is not None and not (isinstance(pinned, str) and _SHA256.fullmatch(pinned)):
+            problems.append(f"key 'sha256': expected 64 hex digits of a SHA-256, got {pinned!r}")
+        errors.extend(f"{where}: {problem}" for problem in problems)
+        if not problems:
+            models.append(
+                ModelEntry(
+                    str(name),
+                    entry["description"].strip(),
+                    entry["path"],
+                    pinned.lower() if pinned else None,
+                    path,
+                )
+            )
+    return models
 
 
 def _parse_entry(name: str, raw: dict, path: Path, problems: list[str]) -> CatalogEntry | None:
