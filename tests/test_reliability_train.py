@@ -99,7 +99,9 @@ def test_nan_loss_stops_at_once_naming_step_and_store_samples(
     status = cli.main(["train", str(config_file), "--out", str(out), "--resume"])
     err = capsys.readouterr().err
     assert status == NONFINITE_EXIT
-    one_clean_line(err, "step 5:", "loss nan", f"non-finite values at data.store {store}")
+    one_clean_line(
+        err, "step 5:", "loss nan", f"its batch has non-finite values in data.store {store}"
+    )
     assert f"group 'train' samples [{sample}]" in err
     assert "checkpoint" in err and "kept" in err
     kept = checkpoint.load(out)  # the last good state, not NaN weights

@@ -401,7 +401,7 @@ def _non_finite(
     if bool(torch.isfinite(loss).all()):
         batch = "another rank's loss was not finite"
     else:
-        batch = f"loss {loss.flatten()[0].item()} on the batch of {task.describe_batch(step)}"
+        batch = f"loss {loss.flatten()[0].item()}; its batch has {task.describe_batch(step)}"
     return NonFiniteLoss(f"{rank}step {step + 1}: {batch}; training stopped, {kept_text}")
 
 

@@ -159,10 +159,11 @@ class Task(ABC):
             bad = torch.zeros(len(samples), dtype=torch.bool, device=samples.device)
             for tensor in self.split_tensors(split):
                 bad |= ~torch.isfinite(tensor[samples].reshape(len(samples), -1)).all(dim=1)
-            shown, what = (samples[bad], "non-finite values at") if bad.any() else (samples, "")
+            shown = samples[bad] if bad.any() else samples
             listed = shown[:MAX_LISTED].tolist()
             more = f" ... ({len(shown)} in all)" if len(shown) > MAX_LISTED else ""
-            parts.append(f"{what} {self.split_source(split)} samples {listed}{more}".strip())
+            what = "non-finite values in" if bad.any() else "all finite:"
+            parts.append(f"{what} {self.split_source(split)} samples {listed}{more}")
         return "; ".join(parts)
 
     def _batch_shard(self, batch_size: int, rank: int, world: int) -> slice:
