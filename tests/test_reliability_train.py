@@ -333,8 +333,12 @@ def test_export_command_refuses_a_checkpoint_whose_input_order_is_wrong(
 
 
 def test_default_threads_follow_doctor_and_the_config_overrides_them(
-    tmp_path: Path, stores: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    stores: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     threads, why = doctor.training_threads()
     assert 1 <= threads <= len(os.sched_getaffinity(0))
     assert doctor.training_threads(processes=10_000)[0] == 1  # never 0
@@ -350,5 +354,9 @@ def test_default_threads_follow_doctor_and_the_config_overrides_them(
         assert cli.main([*base, str(tmp_path / "b"), "train.threads=1"]) == 0
         assert "1 torch thread(s) per process (train.threads)" in capsys.readouterr().err
         assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a batch script's choice
+        assert cli.main([*base, str(tmp_path / "c"), "train.threads=null"]) == 0
+        assert "2 torch thread(s) per process (OMP_NUM_THREADS" in capsys.readouterr().err
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)

@@ -44,9 +44,9 @@ Exit status of ``paramlib train``:
 
 One run at a time per DIR: the run holds an advisory lock on DIR/.paramlib.lock (rank 0,
 released when the process ends, however it ends); a second ``paramlib train`` into DIR is
-refused with exit 2. Torch threads per process: ``train.threads``, by default what
-``paramlib doctor`` reports (the physical cores not busy with other work); the count is
-printed at start.
+refused with exit 2. Torch threads per process: ``train.threads``, else OMP_NUM_THREADS
+when set (the SLURM scripts set it to the CPUs per task), else what ``paramlib doctor``
+reports (the physical cores not busy with other work); the count is printed at start.
 
 ``--resume`` continues from DIR/checkpoint.pt when there is one and starts afresh when there
 is none, so a first submission and its requeued restarts run the same command; a finished

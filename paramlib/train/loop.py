@@ -210,10 +210,16 @@ def train(
 
 
 def _set_threads(config: Config, placement: Placement) -> None:
-    """train.threads, else what `paramlib doctor` finds sensible here (torch's own default,
-    every core, oversubscribes a shared machine); said once, by rank 0."""
+    """train.threads, else OMP_NUM_THREADS where a launcher set it, else what `paramlib
+    doctor` finds sensible here (torch's own default, every core, oversubscribes a shared
+    machine); said once, by rank 0."""
+    launcher = os.environ.get("OMP_NUM_THREADS", "")
     if config.train.threads:
         threads, why = config.train.threads, "train.threads"
+    elif (
+        launcher.isdigit() and int(launcher) > 0
+    ):  # the batch script's choice (SLURM: CPUs per task)
+        threads, why = int(launcher), "OMP_NUM_THREADS; set train.threads to change"
     else:
         # torchrun's ranks on a node share its CPUs; srun binds each task to its own.
         threads, why = training_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
