@@ -189,16 +189,20 @@ def _load(
     errors: list[str] = []
     for path in files:
         found, found_models = _parse_file(path, errors)
-        for kind, table, items in (("entry", entries, found), ("model", models, found_models)):
-            for item in items:
-                if item.name in table:
-                    errors.append(
-                        f"{path}: {kind} {item.name!r}: already defined in"
-                        f" {table[item.name].source_file}"
-                    )
-                else:
-                    table[item.name] = item  # type: ignore[assignment]
+        _add_unique(entries, found, f"{path}: entry", errors)
+        _add_unique(models, found_models, f"{path}: model", errors)
     return entries, models, errors
+
+
+def _add_unique(table: dict[str, Any], items: list[Any], where: str, errors: list[str]) -> None:
+    """Add named `items` to `table`; a name defined before is an error, not a replacement."""
+    for item in items:
+        if item.name in table:
+            errors.append(
+                f"{where} {item.name!r}: already defined in {table[item.name].source_file}"
+            )
+        else:
+            table[item.name] = item
 
 
 def resolve_paths(entry: CatalogEntry, root: str | os.PathLike | None = None) -> list[Path]:
