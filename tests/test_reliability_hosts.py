@@ -3,6 +3,7 @@ gets one clear line naming what was wrong and a non-zero exit, never a traceback
 truncated path or a NaN passed on as a result. (The coupled runs' NaN, missing-model and
 level-count cases are in tests/test_couple.py, beside the fixtures they share.)"""
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from paramlib.cli import main
 from paramlib.couple import inputs, scm
 from paramlib.couple.inputs import CoupleError, Coupling, RunSetup
+from paramlib.couple.synthetic import synthetic_model
 
 CLIMATE = inputs.TestbedClimate(bm_tau=28800.0, bm_rh=0.55, sst_ref=299.0, spin_up_days=0.25)
 SETUP = RunSetup(ncol=4, days=0.25, dt_s=1200.0, output_every=3)
@@ -32,9 +34,12 @@ def namelist(tmp_path: Path) -> Path:
 
 
 def with_entry(namelist: Path, key: str, value: str) -> Path:
+    """The namelist with ``key = 'value'`` (every key is in the one run_coupled writes)."""
+    text = namelist.read_text()
+    assert f"  {key} = " in text, key
     lines = [
         f"  {key} = '{value}'" if line.strip().startswith(f"{key} =") else line
-        for line in namelist.read_text().splitlines()
+        for line in text.splitlines()
     ]
     namelist.write_text("\n".join(lines) + "\n")
     return namelist
@@ -104,3 +109,16 @@ def test_scm_namelist_path_longer_than_its_buffer_is_refused(namelist: Path) -> 
     result = run_program(long_path)
     assert result.returncode == 1
     assert f"the namelist path is longer than {PATH_LEN} characters" in result.stderr
+
+
+def test_scm_model_pinned_by_sha256(namelist: Path, tmp_path: Path) -> None:
+    """&scm_coupling model_sha256: a file that differs from the pinned hash is never loaded."""
+    model = synthetic_model(tmp_path / "rpn.pt", members=2, hidden=[8])
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    with_entry(namelist, "mode", "ml")
+    with_entry(namelist, "model_path", str(model))
+    with_entry(namelist, "model_sha256", "0" * 64)
+    with pytest.raises(CoupleError, match=r"set-up: .*rpn\.pt.*" + "0" * 64):
+        scm.run_scm(namelist)
+    result = scm.run_scm(with_entry(namelist, "model_sha256", digest.upper()))
+    assert result.open().attrs["run_status"] == "completed"

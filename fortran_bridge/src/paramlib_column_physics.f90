@@ -33,7 +33,8 @@
 !>   FIX_WATER   q + dt dq/dt >= 0: negative values filled from the column's other levels in
 !>               proportion (column_host's fill_negative_humidity), so column water is conserved.
 !>
-!> Model fields are matched by name and units (levels surface to top; a model field of n < nlev
+!> Model fields are matched by name, units and level order (the bridge requires units on every
+!> field the interface passes or takes; levels surface to top; a model field of n < nlev
 !> levels gets the lowest n and gives zero tendencies above). Inputs: t [K], q [kg kg-1], ps [Pa],
 !> solin, shflx, lhflx [W m-2], and bm_heating [K s-1], bm_moistening [kg kg-1 s-1], bm_precip
 !> [mm s-1] (Betts-Miller on the same state, for HF([BM, x]) models). Outputs: heating [K s-1],
@@ -106,6 +107,7 @@ module paramlib_column_physics
     'Pa', 'W m-2', 'W m-2', 'W m-2', 'K s-1', 'kg kg-1 s-1', 'mm s-1']
   logical, parameter :: INPUT_ON_LEVELS(N_IN) = [.true., .true., .false., .false., .false., &
                                                  .false., .true., .true., .false.]
+  character(len=*), parameter :: HEATING_UNITS = 'K s-1', MOISTENING_UNITS = 'kg kg-1 s-1'
   ! Precipitation is a mass flux: mm s-1 of liquid water is kg m-2 s-1.
   character(len=*), parameter :: PRECIP_UNITS_ALT = 'kg m-2 s-1'
   ! A precipitation change below this (kg m-2 s-1, 1e-7 mm day-1) is round-off, not a fix.
@@ -163,6 +165,7 @@ module paramlib_column_physics
     type(model_input), allocatable :: inputs(:)
     integer :: nfeat = 0, nlev_heating = 0, nlev_moistening = 0
     logical :: has_precip = .false., needs_bm = .false., has_ranges = .false.
+    character(len=len(PRECIP_UNITS_ALT)) :: precip_units = ''   !< the model's, of the two allowed
     real(wp), allocatable :: lo(:), hi(:)              !< (nfeat) widened valid range
     ! work arrays, (levels, ncol) or (ncol), kept between calls
     real(real32), allocatable :: x(:, :)
@@ -184,9 +187,9 @@ module paramlib_column_physics
   end type
 
   interface
-    function pl_model_load(path, device, device_index, out) bind(c) result(st)
+    function pl_model_load_pinned(path, device, device_index, sha256, out) bind(c) result(st)
       import :: c_char, c_int, c_int64_t
-      character(kind=c_char), intent(in) :: path(*)
+      character(kind=c_char), intent(in) :: path(*), sha256(*)
       integer(c_int), value :: device, device_index
       integer(c_int64_t), intent(out) :: out
       integer(c_int) :: st
@@ -318,7 +321,7 @@ contains
     integer, intent(out) :: status
     character(len=*), intent(inout) :: message
     character(len=:), allocatable, intent(out) :: levels_note
-    character(len=:), allocatable :: name, units, path, used
+    character(len=:), allocatable :: name, units, path, used, matched_units
     type(field_range), allocatable :: ranges(:)
     integer :: n_in, n_out, i, j, nl, field, st, widest
     logical :: has_heating_spread, has_moistening_spread
@@ -333,14 +336,15 @@ contains
       return
     end if
     call self%model%load(path, st, device=self%config%device, &
-                         device_index=self%config%device_index)
+                         device_index=self%config%device_index, sha256=self%config%model_sha256)
     if (st /= PARAMLIB_OK) then
       message = path // ': ' // paramlib_last_error()
       return
     end if
     self%have_model = .true.
     status = CP_ERR_METADATA
-    call self%model%info(n_in, n_out, self%ensemble_size, st)
+    call self%model%require_units(.true., st)   ! clones inherit it
+    if (st == PARAMLIB_OK) call self%model%info(n_in, n_out, self%ensemble_size, st)
     if (st /= PARAMLIB_OK) then
       message = path // ': ' // paramlib_last_error()
       return
@@ -376,19 +380,22 @@ contains
       call self%model%field_info(PARAMLIB_OUTPUT, i, name, units, nl, st)
       select case (name)
       case ('heating')
-        if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, 'K s-1', .true.)) return
+        if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, HEATING_UNITS, .true.)) return
         call note_levels(name, nl)
         self%nlev_heating = nl
       case ('moistening')
-        if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, 'kg kg-1 s-1', .true.)) return
+        if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, MOISTENING_UNITS, .true.)) return
         call note_levels(name, nl)
         self%nlev_moistening = nl
       case ('precip')
         if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, 'mm s-1', .false.)) return
         self%has_precip = .true.
+        self%precip_units = matched_units
       case ('heating_spread')
+        if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, HEATING_UNITS, .true.)) return
         has_heating_spread = .true.
       case ('moistening_spread')
+        if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, MOISTENING_UNITS, .true.)) return
         has_moistening_spread = .true.
       end select
     end do
@@ -405,7 +412,7 @@ contains
       self%spread_source = SPREAD_NONE
     end if
 
-    call read_ranges(path, ranges, st, message)
+    call read_ranges(path, self%config%model_sha256, ranges, st, message)
     if (st /= 0) return
     if (allocated(self%lo)) deallocate (self%lo, self%hi)
     allocate (self%lo(self%nfeat), self%hi(self%nfeat))
@@ -442,22 +449,28 @@ contains
       widest = max(widest, nl)
     end subroutine
 
-    !> The field's levels (surface fields: 1; level fields: 1..nlev) and units; precipitation
-    !> may be in mm s-1 or kg m-2 s-1. Sets message on failure.
+    !> The field's levels (surface fields: 1; level fields: 1..nlev, surface to top) and units
+    !> (into matched_units); precipitation may be in mm s-1 or kg m-2 s-1. Sets message on
+    !> failure.
     logical function field_fits(kind, name, nl, expected, on_levels) result(ok)
       integer, intent(in) :: kind, nl
       character(len=*), intent(in) :: name, expected
       logical, intent(in) :: on_levels
+      character(len=:), allocatable :: order
       integer :: st
       ok = .false.
+      order = trim(merge('surface_to_top', '              ', on_levels))
       if ((on_levels .and. (nl < 1 .or. nl > self%nlev)) .or. (.not. on_levels .and. nl /= 1)) then
         write (message, '(a,i0,a,i0,a)') path // ': model field "' // name // '" has ', nl, &
           ' levels; the host has ', self%nlev, merge(' levels      ', ' (need 1)    ', on_levels)
         return
       end if
-      call self%model%check_field(kind, name, nl, st, units=expected)
-      if (st /= PARAMLIB_OK .and. expected == 'mm s-1') &
-        call self%model%check_field(kind, name, nl, st, units=PRECIP_UNITS_ALT)
+      matched_units = expected
+      call self%model%check_field(kind, name, nl, st, units=expected, level_order=order)
+      if (st /= PARAMLIB_OK .and. expected == 'mm s-1') then
+        matched_units = PRECIP_UNITS_ALT
+        call self%model%check_field(kind, name, nl, st, units=PRECIP_UNITS_ALT, level_order=order)
+      end if
       if (st /= PARAMLIB_OK) then
         message = path // ': ' // paramlib_last_error() // ' (the column interface serves "' &
                   // name // '" in ' // expected // ')'
@@ -469,9 +482,10 @@ contains
   end subroutine
 
   !> The valid ranges in the metadata of the model file at path (read through a second,
-  !> CPU-only load: the bridge's Fortran module does not expose the metadata text).
-  subroutine read_ranges(path, ranges, status, message)
-    character(len=*), intent(in) :: path
+  !> CPU-only load, pinned to sha256 like the first: the bridge's Fortran module does not
+  !> expose the metadata text).
+  subroutine read_ranges(path, sha256, ranges, status, message)
+    character(len=*), intent(in) :: path, sha256
     type(field_range), allocatable, intent(out) :: ranges(:)
     integer, intent(out) :: status
     character(len=*), intent(inout) :: message
@@ -484,7 +498,8 @@ contains
     allocate (ranges(0))
     status = 1
     needed = 0
-    if (pl_model_load(path // c_null_char, 0_c_int, 0_c_int, handle) /= PARAMLIB_OK) then
+    if (pl_model_load_pinned(path // c_null_char, 0_c_int, 0_c_int, trim(sha256) // c_null_char, &
+                             handle) /= PARAMLIB_OK) then
       message = path // ': ' // paramlib_last_error()
       return
     end if
@@ -570,6 +585,7 @@ contains
     copy%has_precip = self%has_precip
     copy%needs_bm = self%needs_bm
     copy%has_ranges = self%has_ranges
+    copy%precip_units = self%precip_units
     if (allocated(self%inputs)) copy%inputs = self%inputs
     if (allocated(self%lo)) then
       copy%lo = self%lo
@@ -836,10 +852,12 @@ contains
         off = self%inputs(f)%offset
         if (INPUT_ON_LEVELS(self%inputs(f)%field)) then
           call self%model%set_input(trim(INPUT_NAMES(self%inputs(f)%field)), &
-                                    self%x(off + 1:off + nl, :), st)
+                                    self%x(off + 1:off + nl, :), st, &
+                                    units=trim(INPUT_UNITS(self%inputs(f)%field)))
         else
           call self%model%set_input(trim(INPUT_NAMES(self%inputs(f)%field)), &
-                                    self%x(off + 1, :), st)
+                                    self%x(off + 1, :), st, &
+                                    units=trim(INPUT_UNITS(self%inputs(f)%field)))
         end if
         if (st /= PARAMLIB_OK) exit bridge
       end do
@@ -864,32 +882,37 @@ contains
         ! One copy per member drawn: the bridge gives a member for all columns at once.
         do k = 1, self%ensemble_size
           if (.not. any(diag%member == k)) cycle
-          call self%model%get_output('heating', self%mem_t, st, statistic=PARAMLIB_MEMBER, &
-                                     member=k)
+          call self%model%get_output('heating', self%mem_t, st, units=HEATING_UNITS, &
+                                     statistic=PARAMLIB_MEMBER, member=k)
           if (st == PARAMLIB_OK) call self%model%get_output('moistening', self%mem_q, st, &
-                                                            statistic=PARAMLIB_MEMBER, member=k)
+            units=MOISTENING_UNITS, statistic=PARAMLIB_MEMBER, member=k)
           if (st == PARAMLIB_OK .and. self%has_precip) call self%model%get_output( &
-            'precip', self%mem_p, st, statistic=PARAMLIB_MEMBER, member=k)
+            'precip', self%mem_p, st, units=trim(self%precip_units), statistic=PARAMLIB_MEMBER, &
+            member=k)
           if (st /= PARAMLIB_OK) exit bridge
           where (spread(diag%member == k, 1, self%nlev_heating)) self%ml_t = self%mem_t
           where (spread(diag%member == k, 1, self%nlev_moistening)) self%ml_q = self%mem_q
           where (diag%member == k) self%ml_p = self%mem_p
         end do
       else
-        call self%model%get_output('heating', self%ml_t, st)
-        if (st == PARAMLIB_OK) call self%model%get_output('moistening', self%ml_q, st)
+        call self%model%get_output('heating', self%ml_t, st, units=HEATING_UNITS)
+        if (st == PARAMLIB_OK) call self%model%get_output('moistening', self%ml_q, st, &
+                                                          units=MOISTENING_UNITS)
         if (st == PARAMLIB_OK .and. self%has_precip) &
-          call self%model%get_output('precip', self%ml_p, st)
+          call self%model%get_output('precip', self%ml_p, st, units=trim(self%precip_units))
         if (st /= PARAMLIB_OK) exit bridge
       end if
 
       select case (self%spread_source)
       case (SPREAD_OUTPUTS)
-        call self%model%get_output('heating_spread', self%sd_t, st)
-        if (st == PARAMLIB_OK) call self%model%get_output('moistening_spread', self%sd_q, st)
+        call self%model%get_output('heating_spread', self%sd_t, st, units=HEATING_UNITS)
+        if (st == PARAMLIB_OK) call self%model%get_output('moistening_spread', self%sd_q, st, &
+                                                          units=MOISTENING_UNITS)
       case (SPREAD_ENSEMBLE)
-        call self%model%get_output('heating', self%sd_t, st, statistic=PARAMLIB_SPREAD)
+        call self%model%get_output('heating', self%sd_t, st, units=HEATING_UNITS, &
+                                   statistic=PARAMLIB_SPREAD)
         if (st == PARAMLIB_OK) call self%model%get_output('moistening', self%sd_q, st, &
+                                                          units=MOISTENING_UNITS, &
                                                           statistic=PARAMLIB_SPREAD)
       end select
       if (st /= PARAMLIB_OK) exit bridge

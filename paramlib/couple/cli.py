@@ -5,8 +5,8 @@
     paramlib couple run [MODEL.pt] --scenario historical|plus4k --mode physics|ml|hybrid|stochastic
                         [--reference DIR | --columns N --days D --dt S ...] [--spread-max W
                         --ood-margin F --member-seed S --no-fix-water --no-fix-precip
-                        --p-zero-above PA --allow-missing-model] [--ranks N --threads N
-                        --chunk-size N --device cpu|cuda] [--out DIR]
+                        --p-zero-above PA --allow-missing-model --sha256 HEX] [--ranks N
+                        --threads N --chunk-size N --device cpu|cuda] [--out DIR]
     paramlib couple report RUN... [--reference DIR ...] --out DIR
 
 ``--testbed DIR`` (default $PARAMLIB_TESTBED, else build/demo/testbed) is the testbed the model
@@ -41,6 +41,12 @@ def register(subparsers: Subparsers) -> None:
     run = commands.add_parser("run", help="one coupled run of paramlib_scm")
     run.add_argument("model", nargs="?", type=Path, help="model file (not needed for physics)")
     _scenario(run)
+    run.add_argument(
+        "--sha256",
+        default="",
+        help="the model file's expected SHA-256 (`paramlib export` prints it): checked before"
+        " the file is loaded",
+    )
     run.add_argument("--mode", required=True, choices=("physics", "ml", "hybrid", "stochastic"))
     run.add_argument(
         "--reference",
@@ -159,6 +165,7 @@ def _run(args: argparse.Namespace) -> int:
             mode=args.mode,
             model=args.model,
             allow_missing_model=args.allow_missing_model,
+            model_sha256=args.sha256,
             spread_max=args.spread_max,
             ood_margin=args.ood_margin,
             seed=args.member_seed,

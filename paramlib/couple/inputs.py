@@ -109,6 +109,7 @@ class Coupling:
     fix_precip: bool = True
     p_zero_above: float = 0.0  # Pa
     allow_missing_model: bool = False  # hybrid: Betts-Miller alone when the model file is absent
+    model_sha256: str = ""  # the model file's expected SHA-256 (hex), checked before loading
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -233,6 +234,7 @@ def write_namelist(
             "mode": coupling.mode,
             "model_path": coupling.model.resolve() if coupling.model else "",
             "allow_missing_model": coupling.allow_missing_model,
+            "model_sha256": coupling.model_sha256,
             "spread_max": float(coupling.spread_max),
             "ood_margin": float(coupling.ood_margin),
             "seed": int(coupling.seed),

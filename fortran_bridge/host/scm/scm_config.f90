@@ -147,10 +147,12 @@ contains
 
     if (len_trim(s%columns_file) == 0) then
       message = '&scm_run: columns_file is required'
-    else if (too_long(columns_file, '&scm_run: columns_file') .or. &
-             too_long(output_file, '&scm_run: output_file') .or. &
-             too_long(model_path, '&scm_coupling: model_path')) then
-      continue   ! message set
+    else if (len_trim(columns_file) >= PATH_LEN) then   ! may have been cut short when read
+      message = too_long('&scm_run: columns_file')
+    else if (len_trim(output_file) >= PATH_LEN) then
+      message = too_long('&scm_run: output_file')
+    else if (len_trim(model_path) >= PATH_LEN) then
+      message = too_long('&scm_coupling: model_path')
     else if (s%nsteps < 1 .or. s%output_every < 1 .or. s%chunk_size < 1 .or. s%nlev < 4 &
              .or. s%torch_threads < 1) then
       message = '&scm_run: nsteps, output_every, chunk_size, torch_threads must be >= 1, nlev >= 4'
@@ -167,12 +169,11 @@ contains
 
   contains
 
-    !> A path that fills its buffer was (or may have been) cut short when read.
-    logical function too_long(value, what)
-      character(len=*), intent(in) :: value, what
-      too_long = len_trim(value) >= PATH_LEN
-      if (too_long) write (message, '(a,i0,a)') what // ' is longer than ', PATH_LEN - 1, &
-        ' characters (''' // value(:40) // '...''): use a shorter path'
+    pure function too_long(what) result(text)
+      character(len=*), intent(in) :: what
+      character(len=128) :: text
+      write (text, '(a,i0,a)') what // ' is longer than ', PATH_LEN - 1, &
+        ' characters: use a shorter path'
     end function
 
   end subroutine
