@@ -22,7 +22,7 @@ from wrf_data import CTL
 from paramlib.data.pipeline import PipelineError, attach
 from paramlib.data.recipe import RecipeError, load_recipe, parse_recipe
 from paramlib.data.store import WRITER_FILE, stored_fingerprint
-from paramlib.guards import UserInputError
+from paramlib.guards import OWNED_MARKER, UserInputError
 from paramlib.train import REQUEUE_EXIT
 
 FRAMES = 3
@@ -175,7 +175,6 @@ def test_recipe_name_must_be_one_path_component(name):
 @pytest.mark.parametrize(
     "changes, key",
     [
-        ({"qc": {"ranges": {"t": ["low", "high"]}}}, "'qc.ranges.t'"),
         ({"qc": {"ranges": {"t": ["a", 3]}}}, "'qc.ranges.t'"),
         ({"qc": {"ranges": {"t": [True, 3]}}}, "'qc.ranges.t'"),
         (
@@ -294,3 +293,93 @@ def test_a_killed_build_leaves_a_temporary_store_the_next_build_removes(tmp_path
     assert not dead.exists() and live.is_dir() and remote.is_dir()
     assert f"{live}: temporary store of a running build" in said
     assert stored_fingerprint(out) is not None
+
+
+# --- B: regenerating a testbed ----------------------------------------------------------------
+
+
+@pytest.fixture
+def testbed(tmp_path, column_bindings) -> Path:
+    from test_testbed import TINY
+
+    from paramlib.data.testbed.generate import generate
+
+    out = tmp_path / "testbed"
+    generate(out, TINY, seed=1, log=lambda line: None)
+    return out
+
+
+def regenerate(out: Path) -> None:
+    from test_testbed import TINY
+
+    from paramlib.data.testbed.generate import generate
+
+    generate(out, TINY, seed=2, log=lambda line: None)
+
+
+def seed_of(out: Path) -> int:
+    return json.loads((out / "summary.json").read_text())["seed"]
+
+
+def test_regenerating_a_testbed_never_deletes_a_users_file(testbed):
+    assert (testbed / OWNED_MARKER).is_file()
+    (testbed / "notes.txt").write_text("my notes")
+    (testbed / "wrf" / "plots").mkdir()
+    with pytest.raises(UserInputError, match=r"holds files that are not the testbed's \(notes"):
+        regenerate(testbed)
+    assert (testbed / "notes.txt").read_text() == "my notes" and (
+        testbed / "wrf" / "plots"
+    ).is_dir()
+    assert seed_of(testbed) == 1 and not [p for p in testbed.parent.iterdir() if p.name[0] == "."]
+    (testbed / "notes.txt").unlink()
+    (testbed / "wrf" / "plots").rmdir()
+    regenerate(testbed)
+    assert seed_of(testbed) == 2
+
+
+def test_a_testbed_written_before_the_marker_still_regenerates(testbed):
+    (testbed / OWNED_MARKER).unlink()  # as generated before the marker existed
+    regenerate(testbed)
+    assert seed_of(testbed) == 2 and (testbed / OWNED_MARKER).is_file()
+
+
+def test_a_foreign_folder_with_a_summary_is_refused(tmp_path, column_bindings):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text('{"my": "summary"}')
+    with pytest.raises(UserInputError, match="paramlib did not create"):
+        regenerate(mine)
+    assert (mine / "summary.json").read_text() == '{"my": "summary"}'
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_testbed_cli_out_that_cannot_be_a_folder_is_one_line(tmp_path, capsys, where):
+    from paramlib import cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep")
+    out = blocker if where == "file" else blocker / "testbed"
+    assert cli.main(["data", "testbed", "--out", str(out), "--no-wrf"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"paramlib data testbed: --out: testbed folder {out}")
+    assert len(err.strip().splitlines()) == 1 and blocker.read_text() == "keep"
+
+
+# --- F: the pipeline benchmark's memory figure ----------------------------------------------
+
+
+def test_pipeline_benchmark_children_report_their_own_peak_memory(repo_root):
+    """A parent holding 400 MB runs a benchmark child: the child's peak must be its own (Linux
+    carries ru_maxrss across exec, so getrusage in the child reported the parent's)."""
+    parent = f"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {str(repo_root / "benchmarks")!r})
+import pipeline_throughput as bench
+held = np.ones(400 * 2**20 // 8)
+code = bench.PEAK_RSS + "import json; print(json.dumps({{'peak_rss_mb': peak_rss_mb()}}))"
+print(json.dumps(bench.run_child(code, [], bench.ROOT)))
+"""
+    result = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 0 < json.loads(result.stdout.splitlines()[-1])["peak_rss_mb"] < 100

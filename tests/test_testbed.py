@@ -16,6 +16,7 @@ from paramlib.data.cli import TESTBED_SIZES
 from paramlib.data.testbed import generate, runs, summary, tuning
 from paramlib.data.testbed.runs import SchemeOutput, Timing
 from paramlib.data.testbed.wrf_set import PeriodicField, WrfSetConfig, convective_timescale
+from paramlib.guards import OWNED_MARKER, UserInputError
 
 SETS = ("lf_historical", "lf_plus4k", "hf_historical", "hf_plus4k")
 # A few columns for a few hours: enough to exercise every stage.
@@ -53,7 +54,7 @@ def open_set(small: Path, name: str) -> xr.Dataset:
 
 def test_the_sets_are_written_and_nothing_else(small: Path) -> None:
     names = sorted(p.name for p in small.iterdir())
-    assert names == sorted([*(f"{s}.nc" for s in SETS), "summary.json", "wrf"])
+    assert names == sorted([*(f"{s}.nc" for s in SETS), "summary.json", "wrf", OWNED_MARKER])
     assert not [p for p in small.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
@@ -251,7 +252,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path) -> None
         p.relative_to(tmp_path / "a") for p in sorted((tmp_path / "a").rglob("*")) if p.is_file()
     ]
     for name in files:
-        if name.suffix == ".json":
+        if name.suffix == ".json" or name.name == OWNED_MARKER:
             continue
         a, b = xr.load_dataset(tmp_path / "a" / name), xr.load_dataset(tmp_path / "b" / name)
         c = xr.load_dataset(tmp_path / "c" / name) if (tmp_path / "c" / name).exists() else None
@@ -267,7 +268,7 @@ def test_failed_run_leaves_nothing_and_foreign_folders_are_refused(
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
-    with pytest.raises(FileExistsError, match="not a testbed"):
+    with pytest.raises(UserInputError, match="paramlib did not create"):
         generate.generate(foreign, TINY, log=lambda line: None)
     assert (foreign / "notes.txt").read_text() == "keep"
 
@@ -283,10 +284,10 @@ def test_failed_run_leaves_nothing_and_foreign_folders_are_refused(
 def test_an_earlier_set_is_replaced_whole(tmp_path: Path) -> None:
     out = tmp_path / "set"
     generate.generate(out, TINY, seed=1, wrf=False, log=lambda line: None)
-    (out / "stale.nc").write_text("from an older version")
+    (out / "lf_historical.nc").write_text("damaged")
     lines: list[str] = []
     generate.generate(out, TINY, seed=1, wrf=False, log=lines.append)
-    assert not (out / "stale.nc").exists() and (out / "summary.json").is_file()
+    assert xr.load_dataset(out / "lf_historical.nc").sizes and (out / "summary.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
     assert len(lines) == 8 and all(line.startswith("testbed: ") for line in lines)
 

@@ -7,6 +7,7 @@ imports its implementation inside its handler, so ``paramlib --help`` stays ligh
 from __future__ import annotations
 
 import argparse
+import sys
 
 from paramlib.cli import Subparsers
 
@@ -25,7 +26,9 @@ def register(subparsers: Subparsers) -> None:
         "datasets, summary.json and WRF-format files to OUT. Deterministic for a seed.",
     )
     testbed.add_argument(
-        "--out", required=True, help="folder to write (replaced if it holds a testbed)"
+        "--out",
+        required=True,
+        help="folder to write (replaced if it holds a testbed and nothing else)",
     )
     testbed.add_argument(
         "--size", choices=TESTBED_SIZES, default="small", help="default: small (< 1 min)"
@@ -37,8 +40,13 @@ def register(subparsers: Subparsers) -> None:
 
 def run_testbed(args: argparse.Namespace) -> int:
     from paramlib.data.testbed.generate import generate
+    from paramlib.guards import UserInputError
 
-    report = generate(args.out, size=args.size, seed=args.seed, wrf=not args.no_wrf)
+    try:
+        report = generate(args.out, size=args.size, seed=args.seed, wrf=not args.no_wrf)
+    except UserInputError as error:
+        print(f"paramlib data testbed: --out: {error}", file=sys.stderr)
+        return 2
     figures = report["lf_hf_correlation"]
     print(f"testbed written to {args.out}; LF-HF correlation on HF states: {figures}")
     return 0

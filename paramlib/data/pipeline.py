@@ -461,9 +461,11 @@ def build_store(
         with bounded_file_memory():
             return _build(recipe, out, entries, files, hashes, key, started, root, stop)
     except (OSError, RuntimeError) as error:
-        # Raised while computing: a file readable at open but broken inside (truncated data).
+        # Raised while computing: a file readable at open but broken inside (truncated data),
+        # or the store's disk full (its path was checked writable before).
         raise PipelineError(
-            f"{recipe.path}: reading the sources failed ({type(error).__name__}: {error});"
+            f"{recipe.path}: reading the sources or writing {out} failed"
+            f" ({type(error).__name__}: {error});"
             f" files: {[str(p) for paths in files.values() for p in paths]}"
         ) from error
 

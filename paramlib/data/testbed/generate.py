@@ -10,9 +10,12 @@ Order (the tuned Betts-Miller parameters must exist before the low-fidelity runs
     6. Betts-Miller diagnosed on the high-fidelity states; the four datasets and the figures;
     7. the WRF-format set in ``wrf/`` (unless ``wrf=False``).
 The whole set is written into a temporary folder next to ``out`` and renamed into place at the
-end, so ``out`` holds a complete set or none; an earlier set there (a folder with a
-``summary.json``) is replaced, any other non-empty folder is refused. The seed fixes every
-number: the column set and the WRF set draw from independent streams spawned from it.
+end, so ``out`` holds a complete set or none. The folder gets paramlib's marker
+(`paramlib.guards.OWNED_MARKER`). An earlier set there is replaced only when the folder holds
+nothing but that set's files (those its ``summary.json`` lists, and the marker; sets written
+before the marker existed are recognised by the same list): a user's file in it, or any other
+non-empty folder, is refused and never deleted. The seed fixes every number: the column set
+and the WRF set draw from independent streams spawned from it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ from paramlib.data.testbed import cesm_history, runs, summary
 from paramlib.data.testbed.runs import ColumnRun, Scheme, Timing, run_columns, sample_columns
 from paramlib.data.testbed.tuning import Tuning, diagnose_betts_miller, tune_betts_miller
 from paramlib.data.testbed.wrf_set import WrfSetConfig, make_wrf_set
+from paramlib.guards import (
+    OWNED_MARKER,
+    UserInputError,
+    check_output_path,
+    check_replaceable,
+    mark_owned,
+)
 
 SUMMARY = "summary.json"
 WRF_DIR = "wrf"
@@ -92,21 +102,49 @@ def generate(
     if isinstance(size, str) and size not in SIZES:
         raise ValueError(f"size: expected one of {', '.join(SIZES)}, got {size!r}")
     preset, label = (SIZES[size], size) if isinstance(size, str) else (size, "custom")
-    target = Path(out)
-    if target.exists() and any(target.iterdir()) and not (target / SUMMARY).is_file():
-        raise FileExistsError(
-            f"{target}: not empty and not a testbed set (no {SUMMARY}); refusing to replace it"
-        )
+    target = check_output_path(out, "testbed folder", "dir")
+    check_only_testbed(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         result = _build(staging, preset, label, seed, wrf, _Stages(log))
+        mark_owned(staging)
         _move_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def testbed_entries(folder: Path) -> set[str] | None:
+    """What a testbed in ``folder`` consists of (paths relative to it: the files its summary
+    lists, the summary, the marker, the WRF folder); None without a readable summary."""
+    try:
+        report = json.loads((folder / SUMMARY).read_text())
+        listed = set(report["files"]) | set(report.get("wrf", {}).get("files", {}))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return listed | {SUMMARY, OWNED_MARKER} | ({WRF_DIR} if "wrf" in report else set())
+
+
+def check_only_testbed(folder: Path) -> None:
+    """Refuse to replace ``folder`` unless it is empty or holds a testbed and nothing else
+    (UserInputError naming what else is there): regenerating must never delete a user's file."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    own = testbed_entries(folder)
+    if own is None:
+        check_replaceable(folder, "testbed folder")  # a foreign folder: the standard refusal
+        own = {OWNED_MARKER}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+    others = sorted(present - own)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise UserInputError(
+            f"testbed folder {folder} holds files that are not the testbed's ({shown}); they"
+            " would be deleted by regenerating it: move them away or choose another folder"
+        )
 
 
 class _Stages:
