@@ -39,6 +39,7 @@ class PluginOptions:
     device_index: int = 0
     fallback: int = 0
     threads: int = 1
+    sha256: str = "none"  # the model file's expected SHA-256; none: not pinned
 
 
 @dataclass(frozen=True)

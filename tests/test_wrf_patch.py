@@ -4,6 +4,7 @@ scheme is wired where MSKF is, nothing else moves, a second run and a dry run ch
 an unrecognised tree is left untouched, and the patched Fortran compiles against the real
 module_cu_paramlib."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,8 @@ def test_apply_wires_the_scheme_where_mskf_is(wrf: Path) -> None:
     assert "USE module_cu_paramlib, ONLY : cu_paramlib" in driver
     init = (wrf / "phys/module_physics_init.F").read_text()
     assert "MODEL_FILE=config_flags%paramlib_cu_model" in init
+    assert "SHA256=config_flags%paramlib_cu_sha256" in init  # the model pinned from &physics
+    assert re.search(r'rconfig character paramlib_cu_sha256 +namelist,physics 1 "none"', registry)
     assert "MSKFSCHEME, PARAMLIBSCHEME)" in (wrf / "phys/module_physics_addtendc.F").read_text()
     em = (wrf / "dyn_em/module_em.F").read_text()
     countdown = em[em.index("SUBROUTINE advance_ppt") :]
@@ -131,6 +134,15 @@ def test_patched_fortran_compiles_against_the_plugin(wrf: Path, bridge_library: 
         ]
         result = subprocess.run(command, cwd=wrf, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, f"{source}:\n{result.stderr}"
+
+
+def test_the_plugin_has_no_openmp_sentinel_statements() -> None:
+    """WRF's tools/standard.exe drops comment lines, `!$` statements with them: before, the
+    plugin's `!$ tid = omp_get_thread_num()` vanished inside WRF and every tile used handle 0."""
+    source = (KIT / "module_cu_paramlib.F").read_text().splitlines()
+    sentinels = [s for s in source if s.lstrip().startswith("!$") and not s.lstrip()[2:5] == "omp"]
+    assert sentinels == []
+    assert "#ifdef _OPENMP" in "\n".join(source)
 
 
 def test_link_adds_the_bridge_to_configure_wrf(wrf: Path, tmp_path: Path) -> None:

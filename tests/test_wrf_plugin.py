@@ -11,7 +11,13 @@ from wrf_data import CTL
 
 from paramlib import doctor
 
-CASES = ("wrf_plugin_model", "wrf_plugin_run", "wrf_plugin_parity", "wrf_plugin_errors")
+CASES = (
+    "wrf_plugin_model",
+    "wrf_plugin_run",
+    "wrf_plugin_parity",
+    "wrf_plugin_errors",
+    "wrf_plugin_screen",
+)
 
 
 @pytest.mark.usefixtures("bridge_library")

@@ -63,6 +63,7 @@ NAMELIST = [  # (type, name, default, description)
     ("integer", "paramlib_cu_device_index", "0", "CUDA device number"),
     ("integer", "paramlib_cu_fallback", "0", "CUDA unavailable: 0 stop, 1 run on the CPU"),
     ("integer", "paramlib_cu_threads", "1", "libtorch intra-op threads (0: its default)"),
+    ("character", "paramlib_cu_sha256", '"none"', "expected SHA-256 of the model (none: no check)"),
 ]
 # Arguments of cu_paramlib taken from MSKF's CALL in the cumulus driver, by keyword.
 FROM_MSKF = (
@@ -293,7 +294,7 @@ def physics_init(lines: list[str], path: str, n: int) -> str:
     )
     args = [
         f"{k}=config_flags%paramlib_cu_{k.lower()}"
-        for k in ("MODEL", "DEVICE", "DEVICE_INDEX", "FALLBACK", "THREADS")
+        for k in ("MODEL", "DEVICE", "DEVICE_INDEX", "FALLBACK", "THREADS", "SHA256")
     ]
     args[0] = "MODEL_FILE=config_flags%paramlib_cu_model"
     use = find_line(

@@ -8,7 +8,10 @@ CASE:
           cases, in DIR/models; redone only when this file or the data changed
   run     the driver's runs A-E on the real control run (OpenMP on 3 threads), DIR/run.nc
   parity  run A's first call against PyTorch on the same columns (paramlib.wrf_plugin)
-  errors  initialisation errors stop WRF with a message naming the problem; the CPU fallback
+  errors  initialisation errors stop WRF with a message naming the problem (a file other than
+          the pinned SHA-256, a path filling its buffer included); the CPU fallback
+  screen  a model whose heating is NaN in every third column of a call (wrf_test_models.py):
+          those columns get zero outputs, counted in the plugin's warnings; WRF sees no NaN
 
 Exit 77 (ctest: skipped) with the reason when the real WRF runs are absent.
 """
@@ -176,6 +179,7 @@ def case_errors(work: Path) -> None:
     import torch
 
     model = str(work / "models/bilstm_wrf.pt")
+    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()
     cases: list[tuple[str, PluginOptions, int, bool, tuple[str, ...]]] = [
         (
             "missing model file",
@@ -222,6 +226,21 @@ def case_errors(work: Path) -> None:
             ('output "precip" is not an MSKF output',),
         ),
         ("valid init", PluginOptions(model), 40, True, ("init ok", "23 inputs, 8 outputs")),
+        (
+            "a file other than the pinned SHA-256",
+            PluginOptions(model, sha256="0" * 64),
+            40,
+            False,
+            ("FATAL CALLED", "is not the file paramlib_cu_sha256 pins", digest, "0" * 64),
+        ),
+        ("the pinned file", PluginOptions(model, sha256=digest), 40, True, ("init ok",)),
+        (
+            "a model path filling its buffer (cut short when read)",
+            PluginOptions("/" + "m" * 1100),
+            40,
+            False,
+            ("FATAL CALLED", "paramlib_cu_model in &physics fills all 1024 characters"),
+        ),
     ]
     if not torch.cuda.is_available():
         cases += [
@@ -247,6 +266,36 @@ def case_errors(work: Path) -> None:
         expect(
             run_driver(namelist, threads=1, timeout=120, program=DRIVER[0]), ok, *texts, what=what
         )
+    long_wrfout = DriverSettings(mode="init", levels=40, wrfout="/" + "w" * 1100)
+    namelist = write_namelist(work / "init.nml", PluginOptions(model), long_wrfout)
+    expect(
+        run_driver(namelist, threads=1, timeout=120, program=DRIVER[0]),
+        False,
+        "&driver wrfout is longer than 1023 characters",
+        what="the driver's wrfout path filling its buffer",
+    )
+
+
+def case_screen(work: Path) -> None:
+    import xarray as xr
+    from wrf_test_models import nan_heating_model
+
+    with xr.open_dataset(WRFOUT) as data:
+        nlev = data.sizes["bottom_top"]
+    model = nan_heating_model(work / "models" / "nan_heating.pt", nlev)
+    settings = DriverSettings(mode="screen", wrfout=str(WRFOUT))
+    namelist = write_namelist(work / "screen.nml", PluginOptions(str(model)), settings)
+    result = run_driver(namelist, program=DRIVER[0])
+    print(result.stdout)
+    expect(result, True, "screen: every WRF output finite", what="NaN outputs never reach WRF")
+    warned = re.findall(r"(\d+) of \d+ recomputed columns got NaN/Inf model outputs", result.stdout)
+    counts = re.search(
+        r"screen: (\d+) recomputed columns with zero cumulus outputs, (\d+)", result.stdout
+    )
+    zeroed, kept = (int(counts[1]), int(counts[2])) if counts else (-1, -1)
+    if not (zeroed == sum(map(int, warned)) > 0 and kept > 0):
+        raise SystemExit(f"FAIL zeroed {zeroed}, kept {kept}, warnings {warned}:\n{result.stdout}")
+    print(f"  ok    {zeroed} columns with NaN outputs zeroed, counted in {len(warned)} warnings")
 
 
 CASES: dict[str, Callable[[Path], None]] = {
@@ -254,6 +303,7 @@ CASES: dict[str, Callable[[Path], None]] = {
     "run": case_run,
     "parity": case_parity,
     "errors": case_errors,
+    "screen": case_screen,
 }
 
 

@@ -3,7 +3,9 @@
 !>   wrf_plugin_driver NAMELIST
 !>
 !> NAMELIST holds &physics (the plugin's options, as in WRF's namelist.input) and &driver:
-!>   mode        'run' (default) or 'init' (initialise only: the error tests)
+!>   mode        'run' (default), 'init' (initialise only: the error tests) or 'screen' (one
+!>               call on the tiles in OpenMP threads, then: every WRF output finite, and how
+!>               many recomputed columns got zero outputs: a model with NaN outputs)
 !>   wrfout      WRF history file with the cumulus fields, frames one cumulus call apart
 !>   first_frame first frame the scheme is called on (1-based); the frame before it is taken
 !>               as the previous call's outputs, so the state starts right after that call
@@ -23,7 +25,8 @@
 !>      outputs, every other column equals A
 !>   E  a cold start (KTAU = 1): MSKF's initial values first
 !> Every check prints a line; the first failure stops the program with status 1. Fatal
-!> initialisation errors stop it through wrf_error_fatal (wrf_error_shim.F90).
+!> initialisation errors stop it through wrf_error_fatal (wrf_error_shim.F90). A path that
+!> fills its 1024-character buffer (it may have been cut short) stops it with status 2.
 program wrf_plugin_driver
   use, intrinsic :: iso_fortran_env, only: error_unit
   use, intrinsic :: ieee_arithmetic, only: ieee_value, ieee_quiet_nan, ieee_is_finite
@@ -36,8 +39,9 @@ program wrf_plugin_driver
   character(len=1024) :: paramlib_cu_model = ''
   integer :: paramlib_cu_device = 0, paramlib_cu_device_index = 0, paramlib_cu_fallback = 0
   integer :: paramlib_cu_threads = 1
+  character(len=80) :: paramlib_cu_sha256 = 'none'
   namelist /physics/ paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
-    paramlib_cu_fallback, paramlib_cu_threads
+    paramlib_cu_fallback, paramlib_cu_threads, paramlib_cu_sha256
   character(len=16) :: mode = 'run'
   character(len=1024) :: wrfout = '', output = ''
   integer :: first_frame = 2, ncalls = 3, tiles_x = 3, tiles_y = 2, halo = 3, nan_columns = 3
@@ -58,16 +62,21 @@ program wrf_plugin_driver
     write (error_unit, '(a)') 'usage: wrf_plugin_driver NAMELIST'
     error stop 2
   end if
-  call get_command_argument(1, path)
+  call get_command_argument(1, path, status=c)
+  call fits(c == 0 .and. len_trim(path) < len(path), 'the namelist path')
   open (newunit=unit, file=trim(path), status='old', action='read')
   read (unit, nml=physics)
   rewind (unit)
   read (unit, nml=driver)
   close (unit)
+  ! paramlib_cu_model: the plugin refuses it itself, as it must inside WRF.
+  call fits(len_trim(wrfout) < len(wrfout), '&driver wrfout')
+  call fits(len_trim(output) < len(output), '&driver output')
 
   if (mode == 'init') then
     call cu_paramlib_init(paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
-                          paramlib_cu_fallback, paramlib_cu_threads, 1, levels + 1)
+                          paramlib_cu_fallback, paramlib_cu_threads, 1, levels + 1, &
+                          SHA256=paramlib_cu_sha256)
     print '(a)', 'wrf_plugin_driver: init ok'
     call cu_paramlib_finalize()
     stop
@@ -90,7 +99,8 @@ program wrf_plugin_driver
     ' levels, DT = ', dt, ' s, STEPCU = ', stepcu
 
   call cu_paramlib_init(paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
-                        paramlib_cu_fallback, paramlib_cu_threads, 1, nz + 1)
+                        paramlib_cu_fallback, paramlib_cu_threads, 1, nz + 1, &
+                        SHA256=paramlib_cu_sha256)
   allocate (ref(ncalls))
   block
     type(domain) :: d
@@ -100,6 +110,11 @@ program wrf_plugin_driver
   end block
   call check(size(tiles%i_start) > 1 .and. maxval(tiles%i_end) == nx + 1, &
              'tiles: several, the last ending at the staggered ide')
+  if (mode == 'screen') then
+    call screen_run()
+    call cu_paramlib_finalize()
+    stop
+  end if
 
   print '(a)', 'run A: one tile, serial'
   call simulate(single, .false., 'A')
@@ -239,6 +254,37 @@ contains
     call check(zeroed, 'D: columns with NaN inputs get zero tendencies and precipitation')
     call check(others_same, 'D: every other column equals run A')
   end subroutine nan_run
+
+  !> One call on the tiles in OpenMP threads: every WRF output finite whatever the model gave;
+  !> the recomputed columns counted by whether they got zero tendencies and precipitation.
+  subroutine screen_run()
+    type(domain) :: d
+    logical, allocatable :: recomputed(:, :), zero(:, :)
+    integer :: j, kt
+    d = start_domain()
+    do j = 1, stepcu - 1
+      call advance_ppt(d)
+    end do
+    call load_state(first_frame, d)
+    recomputed = d%nca(1:nx, 1:ny) < 0.5 * dt
+    call cumulus_step(d, tiles, stepcu, .true.)
+    call check(outputs_finite(d), 'screen: every WRF output finite')
+    kt = d%kde - 1
+    zero = all(d%rthcuten(1:nx, :kt, 1:ny) == 0., dim=2) .and. d%pratec(1:nx, 1:ny) == 0.
+    print '(a,i0,a,i0,a)', 'screen: ', count(recomputed .and. zero), &
+      ' recomputed columns with zero cumulus outputs, ', count(recomputed .and. .not. zero), &
+      ' with the model''s'
+  end subroutine screen_run
+
+  !> Stop (status 2) where a character buffer was filled: its value may have been cut short.
+  subroutine fits(ok, what)
+    logical, intent(in) :: ok
+    character(len=*), intent(in) :: what
+    if (ok) return
+    write (error_unit, '(a,i0,a)') 'wrf_plugin_driver: ' // what // ' is longer than ', &
+      len(path) - 1, ' characters: use a shorter path'
+    error stop 2
+  end subroutine fits
 
   !> KTAU = 1: tendencies, NCA and W0AVG start from MSKF's initial values.
   subroutine cold_start_run()
