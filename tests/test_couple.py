@@ -213,7 +213,11 @@ def test_bad_model_path_and_mismatched_metadata(
 
 
 def test_nonfinite_model_outputs_fall_back_and_are_counted(
-    run: Run, coupling_models: Path, host_testbed: Path, tmp_path: Path
+    run: Run,
+    coupling_models: Path,
+    host_testbed: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """nan_members.pt gives NaN heating (mean and spread) in column 1 (0-based) of every chunk
     of 4: before, hybrid ran the model there (a NaN spread is never above spread_max) and ml
@@ -240,6 +244,11 @@ def test_nonfinite_model_outputs_fall_back_and_are_counted(
     assert bool((out["fallback"].isel(col=nan_columns) == 1.0).all())
     for name in ("t", "q", "dtdt_conv", "precip"):
         assert bool(np.isfinite(out[name]).all()), name
+    # `paramlib couple run` says how many: 4 columns (one chunk), 18 steps.
+    size = ["--columns", "4", "--days", "0.25", "--testbed", str(host_testbed)]
+    command = ["couple", "run", str(model), "--scenario", "historical", "--mode", "hybrid", *size]
+    assert main([*command, "--out", str(tmp_path / "cli")]) == 0
+    assert "18 column steps with NaN/Inf model outputs, completed" in capsys.readouterr().out
 
 
 def test_more_host_levels_than_the_model_warn_once(
