@@ -9,8 +9,13 @@ Where it runs:
                         fastest (the Bi-LSTM store here: 12 s against 54 s on the LocalCluster,
                         whose per-task overhead dominates ~6000 tasks of one frame each)
   --scheduler synchronous   one thread, for debugging
-  --slurm               a dask-jobqueue SLURMCluster: each of --jobs SLURM jobs runs one worker
-                        with --cores/--memory (options --queue, --account, --walltime)
+  --slurm               workers as SLURM jobs (dask-jobqueue's SLURMCluster): --jobs jobs, each one
+                        worker of --cores threads and --memory, for --walltime, on --queue /
+                        --account; the scheduler runs in this process and the jobs connect to it.
+                        The build starts when the first worker connects (at most --slurm-wait
+                        seconds; else one line with what squeue says), and every job is cancelled
+                        when it ends, fails or is stopped. A killed build's workers exit by
+                        themselves 60 s after losing the scheduler (dask's death timeout).
 
 Interruption: SIGTERM (SLURM preemption, scancel), SIGUSR1 (sbatch --signal) and SIGINT (Ctrl-C)
 stop the build after the compute under way (one batch of chunks); its temporary store is
@@ -25,11 +30,16 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from paramlib.cli import Subparsers
 from paramlib.train import REQUEUE_EXIT
 from paramlib.train.signals import StopRequest
+
+if TYPE_CHECKING:
+    from paramlib.data.workers import SlurmOptions
 
 STORE_SUFFIX = ".zarr"
 LOCAL_SCHEDULERS = ("threads", "synchronous")
@@ -58,13 +68,49 @@ def register(subparsers: Subparsers) -> None:
     )
     where.add_argument("--slurm", action="store_true", help="workers as SLURM jobs")
     build.add_argument("--workers", type=int, default=2, help="local threads (default 2)")
-    slurm = build.add_argument_group("SLURM (with --slurm)")
-    slurm.add_argument("--jobs", type=int, default=2, help="SLURM jobs (default 2)")
-    slurm.add_argument("--cores", type=int, default=8, help="cores per job (default 8)")
-    slurm.add_argument("--memory", default="32GB", help="memory per job (default 32GB)")
-    slurm.add_argument("--walltime", default="01:00:00", help="per job (default 01:00:00)")
-    slurm.add_argument("--queue", help="SLURM partition")
+    slurm = build.add_argument_group(
+        "SLURM (with --slurm)",
+        "Each job runs one dask worker with this Python (its virtual environment); the scheduler"
+        " runs in this process, so the compute nodes must reach this machine (see --interface)."
+        " Other worker settings come from dask's jobqueue.slurm configuration.",
+    )
+    slurm.add_argument("--jobs", type=positive_int, default=2, help="SLURM jobs (default 2)")
+    slurm.add_argument("--cores", type=positive_int, default=8, help="cores per job (default 8)")
+    slurm.add_argument(
+        "--memory", type=memory_size, default="32GB", help="memory per job (default 32GB)"
+    )
+    slurm.add_argument(
+        "--walltime", default="01:00:00", help="time limit per job, [D-]HH:MM:SS (default 1 h)"
+    )
+    slurm.add_argument("--queue", "--partition", dest="queue", help="SLURM partition")
     slurm.add_argument("--account", help="SLURM account")
+    slurm.add_argument(
+        "--slurm-scratch",
+        metavar="DIR",
+        help="node-local folder for the workers' spill and temporary files (e.g. /local/scratch;"
+        " quote '$TMPDIR' to expand it on the node; default: the node's temporary folder)",
+    )
+    slurm.add_argument(
+        "--sbatch",
+        metavar="OPTION",
+        action="append",
+        type=sbatch_directive,
+        default=[],
+        help="extra sbatch option for the worker jobs, repeatable: --sbatch qos=debug"
+        " --sbatch constraint=cpu (a leading -- is added)",
+    )
+    slurm.add_argument(
+        "--interface",
+        help="network interface of the scheduler and workers (e.g. ib0), where the default"
+        " route's address is not reachable from the compute nodes",
+    )
+    slurm.add_argument(
+        "--slurm-wait",
+        type=positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long to wait for the first worker before giving up (default 600)",
+    )
     build.set_defaults(func=_build)
 
 
@@ -78,25 +124,62 @@ class BuildStop(StopRequest):
         return self
 
 
-def slurm_cluster(args: argparse.Namespace):
-    """A dask-jobqueue SLURMCluster whose jobs each run one worker (``cores`` threads); the
-    caller scales it to ``args.jobs`` jobs."""
-    from dask_jobqueue import SLURMCluster
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
 
-    return SLURMCluster(
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def memory_size(text: str) -> str:
+    from dask.utils import parse_bytes
+
+    try:
+        parse_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 32GB or 4000MB, got {text!r}"
+        ) from None
+    return text
+
+
+def sbatch_directive(text: str) -> str:
+    text = text.strip()
+    if not text or "\n" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected one sbatch option such as qos=debug, got {text!r}"
+        )
+    return text if text.startswith("-") else f"--{text}"
+
+
+def slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    from paramlib.data.workers import SlurmOptions
+
+    return SlurmOptions(
+        jobs=args.jobs,
         cores=args.cores,
-        processes=1,
         memory=args.memory,
         walltime=args.walltime,
         queue=args.queue,
         account=args.account,
-        job_name="paramlib-dataset",
+        scratch=args.slurm_scratch,
+        directives=tuple(args.sbatch),
+        interface=args.interface,
+        wait_s=args.slurm_wait,
     )
 
 
 def _build(args: argparse.Namespace) -> int:
     from paramlib.data.pipeline import BuildInterrupted, build_store
     from paramlib.data.recipe import RecipeError, load_recipe
+    from paramlib.data.workers import SlurmError
 
     try:
         recipe = load_recipe(args.recipe)
@@ -117,7 +200,7 @@ def _build(args: argparse.Namespace) -> int:
 
     try:
         with BuildStop() as stop:
-            _run_build(args, build)
+            _run_build(args, build, stop)
     except BuildInterrupted as interrupted:
         print(
             f"paramlib dataset build: {interrupted.signal_name}: stopped; the temporary store was"
@@ -125,14 +208,15 @@ def _build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return REQUEUE_EXIT
-    # Catalog, reader, recipe and pipeline errors are ValueErrors naming file and variable.
-    except (ValueError, OSError) as error:
+    # Catalog, reader, recipe and pipeline errors are ValueErrors naming file and variable;
+    # SlurmError: the worker jobs were refused or did not start (their jobs are cancelled).
+    except (ValueError, OSError, SlurmError) as error:
         print(f"paramlib dataset build: {args.recipe}: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def _run_build(args: argparse.Namespace, build: Callable[[], None]) -> None:
+def _run_build(args: argparse.Namespace, build: Callable[[], None], stop: StopRequest) -> None:
     """``build()`` on the scheduler the arguments ask for."""
     import dask
 
@@ -142,29 +226,22 @@ def _run_build(args: argparse.Namespace, build: Callable[[], None]) -> None:
         return
     from distributed import Client, LocalCluster
 
-    from paramlib.data.workers import BoundedFileMemory
+    from paramlib.data.workers import BoundedFileMemory, slurm_client
 
-    if args.scheduler:
-        cluster = None
-        client = Client(args.scheduler)
-    else:
-        cluster = (
-            slurm_cluster(args)
-            if args.slurm
-            else LocalCluster(
-                n_workers=1,
-                threads_per_worker=args.workers,
-                processes=False,
-                dashboard_address=None,
-            )
-        )
+    with ExitStack() as stack:
         if args.slurm:
-            cluster.scale(jobs=args.jobs)
-        client = Client(cluster)
-    client.register_plugin(BoundedFileMemory())
-    try:
+            client = stack.enter_context(slurm_client(slurm_options(args), stop))
+        elif args.scheduler:
+            client = stack.enter_context(Client(args.scheduler))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=1,
+                    threads_per_worker=args.workers,
+                    processes=False,
+                    dashboard_address=None,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        client.register_plugin(BoundedFileMemory())
         build()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import dask
@@ -485,26 +484,6 @@ def test_cli_builds_on_a_local_cluster_or_threads_then_reports_up_to_date(tmp_pa
     failed = subprocess.run(command, capture_output=True, text=True, env=env)
     assert failed.returncode == 1 and "['nosuch']" in failed.stderr
     assert stored_fingerprint(out) is not None and not leftovers(out)
-
-
-def test_slurm_job_script():
-    from paramlib.dataset import slurm_cluster
-
-    args = Namespace(
-        cores=4, memory="16GB", walltime="00:30:00", queue="compute", account="proj1", jobs=2
-    )
-    with slurm_cluster(args) as cluster:
-        script = cluster.job_script()
-    assert script.startswith("#!/usr/bin/env bash")
-    for line in (
-        "#SBATCH -J paramlib-dataset",
-        "#SBATCH -p compute",
-        "#SBATCH -A proj1",
-        "#SBATCH -t 00:30:00",
-        "#SBATCH --cpus-per-task=4",
-    ):
-        assert line in script
-    assert "distributed.cli.dask_worker" in script and "--nthreads 4" in script
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])

@@ -1,12 +1,42 @@
-"""Set-up of dask.distributed workers that run pipeline tasks."""
+"""Set-up of dask.distributed workers that run pipeline tasks: the per-worker plugin, and
+workers started as SLURM jobs through dask-jobqueue.
+
+SLURM workers: the scheduler runs inside the process that builds (``paramlib dataset build
+--slurm``, on a login node or in a small job of its own); each SLURM job runs one worker
+process, started with this process's Python (the same virtual environment), that connects back
+to it. The cluster is closed, its jobs cancelled, whichever way the build ends.
+"""
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
 import netCDF4
 import xarray as xr
-from distributed import Worker, WorkerPlugin
+from distributed import Client, Worker, WorkerPlugin
 
-from paramlib.data.pipeline import NETCDF_CHUNK_CACHE_BYTES, OPEN_FILES
+from paramlib.data.pipeline import NETCDF_CHUNK_CACHE_BYTES, OPEN_FILES, BuildInterrupted
+from paramlib.train.signals import StopRequest
+
+# Importing dask_jobqueue sets SIGINT to sys.exit() (its runner module): a Ctrl-C would end a
+# build with exit status 0. Import it here, once, and put back the handler that was there.
+_sigint = signal.getsignal(signal.SIGINT)
+from dask_jobqueue import SLURMCluster  # noqa: E402
+
+signal.signal(signal.SIGINT, _sigint)
+
+JOB_NAME = "paramlib-dataset"
+POLL_S = 0.5
+SLURM_COMMAND_TIMEOUT_S = 30.0
 
 
 class BoundedFileMemory(WorkerPlugin):
@@ -17,3 +47,152 @@ class BoundedFileMemory(WorkerPlugin):
     def setup(self, worker: Worker) -> None:
         netCDF4.set_chunk_cache(NETCDF_CHUNK_CACHE_BYTES)
         xr.set_options(file_cache_maxsize=OPEN_FILES)
+
+
+class SlurmError(RuntimeError):
+    """SLURM refused the worker jobs, or none started in time; one line saying which and why."""
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each worker job asks SLURM for (``paramlib dataset build --slurm`` options)."""
+
+    jobs: int = 2
+    cores: int = 8
+    memory: str = "32GB"
+    walltime: str = "01:00:00"
+    queue: str | None = None  # partition; None: the cluster's default
+    account: str | None = None
+    scratch: str | None = None  # worker spill folder on the node; None: $TMPDIR there
+    directives: tuple[str, ...] = ()  # extra sbatch options, e.g. "--constraint=cpu"
+    interface: str | None = None  # network interface for scheduler and workers, e.g. ib0
+    wait_s: float = 600.0  # for the first worker to connect
+
+    @property
+    def where(self) -> str:
+        partition = f"partition {self.queue}" if self.queue else "the default partition"
+        return partition + (f", account {self.account}" if self.account else "")
+
+
+def slurm_cluster(options: SlurmOptions) -> SLURMCluster:
+    """A dask-jobqueue SLURMCluster whose jobs each run one worker process of ``cores``
+    threads; nothing is submitted until it is scaled. Options not given here come from dask's
+    ``jobqueue.slurm`` configuration (e.g. ``local-directory``, ``interface``)."""
+    return SLURMCluster(
+        cores=options.cores,
+        processes=1,
+        memory=options.memory,
+        walltime=options.walltime,
+        queue=options.queue,
+        account=options.account,
+        job_name=JOB_NAME,
+        job_extra_directives=list(options.directives),
+        local_directory=options.scratch,
+        interface=options.interface,
+        # The interpreter (and so the virtual environment) of this process, by absolute path:
+        # the job finds paramlib even where the site's sbatch does not pass on PATH.
+        python=sys.executable,
+    )
+
+
+def _slurm_command(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise SlurmError(
+            f"--slurm: {name} not found on PATH; run the build where SLURM's client commands"
+            " work (a login node, or inside a job)"
+        )
+    return found
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
+
+
+def check_submission(cluster: SLURMCluster, options: SlurmOptions) -> None:
+    """``sbatch --test-only`` on the worker job script: a partition, account, walltime or
+    resource request SLURM refuses is one line now, before anything is queued."""
+    sbatch = _slurm_command("sbatch")
+    with tempfile.TemporaryDirectory(prefix="paramlib-slurm-") as folder:
+        script = Path(folder) / "worker.sh"
+        script.write_text(cluster.job_script())
+        done = subprocess.run(
+            [sbatch, "--test-only", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=SLURM_COMMAND_TIMEOUT_S,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise SlurmError(
+            f"--slurm: sbatch refuses a worker job on {options.where} ({options.cores} cores,"
+            f" {options.memory}, walltime {options.walltime}): {_last_line(done.stderr)}"
+        )
+
+
+def job_ids(cluster: SLURMCluster) -> list[str]:
+    return sorted(
+        (str(job.job_id) for job in cluster.workers.values() if getattr(job, "job_id", None)),
+        key=int,
+    )
+
+
+def squeue_report(ids: list[str]) -> str:
+    """What squeue says about ``ids``: 'JOBID PARTITION STATE (REASON)' per job still queued."""
+    if not ids:
+        return "no job was submitted (sbatch failed; see the messages above)"
+    done = subprocess.run(
+        [
+            _slurm_command("squeue"),
+            "--noheader",
+            "--format=%i %P %T (%r)",
+            f"--jobs={','.join(ids)}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SLURM_COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    queued = "; ".join(line.strip() for line in done.stdout.splitlines() if line.strip())
+    if queued:
+        return f"squeue: {queued}"
+    if done.returncode != 0:
+        return f"squeue failed: {_last_line(done.stderr)}"
+    return (
+        f"jobs {', '.join(ids)} are no longer queued: they ended; see their output"
+        f" (slurm-JOBID.out in {Path.cwd()} unless the directives say otherwise)"
+    )
+
+
+def wait_for_workers(
+    client: Client, cluster: SLURMCluster, options: SlurmOptions, stop: StopRequest
+) -> None:
+    """Return once a worker has connected (the others join as the queue lets them). A stop
+    signal meanwhile raises `BuildInterrupted`; no worker after ``options.wait_s``, SlurmError
+    with what squeue says about the jobs."""
+    deadline = time.monotonic() + options.wait_s
+    while not client.scheduler_info(n_workers=1)["workers"]:
+        if stop.signal is not None:
+            raise BuildInterrupted(stop.name)
+        if time.monotonic() > deadline:
+            raise SlurmError(
+                f"--slurm: no worker started within {options.wait_s:g} s (--slurm-wait) on"
+                f" {options.where}; {squeue_report(job_ids(cluster))}"
+            )
+        time.sleep(POLL_S)
+
+
+@contextmanager
+def slurm_client(options: SlurmOptions, stop: StopRequest) -> Iterator[Client]:
+    """A client of a SLURMCluster scaled to ``options.jobs`` jobs, with a worker connected;
+    on leaving (normally, on an error, or after a stop signal) the jobs are cancelled."""
+    cluster = slurm_cluster(options)
+    try:
+        check_submission(cluster, options)
+        cluster.scale(jobs=options.jobs)
+        with Client(cluster) as client:
+            wait_for_workers(client, cluster, options, stop)
+            yield client
+    finally:
+        cluster.close()  # scancel of every job it submitted
