@@ -1,24 +1,26 @@
 """``paramlib dataset build``: a recipe (paramlib.data.recipe) -> a training store (zarr).
 
-Stages, all lazy (dask) until a compute:
+1. open each catalog entry with its reader and select the recipe's frames, levels and
+   variables, lazily (``open_selection``); every check on metadata is made here, before
+   anything is read: missing variables, units, slices beyond the data, and sources whose
+   selected levels differ (joined, they would pad the store with NaN levels) unless the recipe
+   interpolates them onto its own levels (``levels.interpolate``);
+2. one pass over the sources (`SourcePass`): one task per block of frames (a chunk along time)
+   reads the block, derives its columns as numpy (``derive_columns``: previous frames, MSKF call
+   state, stacking to (sample, lev)), screens them (``column_flags``: non-finite values, values
+   outside the QC range, not a fresh MSKF call, the balance predicate) and writes the columns no
+   check dropped to its shard in the temporary store's scratch folder; only two booleans per
+   column come back, with counts per check;
+3. the columns kept are chosen from these booleans in numpy (``choose_columns``: balance draws
+   over the whole source) and split by run or by contiguous frame blocks with a gap
+   (``time_blocks``), so every split's size is known without reading the sources again;
+4. each split's arrays are created at that size, and one task per batch of zarr chunks copies
+   its columns from the shards, with the train split's normalisation moments (``Moments``).
 
-1. open each catalog entry with its reader, select the recipe's frames, levels and variables
-   (plus, for WRF MSKF, the call state and the previous frame's fields), stack to (sample, lev);
-   sources whose selected levels differ are refused here, before anything is computed, unless
-   the recipe interpolates them onto its own levels (``levels.interpolate``): joining them
-   would pad the store with NaN levels;
-2. one pass over the sources computes, per column, whether any check drops it (non-finite
-   values, values outside the QC range, not a fresh MSKF call) and the balance predicate, with
-   counts per check; the columns kept are chosen from these two booleans per column in numpy
-   (``choose_columns``), so what is dropped is counted exactly;
-3. split by run or by contiguous frame blocks with a gap (``time_blocks``);
-4. a second pass writes each split to its group of the store in batches of zarr chunks, the
-   train group's normalisation moments computed from the same reads (``Moments``).
-
-Memory is set by the chunks (a block of frames of one source while reading, ``chunk_samples``
-while writing) and the write batches, not by the size of the input. The dask scheduler is
-whatever is active: the CLI starts a distributed cluster (paramlib.dataset); tests may use the
-synchronous one.
+The store is the one the earlier two-pass pipeline wrote (tests/test_pipeline_fused.py). Memory
+is set by the blocks (a chunk of frames of one source, a few MiB per variable) and the write
+batches, not by the size of the input. The dask scheduler is whatever is active: the CLI starts
+a distributed cluster (paramlib.dataset); tests may use the synchronous one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import functools
 import operator
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import dask
 import numpy as np
 import xarray as xr
+import zarr
 
 from paramlib.catalog import CatalogEntry, load_catalog, resolve_paths
 from paramlib.data.canonical import LEV, SAMPLE, stack_columns
@@ -64,8 +68,8 @@ OPS = {
     "<=": operator.le,
 }
 CALL_STATE = "mskf_call_state"
-# Chunks per compute (source chunks in the QC pass, zarr chunks while writing): the task graph
-# and the scheduler's bookkeeping stay bounded whatever the input size.
+# Tasks per compute (blocks in the pass, write batches of BATCH_CHUNKS zarr chunks in the copy):
+# the task graph stays bounded whatever the input size, and a stop signal waits for one compute.
 BATCH_CHUNKS = 16
 # Memory held per open file, which would otherwise grow with the number of input files:
 # netCDF-C's per-variable chunk cache (64 MiB by default, kept while the file is open; the
@@ -74,6 +78,8 @@ BATCH_CHUNKS = 16
 # each; reopening a file costs milliseconds).
 NETCDF_CHUNK_CACHE_BYTES = 0
 OPEN_FILES = 8
+# The pass's shards, inside the temporary store: removed with it on failure or signal.
+SCRATCH = ".scratch"
 # Levels of two sources closer than this (relative) are the same level: float32 rounding of
 # one grid, not two grids (a 0.1 % difference in WRF's ZNU is refused).
 LEVEL_RTOL = 1e-6
@@ -165,15 +171,16 @@ def choose_columns(
 # --- stages -----------------------------------------------------------------------------------
 
 
-def open_columns(recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | None) -> xr.Dataset:
-    """The entry's columns (sample, lev) with the recipe's frames, levels and variables, lazily;
-    ``mskf_call_state`` added when the recipe keeps fresh columns only."""
+def open_selection(
+    recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | None
+) -> tuple[xr.Dataset, str]:
+    """The entry's data (time, y, x, lev) with the recipe's frames and levels and the variables
+    its columns are derived from, lazily, and a description of the source for messages. Every
+    check a recipe can fail on its sources' metadata is made here, before anything is read."""
     ds = open_source(entry, root=root)
     files = ", ".join(map(str, resolve_paths(entry, root)))
     where = f"source {entry.name!r} ({files})"
-    wanted = [*recipe.inputs, *recipe.targets]
-    if recipe.sampling.balance:
-        wanted.append(recipe.sampling.balance.variable)
+    wanted = wanted_variables(recipe)
     missing = sorted({v for v in (*wanted, *recipe.sampling.previous) if v not in ds})
     if missing:
         raise PipelineError(
@@ -192,17 +199,40 @@ def open_columns(recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | 
         ds = interpolate_levels(ds, recipe.levels.interpolate, where)
     elif LEV in ds.dims:
         ds = ds.isel({LEV: checked_slice(recipe.levels, ds.sizes[LEV], "levels", "levels", where)})
-    with_previous = recipe.sampling.mskf_fresh or bool(recipe.sampling.previous)
-    if ds.sizes.get("time", 0) <= int(with_previous) or ds.sizes.get(LEV, 1) == 0:
+    if ds.sizes.get("time", 0) <= int(with_previous(recipe)) or ds.sizes.get(LEV, 1) == 0:
         raise PipelineError(
             f"{where}: the recipe's times {recipe.times}"
             f" {recipe.source_fractions.get(entry.name, '')} and levels {recipe.levels} select"
             f" nothing (the data have {dict(ds.sizes)}"
-            + ("; the first frame goes, it has no previous frame)" if with_previous else ")")
+            + (
+                "; the first frame goes, it has no previous frame)"
+                if with_previous(recipe)
+                else ")"
+            )
         )
-    selected = ds[list(dict.fromkeys(wanted))]
-    if with_previous:
-        # The first frame has no previous frame: it goes.
+    needed = [*wanted, *recipe.sampling.previous, *(["nca"] if recipe.sampling.mskf_fresh else [])]
+    return ds[[v for v in dict.fromkeys(needed) if v in ds]], where
+
+
+def wanted_variables(recipe: Recipe) -> list[str]:
+    """The variables of the store's columns before previous frames, and the balance variable."""
+    wanted = [*recipe.inputs, *recipe.targets]
+    if recipe.sampling.balance:
+        wanted.append(recipe.sampling.balance.variable)
+    return list(dict.fromkeys(wanted))
+
+
+def with_previous(recipe: Recipe) -> bool:
+    """Whether columns need the previous frame (their first frame then goes)."""
+    return recipe.sampling.mskf_fresh or bool(recipe.sampling.previous)
+
+
+def derive_columns(ds: xr.Dataset, recipe: Recipe, where: str) -> xr.Dataset:
+    """Columns (sample, lev) of an `open_selection` (lazy) or of a block of its frames (numpy):
+    the recipe's variables, previous frames and ``mskf_call_state`` added; the first frame
+    goes when previous frames are needed, it has none."""
+    selected = ds[wanted_variables(recipe)]
+    if with_previous(recipe):
         later_times = ds["time"].values[1:]
         selected = selected.isel(time=slice(1, None))
         for name in recipe.sampling.previous:
@@ -316,9 +346,9 @@ def _names(paths: list[Path]) -> str:
 
 
 def column_flags(ds: xr.Dataset, recipe: Recipe) -> dict[str, Any]:
-    """Lazily: ``dropped``, one boolean per column (any reason to drop it), ``counts`` of columns
-    per reason, and ``positive``, the balance predicate per column (None without balancing).
-    Only these two booleans per column are ever held in memory, not one per reason."""
+    """``dropped``, one boolean per column (any reason to drop it), ``counts`` of columns per
+    reason, and ``positive``, the balance predicate per column (None without balancing), of
+    the columns of one block. Only these two booleans per column are kept, not one per reason."""
     flags: dict[str, xr.DataArray] = {}
     for var in recipe.variables:
         da = ds[var]
@@ -362,20 +392,18 @@ class Moments:
     mean: dict[str, np.ndarray]
     m2: dict[str, np.ndarray]
 
-    @staticmethod
-    def lazy(ds: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
-        """Mean and variance over samples, lazily (QC let only finite values in: no NaN-skipping
-        copies)."""
-        ds = ds.astype("float64")
-        return ds.mean(SAMPLE, skipna=False), ds.var(SAMPLE, skipna=False)
-
     @classmethod
-    def of(cls, count: int, mean: xr.Dataset, var: xr.Dataset) -> Moments:
-        return cls(
-            count,
-            {name: np.atleast_1d(mean[name].values) for name in mean.data_vars},
-            {name: count * np.atleast_1d(var[name].values) for name in var.data_vars},
-        )
+    def of(cls, values: Mapping[str, np.ndarray]) -> Moments:
+        """The moments of arrays (sample, ...) of one batch, in float64 (QC let only finite
+        values in: no NaN-skipping copies)."""
+        mean, m2 = {}, {}
+        count = 0
+        for name, array in values.items():
+            count = len(array)
+            wide = array.astype(np.float64)
+            mean[name] = np.atleast_1d(wide.mean(0))
+            m2[name] = np.atleast_1d(((wide - mean[name]) ** 2).sum(0))
+        return cls(count, mean, m2)
 
     def combine(self, other: Moments) -> Moments:
         n = self.count + other.count
@@ -481,49 +509,48 @@ def _build(
     root: str | os.PathLike | None,
     stop: StopRequest | None,
 ) -> BuildResult:
-    columns = {entry.name: open_columns(recipe, entry, root) for entry in entries}
+    sources = [SourcePass(recipe, *open_selection(recipe, entry, root)) for entry in entries]
+    # Lazy columns: their coordinates (times, levels) only; the data are read block by block.
+    columns = {entry.name: s.columns() for entry, s in zip(entries, sources, strict=True)}
     check_same_levels(columns, files)
-    kept, qc = {}, {}
-    for name, ds in columns.items():
-        dropped, counts, positive = _quality_control(ds, recipe, name, stop)
-        check_finite_somewhere(name, counts | {"columns": len(dropped)}, files[name])
-        kept[name], qc[name] = choose_columns(dropped, counts, positive, recipe.sampling.balance)
-        found = {reason: n for reason, n in qc[name].items() if n or reason == "kept"}
-        print(f"[paramlib dataset] {name}: {found} (checks that dropped nothing not shown)")
-
-    parts = _split(recipe, columns, kept)
-    samples = {split: sum(len(i) for _, i in items) for split, items in parts.items()}
-    for split, n in samples.items():
-        if n == 0 and parts[split]:
-            raise PipelineError(
-                f"{recipe.path}: split {split!r} selects no column from"
-                f" {[name for name, _ in parts[split]] or 'no source'} after QC and sampling"
-                f" (counts: {qc})"
-            )
-    run_ids = {name: i for i, name in enumerate(recipe.sources)}
     with atomic_store(out) as tmp:
+        kept, qc = {}, {}
+        for index, (name, source) in enumerate(zip(columns, sources, strict=True)):
+            source.run(tmp / SCRATCH / str(index), name, stop)
+            counts = source.counts | {"columns": len(source.dropped)}
+            check_finite_somewhere(name, counts, files[name])
+            kept[name], qc[name] = choose_columns(
+                source.dropped, source.counts, source.positive, recipe.sampling.balance
+            )
+            found = {reason: n for reason, n in qc[name].items() if n or reason == "kept"}
+            print(f"[paramlib dataset] {name}: {found} (checks that dropped nothing not shown)")
+
+        parts = _split(recipe, columns, kept)
+        samples = {split: sum(len(i) for _, i in items) for split, items in parts.items()}
+        for split, n in samples.items():
+            if n == 0 and parts[split]:
+                raise PipelineError(
+                    f"{recipe.path}: split {split!r} selects no column from"
+                    f" {[name for name, _ in parts[split]] or 'no source'} after QC and sampling"
+                    f" (counts: {qc})"
+                )
+        passes = dict(zip(columns, sources, strict=True))
         stats = None
         for split, items in parts.items():
             if samples[split] == 0:
                 continue
-            ds = xr.concat(
-                [
-                    columns[name][list(recipe.variables)]
-                    .isel({SAMPLE: index})
-                    .assign_coords(run=(SAMPLE, np.full(len(index), run_ids[name], "int16")))
-                    for name, index in items
-                ],
-                dim=SAMPLE,
-                # Levels were checked equal; "exact" keeps any other label mismatch an error.
-                join="exact",
-                coords="minimal",
-                compat="equals",
-            )
-            moments = _write_split(
-                _portable(ds), tmp, split, recipe, with_moments=split == "train", stop=stop
+            _create_split(columns, items, tmp, split, recipe)
+            moments = _compact(
+                [(passes[name], index) for name, index in items],
+                tmp,
+                split,
+                recipe,
+                with_moments=split == "train",
+                stop=stop,
             )
             if moments is not None:
                 stats = moments.as_stats()
+        shutil.rmtree(tmp / SCRATCH)
         write_attrs(
             tmp,
             {
@@ -555,33 +582,130 @@ def _build(
     return BuildResult(out, False, samples, seconds)
 
 
-def _quality_control(
-    ds: xr.Dataset, recipe: Recipe, name: str, stop: StopRequest | None
-) -> tuple[np.ndarray, dict[str, int], np.ndarray | None]:
-    """``column_flags`` of one source, computed in batches of ``BATCH_CHUNKS`` of its chunks
-    (bounded graphs, as for the writes); the per-column booleans joined, the counts summed."""
-    chunked = (v.chunks[0] for v in ds.data_vars.values() if v.chunks is not None)
-    chunks = next(chunked, (ds.sizes[SAMPLE],))
-    edges = np.cumsum((0, *chunks))[::BATCH_CHUNKS]
-    edges = np.append(edges, len(ds[SAMPLE])) if edges[-1] != len(ds[SAMPLE]) else edges
-    dropped, positive, counts = [], [], {}
-    for start, end in zip(edges[:-1], edges[1:], strict=True):
-        label = f"{name}: quality control, columns {start}-{end} of {edges[-1]}"
-        flags = column_flags(ds.isel({SAMPLE: slice(start, end)}), recipe)
-        (found,) = compute(flags, label=label, stop=stop)
-        dropped.append(found["dropped"])
-        positive.append(found["positive"])
-        for reason, n in found["counts"].items():
-            counts[reason] = counts.get(reason, 0) + int(n)
-    return (
-        np.concatenate(dropped),
-        counts,
-        None if positive[0] is None else np.concatenate(positive),
+class SourcePass:
+    """The single pass over one source: a task per block of frames (a chunk of its selection
+    along time) that reads the block, derives its columns, screens them (`column_flags`) and
+    writes the columns no check dropped to the block's shard in the store's scratch folder (one
+    ``.npy`` per variable); only the per-column booleans come back. Which of those columns the
+    store keeps (balance draws over the whole source) and where they go is decided afterwards
+    and `_compact` copies them from the shards: the sources are read once.
+
+    A plain class, not a dataclass: dask passes it to the tasks whole instead of looking inside
+    for collections (the selection is a lazy dataset each task computes a block of)."""
+
+    def __init__(self, recipe: Recipe, selection: xr.Dataset, where: str) -> None:
+        self.recipe, self.selection, self.where = recipe, selection, where
+        first = int(with_previous(recipe))  # the first frame has no previous frame
+        chunked = (
+            v.chunks[v.dims.index("time")]
+            for v in selection.data_vars.values()
+            if v.chunks is not None and "time" in v.dims
+        )
+        chunks = next(chunked, (selection.sizes["time"],))
+        self.edges = np.unique(np.clip(np.cumsum((0, *chunks)), first, None)).tolist()
+        self.shards: list[Path] = []
+        self.dropped = np.zeros(0, bool)
+        self.positive: np.ndarray | None = None
+        self.counts: dict[str, int] = {}
+        self.shard_starts = np.zeros(1, np.int64)  # the first shard row of each block
+        self.dtypes: dict[str, np.dtype] = {}
+
+    def columns(self) -> xr.Dataset:
+        """The columns, lazily; their dtypes are the store's (interpolating a block of numpy
+        float32 values gives float64, dask keeps float32)."""
+        columns = derive_columns(self.selection, self.recipe, self.where)
+        self.dtypes = {name: columns[name].dtype for name in self.recipe.variables}
+        return columns
+
+    def block(self, k: int, shard: Path) -> dict[str, Any]:
+        """Read, derive, screen and write block ``k`` (a task)."""
+        start, stop = self.edges[k] - int(with_previous(self.recipe)), self.edges[k + 1]
+        # The block's whole graph in this task, as numpy: no task per chunk and operation.
+        frames = self.selection.isel(time=slice(start, stop)).compute(scheduler="synchronous")
+        columns = derive_columns(frames, self.recipe, self.where)
+        found = column_flags(columns, self.recipe)
+        keep = ~found["dropped"]
+        shard.mkdir(parents=True)
+        for name in self.recipe.variables:
+            np.save(shard / f"{name}.npy", columns[name].values[keep].astype(self.dtypes[name]))
+        found["counts"] = {reason: int(n) for reason, n in found["counts"].items()}
+        return found
+
+    def run(self, scratch: Path, name: str, stop: StopRequest | None) -> None:
+        """Every block, ``BATCH_CHUNKS`` tasks per compute; the flags joined, counts summed."""
+        from dask import delayed
+
+        n = len(self.edges) - 1
+        self.shards = [scratch / str(k) for k in range(n)]
+        found: list[dict[str, Any]] = []
+        for first in range(0, n, BATCH_CHUNKS):
+            blocks = range(first, min(first + BATCH_CHUNKS, n))
+            tasks = [delayed(self.block, pure=False)(k, self.shards[k]) for k in blocks]
+            frames = f"frames {self.edges[blocks[0]]}-{self.edges[blocks[-1] + 1]}"
+            label = f"{name}: reading, quality control, {frames} of {self.edges[-1]}"
+            found.extend(compute(*tasks, label=label, stop=stop))
+        self.dropped = np.concatenate([f["dropped"] for f in found])
+        if self.recipe.sampling.balance is not None:
+            self.positive = np.concatenate([f["positive"] for f in found])
+        self.counts = {
+            reason: sum(f["counts"][reason] for f in found) for reason in found[0]["counts"]
+        }
+        rows = [int(np.count_nonzero(~f["dropped"])) for f in found]
+        self.shard_starts = np.cumsum([0, *rows])
+
+    def pieces(self, index: np.ndarray) -> list[tuple[Path, np.ndarray]]:
+        """Columns ``index`` (sorted, none dropped) as (shard, rows of it), in order."""
+        position = np.cumsum(~self.dropped)[index] - 1  # among the columns kept by QC
+        shard = np.searchsorted(self.shard_starts, position, side="right") - 1
+        cuts = np.flatnonzero(np.diff(shard)) + 1
+        return [
+            (self.shards[int(s[0])], p - self.shard_starts[int(s[0])])
+            for s, p in zip(np.split(shard, cuts), np.split(position, cuts), strict=True)
+            if len(s)
+        ]
+
+
+def _create_split(
+    columns: Mapping[str, xr.Dataset],
+    items: list[tuple[str, np.ndarray]],
+    store: Path,
+    split: str,
+    recipe: Recipe,
+) -> None:
+    """The split's group with its arrays (sizes, chunks, codecs, attributes) and coordinates;
+    `_compact` writes the data. Metadata from the lazy columns, as ``to_zarr`` writes them."""
+    run_ids = {name: i for i, name in enumerate(recipe.sources)}
+    ds = xr.concat(
+        [
+            columns[name][list(recipe.variables)]
+            .isel({SAMPLE: index})
+            .assign_coords(run=(SAMPLE, np.full(len(index), run_ids[name], "int16")))
+            for name, index in items
+        ],
+        dim=SAMPLE,
+        # Levels were checked equal; "exact" keeps any other label mismatch an error.
+        join="exact",
+        coords="minimal",
+        compat="equals",
     )
+    ds = _portable(ds).chunk({SAMPLE: recipe.chunk_samples})
+    codecs = compressors(recipe.compression)
+    ds.to_zarr(
+        store,
+        group=split,
+        mode="w",
+        compute=False,  # the arrays are created, only the numpy coordinates written
+        consolidated=False,
+        encoding={name: {"compressors": codecs} for name in ds},
+    )
+    group = zarr.open_group(str(store), path=split, mode="r+")
+    for name, coord in ds.coords.items():
+        if coord.chunks is not None:  # chunked with the data, held in memory: not yet written
+            group[str(name)][...] = coord.values
 
 
-def _write_split(
-    ds: xr.Dataset,
+def _compact(
+    items: list[tuple[SourcePass, np.ndarray]],
     store: Path,
     split: str,
     recipe: Recipe,
@@ -589,39 +713,69 @@ def _write_split(
     with_moments: bool,
     stop: StopRequest | None,
 ) -> Moments | None:
-    """Write ``ds`` to the store's group ``split`` in batches of ``BATCH_CHUNKS`` zarr
-    chunks, one compute each (appended along sample), so that neither the task graph nor the
-    scheduler's bookkeeping grows with the input; with the moments of every variable, computed
-    from the same reads."""
-    batch = BATCH_CHUNKS * recipe.chunk_samples  # a multiple: appends start on a chunk
-    total = ds.sizes[SAMPLE]
+    """Copy the split's columns from the shards into its arrays, a task per ``BATCH_CHUNKS``
+    zarr chunks (chunk-aligned: no two tasks write one chunk), ``BATCH_CHUNKS`` tasks per
+    compute; with the moments of every variable, from the same copies."""
+    from dask import delayed
+
+    pieces = [piece for source, index in items for piece in source.pieces(index)]
+    batch = BATCH_CHUNKS * recipe.chunk_samples
+    tasks, offset, current, filled = [], 0, [], 0
+    for shard, rows in pieces:
+        while len(rows):
+            take = rows[: batch - filled]
+            current.append((shard, take))
+            filled += len(take)
+            rows = rows[len(take) :]
+            if filled == batch:
+                tasks.append((offset, current))
+                offset, current, filled = offset + batch, [], 0
+    if current:
+        tasks.append((offset, current))
+    total = offset + filled
     moments = None
-    for start in range(0, total, batch):
-        part = ds.isel({SAMPLE: slice(start, start + batch)}).chunk({SAMPLE: recipe.chunk_samples})
-        if start == 0:
-            codecs = compressors(recipe.compression)
-            write = part.to_zarr(
-                store,
-                group=split,
-                mode="w",
-                compute=False,
-                consolidated=False,
-                encoding={name: {"compressors": codecs} for name in part},
-            )
-        else:
-            write = part.to_zarr(
-                store, group=split, append_dim=SAMPLE, compute=False, consolidated=False
-            )
-        label = f"{split}: writing samples {start}-{min(start + batch, total)} of {total}"
-        if not with_moments:
-            compute(write, label=label, stop=stop)
-            continue
-        _, *computed = compute(
-            write, *Moments.lazy(part), label=label + " and statistics", stop=stop
+    for first in range(0, len(tasks), BATCH_CHUNKS):
+        chosen = tasks[first : first + BATCH_CHUNKS]
+        end = min(chosen[-1][0] + batch, total)
+        label = f"{split}: writing samples {chosen[0][0]}-{end} of {total}"
+        found = compute(
+            *[
+                delayed(_copy_batch, pure=False)(store, split, start, copies, recipe, with_moments)
+                for start, copies in chosen
+            ],
+            label=label + (" and statistics" if with_moments else ""),
+            stop=stop,
         )
-        found = Moments.of(part.sizes[SAMPLE], *computed)
-        moments = found if moments is None else moments.combine(found)
+        for part in found if with_moments else ():
+            moments = part if moments is None else moments.combine(part)
     return moments
+
+
+def _copy_batch(
+    store: Path,
+    split: str,
+    start: int,
+    copies: list[tuple[Path, np.ndarray]],
+    recipe: Recipe,
+    with_moments: bool,
+) -> Moments | None:
+    """Rows of shards into the split's arrays from ``start`` on (a task); their moments."""
+    group = zarr.open_group(str(store), path=split, mode="r+")
+    moments = []
+    for name in recipe.variables:
+        values = np.concatenate(
+            [np.load(shard / f"{name}.npy", mmap_mode="r")[rows] for shard, rows in copies]
+        )
+        group[name][start : start + len(values)] = values
+        if with_moments:
+            moments.append(Moments.of({name: values}))
+    if not moments:
+        return None
+    return Moments(
+        moments[0].count,
+        {k: v for m in moments for k, v in m.mean.items()},
+        {k: v for m in moments for k, v in m.m2.items()},
+    )
 
 
 def _split(
