@@ -147,8 +147,8 @@ def test_shipped_configs_load_with_their_small_variant(repo_root: Path) -> None:
 def test_store_larger_than_the_memory_budget_is_refused(
     tmp_path: Path, stores: dict[str, Path]
 ) -> None:
-    config = config_of(tmp_path, stores, "rpn", "data.memory_gb=1e-9")
-    with pytest.raises(DataError, match="over data.memory_gb"):
+    config = config_of(tmp_path, stores, "rpn", "data.memory_gb=1e-9", "data.loader=memory")
+    with pytest.raises(DataError, match=r"data.memory_gb: .* over the budget 1e-09 GiB"):
         run(config, tmp_path / "run")
     with pytest.raises(DataError, match="data.store: no training store"):
         run(config_of(tmp_path, stores, "rpn", f"data.store={tmp_path}/none.zarr"), tmp_path / "r")

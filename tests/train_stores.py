@@ -29,8 +29,13 @@ UNITS = {
 
 
 def write_store(
-    path: Path, groups: dict[str, dict[str, np.ndarray]], inputs: list[str], targets: list[str]
+    path: Path,
+    groups: dict[str, dict[str, np.ndarray]],
+    inputs: list[str],
+    targets: list[str],
+    chunk: int | None = None,
 ) -> Path:
+    """`chunk`: samples per zarr chunk (default: zarr's choice, one chunk for tiny stores)."""
     for group, data in groups.items():
         ds = xr.Dataset(
             {
@@ -42,7 +47,16 @@ def write_store(
                 for name, value in data.items()
             }
         )
-        ds.to_zarr(path, group=group, mode="a" if path.exists() else "w", consolidated=False)
+        encoding = (
+            {name: {"chunks": (chunk, *ds[name].shape[1:])} for name in ds} if chunk else None
+        )
+        ds.to_zarr(
+            path,
+            group=group,
+            mode="a" if path.exists() else "w",
+            consolidated=False,
+            encoding=encoding,
+        )
     train = groups["train"]
     stats = {
         name: {
@@ -82,12 +96,18 @@ def _columns(rng: np.random.Generator, n: int, fidelity: str) -> dict[str, np.nd
     return data
 
 
-def feature_store(path: Path, fidelity: str = "hf", seed: int = 0) -> Path:
+def feature_store(
+    path: Path,
+    fidelity: str = "hf",
+    seed: int = 0,
+    chunk: int | None = None,
+    splits: dict[str, int] = SPLITS,
+) -> Path:
     """An MF-RPN-style store: "hf" (with bm_* inputs) or "lf"."""
     rng = np.random.default_rng(seed)
-    groups = {group: _columns(rng, n, fidelity) for group, n in SPLITS.items()}
+    groups = {group: _columns(rng, n, fidelity) for group, n in splits.items()}
     inputs = ["t", "q", "ps"] + (["bm_heating", "bm_moistening", "bm_precip"] * (fidelity == "hf"))
-    return write_store(path, groups, inputs, ["heating", "moistening", "precip"])
+    return write_store(path, groups, inputs, ["heating", "moistening", "precip"], chunk)
 
 
 def _mskf_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -110,12 +130,12 @@ def _mskf_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     }
 
 
-def bilstm_store(path: Path, seed: int = 0) -> Path:
+def bilstm_store(path: Path, seed: int = 0, chunk: int | None = None) -> Path:
     """A Bi-LSTM MSKF-style store: t, p, qv on levels, a 2-D input, previous-call fields."""
     rng = np.random.default_rng(seed)
     groups = {group: _mskf_columns(rng, n) for group, n in SPLITS.items()}
     inputs = ["t", "p", "qv", "hfx", "rthcuten_prev", "nca_prev"]
-    return write_store(path, groups, inputs, ["rthcuten", "pratec", "nca"])
+    return write_store(path, groups, inputs, ["rthcuten", "pratec", "nca"], chunk)
 
 
 TRAIN = {

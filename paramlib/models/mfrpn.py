@@ -168,13 +168,16 @@ def mf_loss(
     x_lf: Tensor | None = None,
     y_lf: Tensor | None = None,
     alpha: float = 1.0,
+    weights_hf: Tensor | None = None,
+    weights_lf: Tensor | None = None,
 ) -> MFLoss:
     """MSE_HF + alpha * MSE_LF on normalised (M, B, F) per-member batches (or (B, F)).
 
     The LF term needs an LF batch (x_lf, y_lf) whenever the model has an LF-RPN and
-    alpha > 0; hf_of_bm_and_x has none, and its loss is MSE_HF alone.
+    alpha > 0; hf_of_bm_and_x has none, and its loss is MSE_HF alone. Weights: as in
+    `ensemble_mse`, per batch.
     """
-    mse_hf = ensemble_mse(model(x_hf), y_hf)
+    mse_hf = ensemble_mse(model(x_hf), y_hf, weights_hf)
     lf = model.lf
     if lf is None or alpha == 0.0:
         if x_lf is not None and lf is None:
@@ -182,7 +185,7 @@ def mf_loss(
         return MFLoss(mse_hf, mse_hf, None)
     if x_lf is None or y_lf is None:
         raise ValueError("alpha > 0: the LF term needs an LF batch (x_lf, y_lf)")
-    mse_lf = ensemble_mse(lf(x_lf), y_lf)
+    mse_lf = ensemble_mse(lf(x_lf), y_lf, weights_lf)
     return MFLoss(mse_hf + alpha * mse_lf, mse_hf, mse_lf)
 
 

@@ -113,13 +113,18 @@ class RPN(nn.Module):
         return self.trainable(x).add_(prior, alpha=self.prior_scale)
 
 
-def ensemble_mse(prediction: Tensor, target: Tensor) -> Tensor:
+def ensemble_mse(prediction: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
     """Sum over members of each member's mean squared error.
 
     prediction (M, B, F); target (M, B, F) (per-member batches) or (B, F). The sum, not the
     mean, over members gives every member the gradient it would get if trained alone.
+    weights (M, B) of 0 and 1: each member's mean over its samples only (streamed bootstrap
+    subsets, where every member gets the same batch).
     """
-    return (prediction - target).square().mean(dim=(-2, -1)).sum()
+    if weights is None:
+        return (prediction - target).square().mean(dim=(-2, -1)).sum()
+    per_sample = (prediction - target).square().mean(dim=-1)
+    return ((per_sample * weights).sum(dim=-1) / weights.sum(dim=-1).clamp_min(1.0)).sum()
 
 
 class BootstrapSampler:

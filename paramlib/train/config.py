@@ -46,6 +46,7 @@ from paramlib.guards import UserInputError, safe_name
 KINDS = ("mlp", "rpn", "mfrpn", "bilstm")
 COMPOSITIONS = ("hf_of_lf", "hf_of_lf_and_x", "hf_of_bm_and_x")
 NORMALISATIONS = ("train", "lf")
+LOADERS = ("auto", "memory", "streaming")
 DEVICES = ("auto", "cpu", "cuda")
 OUTPUTS = ("mean_spread", "members", "mean", "member")
 PAPER_HIDDEN = [512] * 7
@@ -75,6 +76,9 @@ RESUMABLE_CHANGES = (
     "train.checkpoint_every",
     "train.progress",
     "train.threads",
+    # The loader auto chose is kept in the checkpoint: the budget cannot change the data order.
+    "data.memory_gb",
+    "data.prefetch",  # how far ahead the reading thread runs, not what it reads
     "export.output",
     "export.member",
 )
@@ -113,7 +117,12 @@ class DataConfig:
     train_group: str = "train"
     val_group: str = "val"
     val_max_samples: int = 8192  # validation on at most this many evenly spaced samples
-    memory_gb: float = 16.0  # stores are read into memory; larger ones are refused
+    # memory: read the train split(s) whole; streaming: read shuffled store chunks while
+    # training (`paramlib.train.streaming`); auto: memory when they fit in memory_gb.
+    loader: str = "auto"
+    memory_gb: float | None = None  # default: half the available memory per process on a node
+    shuffle_chunks: int = 8  # streaming: store chunks shuffled together in memory
+    prefetch: int = 2  # streaming: shuffle buffers read ahead by a background thread
 
 
 @dataclass
@@ -412,6 +421,7 @@ def _validate(config: Config, tree: _Tree) -> None:
     choices = {
         "model.composition": (model.composition, COMPOSITIONS),
         "data.normalisation": (config.normalisation, NORMALISATIONS),
+        "data.loader": (data.loader, LOADERS),
         "train.device": (train.device, DEVICES),
         "export.output": (config.export_output, OUTPUTS),
     }
@@ -423,6 +433,8 @@ def _validate(config: Config, tree: _Tree) -> None:
         "model.lstm_hidden": model.lstm_hidden,
         "model.lstm_layers": model.lstm_layers,
         "data.val_max_samples": data.val_max_samples,
+        "data.shuffle_chunks": data.shuffle_chunks,
+        "data.prefetch": data.prefetch,
         "train.steps": train.steps,
         "train.batch_size": train.batch_size,
         "train.lf_batch_size": train.lf_batch_size or 1,
@@ -435,7 +447,8 @@ def _validate(config: Config, tree: _Tree) -> None:
     for dotted, value in positive.items():
         if value < 1:
             fail(dotted, f"expected an integer >= 1, got {value}")
-    for dotted, value in {"train.lr": train.lr, "data.memory_gb": data.memory_gb}.items():
+    budget = 1.0 if data.memory_gb is None else data.memory_gb  # None: from the machine's RAM
+    for dotted, value in {"train.lr": train.lr, "data.memory_gb": budget}.items():
         if not value > 0:
             fail(dotted, f"expected a number > 0, got {value}")
     if not 0 < train.lr_decay <= 1:

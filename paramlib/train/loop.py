@@ -278,8 +278,25 @@ def _run(
     group: Group,
     stop: StopRequest,
 ) -> int:
+    task = task_from_stores(config, saved["spec"].get("loader") if saved is not None else None)
+    if group.is_main:
+        print(f"[paramlib train] {task.loader_note}", file=sys.stderr)
+    try:
+        return _train(config, out, saved, max_steps, group, stop, task)
+    finally:
+        task.close()
+
+
+def _train(
+    config: Config,
+    out: Path,
+    saved: dict[str, Any] | None,
+    max_steps: int | None,
+    group: Group,
+    stop: StopRequest,
+    task: Task,
+) -> int:
     train_config = config.train
-    task = task_from_stores(config)
     ensemble = config.ensemble
     first, count = member_slice(task.members, group.rank, group.world_size) if ensemble else (0, 1)
     torch.manual_seed(train_config.seed)  # initial weights (the LSTM draws from torch's RNG)

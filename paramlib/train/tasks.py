@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,12 +56,15 @@ from paramlib.models.mfrpn import BM_PREFIX
 from paramlib.train.config import Config
 from paramlib.train.data import (
     DataError,
+    SplitReader,
+    choose_loader,
     group_size,
     open_store,
     read_fields,
     store_record,
     val_rows,
 )
+from paramlib.train.streaming import ChunkStream, SplitSource, bootstrap_weights
 
 # Seed purposes: samplers over different data of one run draw unrelated subsets.
 SAMPLER_SEED, LF_SAMPLER_SEED = 1, 2
@@ -102,6 +105,9 @@ class Task(ABC):
         self.kind = config.model.kind
         self.members = config.model.members if config.ensemble else 1
         self.shard = slice(None)  # this rank's columns of a global batch (data-parallel)
+        self.sources: dict[str, SplitSource] = {}  # streamed train splits (loader streaming)
+        self.streams: dict[str, ChunkStream] = {}
+        self.loader_note = ""  # which loader and why, said at start
 
     @abstractmethod
     def network(self, first_member: int, count: int) -> nn.Module:
@@ -150,21 +156,54 @@ class Task(ABC):
         key, path = ("data.lf_store", data.lf_store) if lf else ("data.store", data.store)
         return f"{key} {path} group {data.train_group!r}"
 
+    def batch_rows(self, step: int) -> dict[str, tuple[Tensor, list[Tensor]]]:
+        """Per split, the store samples of step `step`'s batch and their rows of its tensors."""
+        if self.streams:
+            batches = {split: stream.batch(step) for split, stream in self.streams.items()}
+            return {split: (rows, list(tensors)) for split, (rows, *tensors) in batches.items()}
+        rows = {}
+        for split, index in self.batch_index(step).items():
+            samples = index.flatten().unique()
+            rows[split] = (samples, [t[samples] for t in self.split_tensors(split)])
+        return rows
+
     def describe_batch(self, step: int) -> str:
         """The store samples of step `step`'s batch, those with non-finite values when there
         are any (the likely cause of a non-finite loss), for the message that stops a run."""
         parts = []
-        for split, index in self.batch_index(step).items():
-            samples = index.flatten().unique()
+        for split, (samples, tensors) in self.batch_rows(step).items():
             bad = torch.zeros(len(samples), dtype=torch.bool, device=samples.device)
-            for tensor in self.split_tensors(split):
-                bad |= ~torch.isfinite(tensor[samples].reshape(len(samples), -1)).all(dim=1)
+            for tensor in tensors:
+                bad |= ~torch.isfinite(tensor.reshape(len(samples), -1).to(bad.device)).all(dim=1)
             shown = samples[bad] if bad.any() else samples
             listed = shown[:MAX_LISTED].tolist()
             more = f" ... ({len(shown)} in all)" if len(shown) > MAX_LISTED else ""
             what = "non-finite values in" if bad.any() else "all finite:"
             parts.append(f"{what} {self.split_source(split)} samples {listed}{more}")
         return "; ".join(parts)
+
+    def _open_streams(self, sizes: Mapping[str, tuple[int, int]], rank: int, world: int) -> None:
+        """A `ChunkStream` per streamed split, from its (batch size, seed purpose): ensembles
+        (member-parallel) stream every sample on every rank, single models a rank's share."""
+        data, seed = self.config.data, self.config.train.seed
+        if self.config.ensemble:
+            rank, world = 0, 1
+        for split, (size, purpose) in sizes.items():
+            share = self._batch_shard(size, rank, world)
+            self.streams[split] = ChunkStream(
+                self.sources[split],
+                share.stop - share.start,
+                derived_seed(seed, purpose),
+                data.shuffle_chunks,
+                data.prefetch,
+                rank,
+                world,
+            )
+
+    def close(self) -> None:
+        """Stop the streams' reading threads."""
+        for stream in self.streams.values():
+            stream.close()
 
     def _batch_shard(self, batch_size: int, rank: int, world: int) -> slice:
         if batch_size % world:
@@ -230,6 +269,16 @@ class FeatureTask(Task):
         self.device = device
         self.data = {k: (x.to(device), y.to(device)) for k, (x, y) in self.data.items()}
         fraction = self.config.model.bootstrap_fraction if self.kind != "mlp" else 1.0
+        self.batch_size = train.batch_size
+        self.lf_batch_size = train.lf_batch_size or train.batch_size
+        if self.sources:
+            self.members_trained = range(first_member, first_member + count)
+            self.fraction = fraction
+            sizes = {"train": (self.batch_size, SAMPLER_SEED)}
+            if self.with_lf:
+                sizes["lf_train"] = (self.lf_batch_size, LF_SAMPLER_SEED)
+            self._open_streams(sizes, rank, world)
+            return
 
         def sampler(split: str, purpose: int) -> BootstrapSampler:
             return BootstrapSampler(
@@ -241,11 +290,9 @@ class FeatureTask(Task):
             )
 
         self.sampler = sampler("train", SAMPLER_SEED)
-        self.batch_size = train.batch_size
         self.sampler.steps_per_epoch(self.batch_size)  # checks the batch fits the subset
         if self.with_lf:
             self.lf_sampler = sampler("lf_train", LF_SAMPLER_SEED)
-            self.lf_batch_size = train.lf_batch_size or train.batch_size
             self.lf_sampler.steps_per_epoch(self.lf_batch_size)
         if not self.config.ensemble and world > 1:
             self.shard = self._batch_shard(self.batch_size, rank, world)
@@ -253,14 +300,26 @@ class FeatureTask(Task):
     def _index(self, sampler: BootstrapSampler, step: int, size: int) -> Tensor:
         return sampler.batch(step, size)[:, self.shard].to(self.device)
 
-    def _batch(
-        self, split: str, sampler: BootstrapSampler, step: int, size: int
-    ) -> tuple[Tensor, Tensor]:
-        index = self._index(sampler, step, size)
+    def _batch(self, split: str, step: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(x, y, bootstrap weights or None) of step `step`'s batch of `split` on this rank."""
+        if self.streams:
+            rows, x, y = self.streams[split].batch(step)
+            weights = None
+            if self.fraction < 1.0:
+                purpose = LF_SAMPLER_SEED if split == "lf_train" else SAMPLER_SEED
+                seed = derived_seed(self.config.train.seed, purpose)
+                weights = bootstrap_weights(seed, self.members_trained, rows, self.fraction)
+                weights = weights.to(self.device)
+            return x.to(self.device), y.to(self.device), weights
+        lf = split == "lf_train"
+        sampler = self.lf_sampler if lf else self.sampler
+        index = self._index(sampler, step, self.lf_batch_size if lf else self.batch_size)
         x, y = self.data[split]
-        return x[index], y[index]
+        return x[index], y[index], None
 
     def batch_index(self, step: int) -> dict[str, Tensor]:
+        if self.streams:
+            return {s: self.streams[s].batch(step)[0].to(self.device) for s in self.streams}
         index = {"train": self._index(self.sampler, step, self.batch_size)}
         if self.with_lf:
             index["lf_train"] = self._index(self.lf_sampler, step, self.lf_batch_size)
@@ -270,12 +329,12 @@ class FeatureTask(Task):
         return list(self.data[split])
 
     def step_loss(self, model: nn.Module, net: nn.Module, step: int) -> tuple[Tensor, Tensor]:
-        x, y = self._batch("train", self.sampler, step, self.batch_size)
+        x, y, weights = self._batch("train", step)
         if not self.with_lf:
-            loss = ensemble_mse(model(x), y)
+            loss = ensemble_mse(model(x), y, weights)
             return loss, loss.detach().reshape(1)
-        x_lf, y_lf = self._batch("lf_train", self.lf_sampler, step, self.lf_batch_size)
-        parts = mf_loss(model, x, y, x_lf, y_lf, alpha=self.config.model.alpha)
+        x_lf, y_lf, weights_lf = self._batch("lf_train", step)
+        parts = mf_loss(model, x, y, x_lf, y_lf, self.config.model.alpha, weights, weights_lf)
         assert parts.lf is not None  # with_lf
         return parts.total, torch.stack([parts.total, parts.hf, parts.lf]).detach()
 
@@ -324,7 +383,46 @@ def _split_nlev(nlev: Mapping[str, int], names: Sequence[str]) -> dict[str, int]
     return {k: v for k, v in nlev.items() if k in names}
 
 
-def _feature_task(config: Config) -> FeatureTask:
+def _pick_loader(config: Config, readers: Sequence[SplitReader], pinned: str | None) -> str:
+    """The loader for train splits read by `readers`; the note the run prints at start."""
+    data = config.data
+    need = sum(r.samples * r.row_bytes for r in readers)
+    loader, why = choose_loader(data.loader, need, data.memory_gb, pinned)
+    note = f"data loader: {loader} ({why})"
+    if loader == "streaming":
+        chunk = readers[0].chunk
+        note += (
+            f"; shuffle buffer {data.shuffle_chunks} chunks of {chunk} samples, "
+            f"{data.prefetch} buffers read ahead"
+        )
+    return loader, note
+
+
+def _source(
+    reader: SplitReader, key: str, convert: Callable[[dict[str, np.ndarray]], tuple[Tensor, ...]]
+) -> SplitSource:
+    """A streamed split: `convert` turns the fields of a block of rows into its tensors."""
+    return SplitSource(
+        lambda start, stop: convert(reader.read(slice(start, stop))),
+        reader.samples,
+        reader.chunk,
+        key,
+    )
+
+
+def _streamed_range(reader: SplitReader, layout: FieldLayout, rows: int) -> Tensor:
+    """(2, size): per feature, the min and max of `layout`'s fields over the split, read
+    `rows` at a time (a streamed split is never whole in memory)."""
+    low = high = None
+    for start in range(0, reader.samples, rows):
+        x = layout.flatten(reader.read(slice(start, start + rows)), crop_top=True)
+        low = x.amin(0) if low is None else torch.minimum(low, x.amin(0))
+        high = x.amax(0) if high is None else torch.maximum(high, x.amax(0))
+    assert low is not None and high is not None  # a split has samples
+    return torch.stack([low, high])
+
+
+def _feature_task(config: Config, pinned: str | None = None) -> FeatureTask:
     data, model = config.data, config.model
     main = open_store(data.store)
     lf = open_store(data.lf_store, "data.lf_store") if data.lf_store else None
@@ -357,11 +455,10 @@ def _feature_task(config: Config) -> FeatureTask:
     x_layout = inputs.select(x_names)
     x_norm = Normaliser(in_norm.mean[: x_layout.size], in_norm.std[: x_layout.size])
 
-    def load(
-        root: Any, key: str, layout: FieldLayout, norm: Normaliser, group: str, rows: slice
+    def convert(
+        fields: Mapping[str, np.ndarray], layout: FieldLayout, norm: Normaliser
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(physical inputs, normalised inputs, normalised targets) of a split."""
-        fields = read_fields(root, group, layout.names + outputs.names, rows, data.memory_gb, key)
+        """(physical inputs, normalised inputs, normalised targets) of a split's fields."""
         x = layout.flatten(fields, crop_top=True)
         return x, norm(x), out_norm(outputs.flatten(fields, crop_top=True))
 
@@ -370,16 +467,29 @@ def _feature_task(config: Config) -> FeatureTask:
     if with_lf:
         assert lf is not None  # validated: the LF compositions need data.lf_store
         sources.append(("lf_", lf, "data.lf_store", x_layout, x_norm))
-    tensors = {}
-    for prefix, root, key, layout, norm in sources:
-        x_train, x, y = load(root, key, layout, norm, data.train_group, slice(None))
-        tensors[prefix + "train"] = (x, y)
+    readers = [
+        SplitReader(root, data.train_group, layout.names + outputs.names, key)
+        for _, root, key, layout, _ in sources
+    ]
+    loader, note = _pick_loader(config, readers, pinned)
+    tensors, streamed = {}, {}
+    for (prefix, root, key, layout, norm), reader in zip(sources, readers, strict=True):
+        if loader == "memory":
+            x_train, x, y = convert(reader.read(), layout, norm)
+            tensors[prefix + "train"] = (x, y)
+        else:
+            streamed[prefix + "train"] = _source(
+                reader, key, lambda f, layout=layout, norm=norm: convert(f, layout, norm)[1:]
+            )
+            if not prefix:
+                x_train = _streamed_range(reader, inputs, reader.chunk * data.shuffle_chunks)
         if not prefix:  # the model file's valid ranges: the training inputs seen
             valid_range = inputs.value_range(x_train)
         n_val = group_size(root, data.val_group)
         if n_val:
             rows = val_rows(n_val, data.val_max_samples)
-            tensors[prefix + "val"] = load(root, key, layout, norm, data.val_group, rows)[1:]
+            fields = read_fields(root, data.val_group, layout.names + outputs.names, rows, key)
+            tensors[prefix + "val"] = convert(fields, layout, norm)[1:]
     stores = {"train": store_record(main, data.store)}
     if lf is not None:
         stores["lf"] = store_record(lf, data.lf_store or "")
@@ -391,8 +501,11 @@ def _feature_task(config: Config) -> FeatureTask:
         "out_norm": _norm_dict(out_norm),
         "valid_range": valid_range,
         "stores": stores,
+        "loader": loader,
     }
-    return FeatureTask(config, spec, tensors)
+    task = FeatureTask(config, spec, tensors)
+    task.sources, task.loader_note = streamed, note
+    return task
 
 
 class BiLSTMTask(Task):
@@ -423,16 +536,21 @@ class BiLSTMTask(Task):
             k: ([t.to(device) for t in x], [t.to(device) for t in y])
             for k, (x, y) in self.data.items()
         }
+        self.batch_size = self.config.train.batch_size
+        if self.sources:
+            self._open_streams({"train": (self.batch_size, SAMPLER_SEED)}, rank, world)
+            return
         n = len(self.data["train"][0][0])
         self.sampler = BootstrapSampler(
             n, 1, 1.0, seed=derived_seed(self.config.train.seed, SAMPLER_SEED)
         )
-        self.batch_size = self.config.train.batch_size
         self.sampler.steps_per_epoch(self.batch_size)
         if world > 1:
             self.shard = self._batch_shard(self.batch_size, rank, world)
 
     def batch_index(self, step: int) -> dict[str, Tensor]:
+        if self.streams:
+            return {"train": self.streams["train"].batch(step)[0].to(self.device)}
         return {"train": self.sampler.batch(step, self.batch_size)[0, self.shard].to(self.device)}
 
     def split_tensors(self, split: str) -> list[Tensor]:
@@ -440,11 +558,16 @@ class BiLSTMTask(Task):
         return [*inputs, *targets]
 
     def step_loss(self, model: nn.Module, net: nn.Module, step: int) -> tuple[Tensor, Tensor]:
-        index = self.batch_index(step)["train"]
-        inputs, targets = self.data["train"]
-        loss, parts = bilstm_loss(
-            net, model([x[index] for x in inputs]), [y[index] for y in targets]
-        )
+        if self.streams:
+            _, *tensors = self.streams["train"].batch(step)
+            batch = [t.to(self.device) for t in tensors]
+            n_in = len(self.bilstm.input_names)
+            inputs, targets = batch[:n_in], batch[n_in:]
+        else:
+            index = self.batch_index(step)["train"]
+            inputs = [x[index] for x in self.data["train"][0]]
+            targets = [y[index] for y in self.data["train"][1]]
+        loss, parts = bilstm_loss(net, model(inputs), targets)
         return loss, torch.stack([loss.detach(), parts["mae"], parts["bce"]])
 
     def val_losses(self, net: nn.Module) -> Tensor:
@@ -469,7 +592,7 @@ class BiLSTMTask(Task):
         return export_bilstm(net, path, provenance)
 
 
-def _bilstm_task(config: Config) -> BiLSTMTask:
+def _bilstm_task(config: Config, pinned: str | None = None) -> BiLSTMTask:
     data, model = config.data, config.model
     root = open_store(data.store)
     try:
@@ -488,25 +611,41 @@ def _bilstm_task(config: Config) -> BiLSTMTask:
     record = store_record(root, data.store)
     bilstm = replace(bilstm, provenance={"stores": {"train": record}})
 
-    def load(group: str, rows: slice) -> tuple[list[Tensor], list[Tensor]]:
-        names = bilstm.input_names + bilstm.target_names
-        fields = read_fields(root, group, names, rows, data.memory_gb)
+    names = bilstm.input_names + bilstm.target_names
+
+    def convert(fields: Mapping[str, np.ndarray]) -> tuple[list[Tensor], list[Tensor]]:
         return (
             [torch.from_numpy(fields[n]) for n in bilstm.input_names],
             [torch.from_numpy(fields[n]) for n in bilstm.target_names],
         )
 
-    tensors = {"train": load(data.train_group, slice(None))}
+    reader = SplitReader(root, data.train_group, names)
+    loader, note = _pick_loader(config, [reader], pinned)
+    tensors, streamed = {}, {}
+    if loader == "memory":
+        tensors["train"] = convert(reader.read())
+    else:
+
+        def flat(fields: Mapping[str, np.ndarray]) -> tuple[Tensor, ...]:
+            inputs, targets = convert(fields)
+            return (*inputs, *targets)
+
+        streamed["train"] = _source(reader, "data.store", flat)
     n_val = group_size(root, data.val_group)
     if n_val:
-        tensors["val"] = load(data.val_group, val_rows(n_val, data.val_max_samples))
-    spec = {"bilstm": bilstm.to_dict(), "stores": {"train": record}}
-    return BiLSTMTask(config, spec, tensors)
+        rows = val_rows(n_val, data.val_max_samples)
+        tensors["val"] = convert(read_fields(root, data.val_group, names, rows))
+    spec = {"bilstm": bilstm.to_dict(), "stores": {"train": record}, "loader": loader}
+    task = BiLSTMTask(config, spec, tensors)
+    task.sources, task.loader_note = streamed, note
+    return task
 
 
-def task_from_stores(config: Config) -> Task:
-    """The task with its training and validation data read from the config's stores."""
-    return _bilstm_task(config) if config.model.kind == "bilstm" else _feature_task(config)
+def task_from_stores(config: Config, loader: str | None = None) -> Task:
+    """The task with its training and validation data read from the config's stores;
+    `loader` (a checkpoint's) overrides the config's choice, so that a resumed run keeps it."""
+    build = _bilstm_task if config.model.kind == "bilstm" else _feature_task
+    return build(config, loader)
 
 
 def task_from_spec(config: Config, spec: dict[str, Any]) -> Task:
