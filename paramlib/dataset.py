@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paramlib.cli import Subparsers
+from paramlib.guards import check_output_path
 from paramlib.train import REQUEUE_EXIT
 from paramlib.train.signals import StopRequest
 
@@ -199,6 +200,8 @@ def _build(args: argparse.Namespace) -> int:
         )
 
     try:
+        if args.slurm:  # before any job is queued (the build checks it again, later)
+            check_output_path(out, "store path", "dir")
         with BuildStop() as stop:
             _run_build(args, build, stop)
     except BuildInterrupted as interrupted:

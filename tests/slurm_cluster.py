@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -222,6 +223,14 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def paramlib_env() -> dict[str, str]:
+    """`paramlib` on the PATH as from an activated venv, which is how users submit."""
+    bin_dir = Path(sys.executable).parent
+    if (bin_dir / "paramlib").is_file():
+        return {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    return {"PARAMLIB": f"{sys.executable} -m paramlib"}
 
 
 def munge_works(socket_path: Path) -> bool:

@@ -4,10 +4,8 @@ equal to the uninterrupted run."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 - the fixture
+from slurm_cluster import SlurmCluster, paramlib_env, slurm_cluster  # noqa: F401 - the fixture
 from train_stores import feature_store, run_config, write_config
 
 from paramlib.train import REQUEUE_EXIT
@@ -33,14 +31,6 @@ class Run:
     config: Path
     out: Path
     log: Path
-
-
-def training_env() -> dict[str, str]:
-    """`paramlib` on the PATH as from an activated venv, which is how users submit."""
-    bin_dir = Path(sys.executable).parent
-    if (bin_dir / "paramlib").is_file():
-        return {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-    return {"PARAMLIB": f"{sys.executable} -m paramlib"}
 
 
 def sbatch_command(repo_root: Path, script: str, run: Run, *options: str) -> list[str]:
@@ -91,7 +81,7 @@ def finished_run(
     run = make_run(tmp_path_factory.mktemp("slurm_runs"), "uninterrupted", config)
     done = slurm_cluster.run(
         sbatch_command(repo_root, "train_1node.sbatch", run),
-        env=training_env(),
+        env=paramlib_env(),
         timeout=JOB_TIMEOUT_S,
         cwd=run.log.parent,
     )
@@ -147,7 +137,7 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_uninterrupted_result(
     command = sbatch_command(repo_root, "train_multinode.sbatch", run, "--nodes=1")
     job = subprocess.Popen(
         command,
-        env={**slurm_cluster.env, **training_env()},
+        env={**slurm_cluster.env, **paramlib_env()},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 - the fixture
+from slurm_cluster import SlurmCluster, paramlib_env, slurm_cluster  # noqa: F401 - the fixture
 
 from paramlib.data.workers import JOB_NAME, SlurmOptions
 from paramlib.data.workers import slurm_cluster as worker_cluster
@@ -67,6 +67,16 @@ def store_contents(path: Path) -> tuple[dict, dict]:
     return dict(root.attrs), arrays
 
 
+def assert_same_store(path: Path, expected: Path) -> None:
+    attrs, arrays = store_contents(path)
+    expected_attrs, expected_arrays = store_contents(expected)
+    assert attrs == expected_attrs  # no scheduler is recorded in the provenance
+    assert arrays.keys() == expected_arrays.keys() and arrays
+    for key, (metadata, values) in arrays.items():
+        assert metadata == expected_arrays[key][0], key
+        np.testing.assert_array_equal(values, expected_arrays[key][1], err_msg=key)
+
+
 @pytest.fixture(scope="module")
 def local_store(small_testbed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The store built on the default LocalCluster."""
@@ -102,13 +112,31 @@ def test_slurm_workers_build_the_store_the_local_cluster_builds(
     worker_logs = [path.read_text() for path in logs.glob("worker-*.out")]
     assert worker_logs and all("Starting Worker" in log for log in worker_logs), worker_logs
     assert (scratch / "dask-scratch-space").is_dir()
-    local_attrs, local_arrays = store_contents(local_store)
-    attrs, arrays = store_contents(out)
-    assert attrs == local_attrs  # no scheduler is recorded in the provenance
-    assert arrays.keys() == local_arrays.keys() and arrays
-    for key, (metadata, values) in arrays.items():
-        assert metadata == local_arrays[key][0], key
-        np.testing.assert_array_equal(values, local_arrays[key][1], err_msg=key)
+    assert_same_store(out, local_store)
+
+
+def test_dataset_build_sbatch_runs_the_scheduler_in_a_job_of_its_own(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    small_testbed: Path,
+    local_store: Path,
+    tmp_path: Path,
+) -> None:
+    # One CPU for the scheduler's job, one for its worker's: both fit the 2-CPU node.
+    out, log = tmp_path / "job.zarr", tmp_path / "scheduler.out"
+    script = REPO_ROOT / "training" / "slurm" / "dataset_build.sbatch"
+    worker = ("--jobs", "1", "--cores", "1", "--memory", "900MB", "--slurm-wait", "60")
+    done = slurm_cluster.run(
+        ["sbatch", "--wait", "--cpus-per-task=1", "--mem=500M", f"--output={log}"]
+        + [str(script), str(RECIPE), str(out), *worker],
+        env={"PARAMLIB_TESTBED": str(small_testbed), **paramlib_env()},
+        timeout=BUILD_TIMEOUT_S,
+        cwd=tmp_path,
+    )
+    text = log.read_text() if log.exists() else "(no job log)"
+    assert done.returncode == 0, f"{done.stderr}\n{text}\n{slurm_cluster.logs()}"
+    assert "built in" in text, text
+    assert wait_queue_empty(slurm_cluster) == []
+    assert_same_store(out, local_store)
 
 
 @pytest.mark.parametrize(
@@ -253,3 +281,17 @@ def test_bad_slurm_option_is_one_line_naming_it(
     assert done.returncode == 2
     assert f"argument {option}" in done.stderr and expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_unwritable_store_path_fails_before_any_job_is_submitted(tmp_path: Path) -> None:
+    taken = tmp_path / "taken.zarr"
+    taken.write_text("a file, not a store")
+    # SLURM unreachable: any submission would fail with another message.
+    env = {**os.environ, "SLURM_CONF": str(tmp_path / "no-slurm.conf")}
+    done = subprocess.run(
+        build_command(taken, "--slurm"), capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1 and f"{taken} exists and is not a folder" in lines[0], done.stderr
+    assert taken.read_text() == "a file, not a store"
