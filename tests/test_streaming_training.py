@@ -2,6 +2,7 @@
 epoch and rank, exact resume mid-epoch (--max-steps and SIGTERM), and a store three times
 the memory budget trained with bounded memory."""
 
+import json
 import os
 import signal
 import subprocess
@@ -252,3 +253,25 @@ def test_store_three_times_the_budget_streams_in_bounded_memory_and_resumes_exac
     assert run(load_config(path, options), tmp_path / "whole") == 0
     assert_same_state(checkpoint.load(tmp_path / "whole"), checkpoint.load(out))
     assert metric_rows(tmp_path / "whole") == metric_rows(out)
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def test_benchmark_quick_run_prints_its_table_and_writes_its_keys(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "streaming_training.py"
+    out = tmp_path / "bench" / "streaming_training.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--json", str(out), "--tmp", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "streaming / in-memory" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["machine"]["intra_op_threads"] == 1
+    for key in ("steps_per_s_in_memory", "steps_per_s_streaming", "ratio_vs_in_memory"):
+        assert isinstance(report[key], float) and report[key] > 0, key
