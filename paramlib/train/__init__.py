@@ -53,7 +53,8 @@ is none, so a first submission and its requeued restarts run the same command; a
 run exits 0 at once (writing DIR/model.pt if it is missing). Without ``--resume`` a DIR that
 already holds a checkpoint is refused. An interrupted and resumed run equals an uninterrupted
 one bit for bit on CPU (same seed and world size): the checkpoint holds model, optimizer,
-LR schedule, the RNG states of every rank and the step, from which the data order follows.
+LR schedule, the RNG states of every rank and the step, from which the data order follows
+(with either loader, `paramlib.train.data`; the loader ``auto`` chose is kept in it too).
 """
 
 REQUEUE_EXIT = 99
