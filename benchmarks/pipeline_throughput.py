@@ -5,7 +5,8 @@ For each input size (the first N files of a wrfout set), two fresh processes:
   raw       opens each file with xarray and loads the variables the wrfout reader reads, one
             file at a time (the floor: bytes off disk into numpy, nothing else);
   pipeline  `paramlib dataset build` of the Bi-LSTM recipe (training/recipes/bilstm_testbed_wrf,
-            its source pointed at those files) on the default LocalCluster, or --scheduler.
+            its source pointed at those files) on the default LocalCluster, or --scheduler;
+            --workers threads.
 
 MB/s counts the same input bytes (the raw variables' sizes) for both, so
 ratio_vs_raw_read = raw seconds / pipeline seconds. Peak RSS is each child's own maximum resident
@@ -99,6 +100,9 @@ def parse_args() -> argparse.Namespace:
         "--scheduler", help="passed to `paramlib dataset build` (default: its LocalCluster)"
     )
     parser.add_argument(
+        "--workers", type=int, help="passed to `paramlib dataset build` (default: its default)"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="a 2-file 12 x 12 set instead of `large` (tests)"
     )
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -143,7 +147,9 @@ def run_child(code: str, argv: list[str], cwd: Path) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure(files: list[Path], scheduler: str | None, work: Path) -> dict[str, Any]:
+def measure(
+    files: list[Path], scheduler: str | None, workers: int | None, work: Path
+) -> dict[str, Any]:
     """Raw read and pipeline build of ``files``; the store is built into ``work``."""
     catalog = work / "catalog"
     catalog.mkdir(parents=True)
@@ -167,6 +173,8 @@ def measure(files: list[Path], scheduler: str | None, work: Path) -> dict[str, A
     build_args += ["--catalog-dir", str(catalog)]
     if scheduler:
         build_args += ["--scheduler", scheduler]
+    if workers:
+        build_args += ["--workers", str(workers)]
     built = run_child(BUILD, build_args, work)
     mb = raw["bytes"] / 1e6
     return {
@@ -191,7 +199,7 @@ def main() -> int:
     for count in counts:
         with tempfile.TemporaryDirectory(prefix="pipeline_bench_") as work:
             print(f"input: first {count} of {len(files)} files ...", flush=True)
-            rows.append(measure(files[:count], args.scheduler, Path(work)))
+            rows.append(measure(files[:count], args.scheduler, args.workers, Path(work)))
     header = ("files", "input MB", "raw MB/s", "pipeline MB/s", "ratio", "peak RSS MB")
     print("\n" + " | ".join(f"{h:>13}" for h in header))
     for row in rows:
@@ -202,6 +210,7 @@ def main() -> int:
         "benchmark": "pipeline_throughput",
         "recipe": str(RECIPE.relative_to(ROOT)),
         "scheduler": args.scheduler or "LocalCluster (paramlib dataset build default)",
+        "workers": args.workers or "paramlib dataset build default",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "targets": {"ratio_vs_raw_read": TARGET_RATIO, "peak_rss_mb": TARGET_RSS_MB},
         # The headline ratio is the largest input's; every size's is in `sizes`.

@@ -25,10 +25,13 @@ import pytest
 import xarray as xr
 import yaml
 import zarr
-from test_pipeline import build, catalog_for, small, tiny
+from dask.callbacks import Callback
+from test_pipeline import build, catalog_for, recipe_of, small, tiny
 from test_reliability_data import wrf_copy
 from wrf_data import CTL, WRF_DIR
 
+from paramlib.catalog import load_catalog
+from paramlib.data.pipeline import BATCH_CHUNKS, SourcePass, open_selection
 from paramlib.data.readers import wrfout
 
 # Digests of the two-pass pipeline's stores (see the module docstring).
@@ -276,12 +279,18 @@ def build_case(name: str, out: Path, case_catalog: Path) -> Path:
     return out
 
 
+def small_blocks(monkeypatch: pytest.MonkeyPatch, limit_bytes: int = 1 << 20) -> None:
+    """The wrfout reader chunks (the pass's blocks) at ``limit_bytes`` per variable."""
+    default = wrfout.frames_per_chunk
+    monkeypatch.setattr(wrfout, "frames_per_chunk", lambda ds: default(ds, limit_bytes))
+
+
 @pytest.mark.parametrize("chunk_bytes", [wrfout.CHUNK_BYTES, 1 << 20], ids=["file", "1MiB"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_store_equals_the_two_pass_pipelines(
     name, chunk_bytes, case_catalog, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(wrfout, "CHUNK_BYTES", chunk_bytes)
+    small_blocks(monkeypatch, chunk_bytes)
     out = build_case(name, tmp_path / f"{name}.zarr", case_catalog)
     assert digest(out) == REFERENCE[name]
     stats = zarr.open_group(str(out), mode="r").attrs["normalisation"]
@@ -293,3 +302,41 @@ def test_store_equals_the_two_pass_pipelines(
         scale = 1e-12 * np.abs(mean).max()  # near-zero means of upper levels
         np.testing.assert_allclose(stats[var]["mean"], mean, rtol=1e-12, atol=scale)
         np.testing.assert_allclose(stats[var]["std"], std, rtol=1e-10, atol=1e-12 * std.max())
+
+
+class Graphs(Callback):
+    """The keys of every graph a local dask scheduler runs, but those computed inside a task
+    (dask clears the callbacks there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.graphs: list[list[str]] = []
+
+    def _start_state(self, dsk, state) -> None:
+        self.graphs.append([str(key) for key in dsk])
+
+
+def test_one_task_per_block_reads_the_sources_once(case_catalog, tmp_path, monkeypatch):
+    """The scheduler sees one task per block of frames in the pass and one per write batch in
+    the copy: no graph of elementwise tasks, and no other graph reads the sources."""
+    small_blocks(monkeypatch)
+    name = "two_files_by_time"
+    recipe = recipe_of(CASES[name])
+    entry = load_catalog(case_catalog, check_paths=False)["ctl2"]
+    expected = len(SourcePass(recipe, *open_selection(recipe, entry, None)).edges) - 1
+    assert expected >= 6  # blocks of 2-3 frames over 18 frames in two files
+
+    with Graphs() as seen:
+        build_case(name, tmp_path / "store.zarr", case_catalog)
+    outer = [g for g in seen.graphs if any(k.startswith(("block-", "_copy_batch-")) for k in g)]
+    assert all(k.startswith(("block-", "_copy_batch-")) for g in outer for k in g)
+    keys = [k for g in outer for k in g]
+    assert sum(k.startswith("block-") for k in keys) == expected
+    samples = zarr.open_group(str(tmp_path / "store.zarr"), mode="r").attrs["samples"]
+    batch = BATCH_CHUNKS * recipe.chunk_samples
+    assert sum(k.startswith("_copy_batch-") for k in keys) == sum(
+        -(-n // batch) for n in samples.values()
+    )
+    # Before the pass, only the reader's own reads at opening (Times of each file, ZNU); each
+    # block's graph runs inside its task, out of the outer scheduler's sight.
+    assert seen.graphs.index(outer[0]) == len(seen.graphs) - len(outer) == 2 + 1

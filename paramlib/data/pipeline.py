@@ -260,7 +260,7 @@ def derive_columns(ds: xr.Dataset, recipe: Recipe, where: str) -> xr.Dataset:
 def attach(ds: xr.Dataset, name: str, da: xr.DataArray) -> xr.Dataset:
     """``ds`` with ``da`` added as ``name``, refusing (ValueError) coordinates that differ:
     plain assignment would reindex ``da`` to ``ds``, silently NaN where labels differ."""
-    xr.align(ds, da, join="exact")
+    xr.align(ds, da, join="exact", copy=False)
     return ds.assign({name: da})
 
 
@@ -688,9 +688,10 @@ def _create_split(
         coords="minimal",
         compat="equals",
     )
-    ds = _portable(ds).chunk({SAMPLE: recipe.chunk_samples})
+    ds = _portable(ds)
+    chunked = ds.chunk({SAMPLE: recipe.chunk_samples})
     codecs = compressors(recipe.compression)
-    ds.to_zarr(
+    chunked.to_zarr(
         store,
         group=split,
         mode="w",
@@ -699,9 +700,9 @@ def _create_split(
         encoding={name: {"compressors": codecs} for name in ds},
     )
     group = zarr.open_group(str(store), path=split, mode="r+")
-    for name, coord in ds.coords.items():
-        if coord.chunks is not None:  # chunked with the data, held in memory: not yet written
-            group[str(name)][...] = coord.values
+    for name, coord in chunked.coords.items():
+        if coord.chunks is not None:  # chunked with the data, so not written yet
+            group[str(name)][...] = ds[name].values  # in memory: labels, not data
 
 
 def _compact(
