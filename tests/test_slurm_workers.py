@@ -195,6 +195,31 @@ def test_no_worker_in_time_names_what_squeue_says_and_cancels_the_jobs(
     assert wait_queue_empty(slurm_cluster) == [] and not out.exists()
 
 
+def test_workers_that_cannot_start_fail_at_once_with_their_output(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    small_testbed: Path,
+    tmp_path: Path,
+) -> None:
+    # A scratch folder that cannot be created: every worker exits at start and its job ends.
+    (tmp_path / "a-file").write_text("")
+    broken = ("--slurm-scratch", str(tmp_path / "a-file" / "scratch"), "--slurm-wait", "100")
+    started = time.monotonic()
+    done = subprocess.run(
+        build_command(tmp_path / "never.zarr", "--slurm", *SMALL_JOBS, *broken),
+        capture_output=True,
+        text=True,
+        env=build_env(slurm_cluster, small_testbed),
+        cwd=tmp_path,
+        timeout=100,
+    )
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 60  # not the 100 s of --slurm-wait
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1 and "ended before a worker connected" in lines[0], done.stderr
+    assert f"{tmp_path}/slurm-" in lines[0] and "Not a directory" in lines[0], lines[0]
+    assert wait_queue_empty(slurm_cluster) == []
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_a_stop_signal_while_waiting_cancels_the_jobs_and_exits_requeue(
     slurm_cluster: SlurmCluster,  # noqa: F811

@@ -36,6 +36,7 @@ signal.signal(signal.SIGINT, _sigint)
 
 JOB_NAME = "paramlib-dataset"
 POLL_S = 0.5
+QUEUE_CHECK_S = 5.0  # squeue at most this often: slurmctld serves every user
 SLURM_COMMAND_TIMEOUT_S = 30.0
 
 
@@ -138,10 +139,8 @@ def job_ids(cluster: SLURMCluster) -> list[str]:
     )
 
 
-def squeue_report(ids: list[str]) -> str:
-    """What squeue says about ``ids``: 'JOBID PARTITION STATE (REASON)' per job still queued."""
-    if not ids:
-        return "no job was submitted (sbatch failed; see the messages above)"
+def queued(ids: list[str]) -> list[str]:
+    """'JOBID PARTITION STATE (REASON)' for each of ``ids`` still in the queue."""
     done = subprocess.run(
         [
             _slurm_command("squeue"),
@@ -154,32 +153,52 @@ def squeue_report(ids: list[str]) -> str:
         timeout=SLURM_COMMAND_TIMEOUT_S,
         check=False,
     )
-    queued = "; ".join(line.strip() for line in done.stdout.splitlines() if line.strip())
-    if queued:
-        return f"squeue: {queued}"
-    if done.returncode != 0:
-        return f"squeue failed: {_last_line(done.stderr)}"
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 and not lines and "Invalid job id" not in done.stderr:
+        raise SlurmError(f"--slurm: squeue failed: {_last_line(done.stderr)}")
+    return lines
+
+
+def ended_report(ids: list[str]) -> str:
+    """The jobs left the queue without a worker connecting: where their output is, and its last
+    line (SLURM's default output file; --sbatch output=... puts it elsewhere)."""
+    output = Path.cwd() / f"slurm-{ids[0]}.out"
+    last = f": {_last_line(output.read_text(errors='replace'))}" if output.is_file() else ""
     return (
-        f"jobs {', '.join(ids)} are no longer queued: they ended; see their output"
-        f" (slurm-JOBID.out in {Path.cwd()} unless the directives say otherwise)"
+        f"jobs {', '.join(ids)} ended before a worker connected; see their output ({output}{last})"
     )
+
+
+def squeue_report(ids: list[str]) -> str:
+    if not ids:
+        return "no job was submitted (sbatch failed; see the messages above)"
+    jobs = queued(ids)
+    return f"squeue: {'; '.join(jobs)}" if jobs else ended_report(ids)
 
 
 def wait_for_workers(
     client: Client, cluster: SLURMCluster, options: SlurmOptions, stop: StopRequest
 ) -> None:
     """Return once a worker has connected (the others join as the queue lets them). A stop
-    signal meanwhile raises `BuildInterrupted`; no worker after ``options.wait_s``, SlurmError
-    with what squeue says about the jobs."""
+    signal meanwhile raises `BuildInterrupted`; SlurmError as soon as every job has ended
+    without a worker (a worker that cannot start), or when none connected after
+    ``options.wait_s`` (with what squeue says)."""
     deadline = time.monotonic() + options.wait_s
+    next_check = time.monotonic() + QUEUE_CHECK_S
     while not client.scheduler_info(n_workers=1)["workers"]:
         if stop.signal is not None:
             raise BuildInterrupted(stop.name)
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise SlurmError(
                 f"--slurm: no worker started within {options.wait_s:g} s (--slurm-wait) on"
                 f" {options.where}; {squeue_report(job_ids(cluster))}"
             )
+        if now >= next_check:
+            next_check = now + QUEUE_CHECK_S
+            ids = job_ids(cluster)
+            if len(ids) == options.jobs and not queued(ids):
+                raise SlurmError(f"--slurm: {ended_report(ids)}")
         time.sleep(POLL_S)
 
 
