@@ -150,6 +150,8 @@ def test_store_larger_than_the_memory_budget_is_refused(
     config = config_of(tmp_path, stores, "rpn", "data.memory_gb=1e-9", "data.loader=memory")
     with pytest.raises(DataError, match=r"data.memory_gb: .* over the budget 1e-09 GiB"):
         run(config, tmp_path / "run")
+    with pytest.raises(DataError, match=r"train.batch_size: expected 1 .. 128 .*got 200"):
+        run(config_of(tmp_path, stores, "rpn", "train.batch_size=200"), tmp_path / "big_batch")
     with pytest.raises(DataError, match="data.store: no training store"):
         run(config_of(tmp_path, stores, "rpn", f"data.store={tmp_path}/none.zarr"), tmp_path / "r")
 

@@ -91,6 +91,14 @@ def _norm(data: Mapping[str, Sequence[float]]) -> Normaliser:
     return Normaliser(torch.tensor(data["mean"]), torch.tensor(data["std"]))
 
 
+def _check_batch(sampler: BootstrapSampler, size: int, key: str) -> None:
+    """A batch larger than the (bootstrap subset of the) split is the config's mistake."""
+    try:
+        sampler.steps_per_epoch(size)
+    except ValueError as error:
+        raise DataError(f"{key}: {str(error).removeprefix('batch_size: ')}") from None
+
+
 class Task(ABC):
     """Common interface; `FeatureTask` and `BiLSTMTask` implement it."""
 
@@ -290,10 +298,10 @@ class FeatureTask(Task):
             )
 
         self.sampler = sampler("train", SAMPLER_SEED)
-        self.sampler.steps_per_epoch(self.batch_size)  # checks the batch fits the subset
+        _check_batch(self.sampler, self.batch_size, "train.batch_size")
         if self.with_lf:
             self.lf_sampler = sampler("lf_train", LF_SAMPLER_SEED)
-            self.lf_sampler.steps_per_epoch(self.lf_batch_size)
+            _check_batch(self.lf_sampler, self.lf_batch_size, "train.lf_batch_size")
         if not self.config.ensemble and world > 1:
             self.shard = self._batch_shard(self.batch_size, rank, world)
 
@@ -544,7 +552,7 @@ class BiLSTMTask(Task):
         self.sampler = BootstrapSampler(
             n, 1, 1.0, seed=derived_seed(self.config.train.seed, SAMPLER_SEED)
         )
-        self.sampler.steps_per_epoch(self.batch_size)
+        _check_batch(self.sampler, self.batch_size, "train.batch_size")
         if world > 1:
             self.shard = self._batch_shard(self.batch_size, rank, world)
 
