@@ -673,11 +673,15 @@ def _create_split(
     recipe: Recipe,
 ) -> None:
     """The split's group with its arrays (sizes, chunks, codecs, attributes) and coordinates;
-    `_compact` writes the data. Metadata from the lazy columns, as ``to_zarr`` writes them."""
+    `_compact` writes the data. Made by ``to_zarr`` from the labels of the columns chosen and
+    empty stand-ins of the variables (indexing the lazy columns would build a large graph)."""
+    import dask.array
+
     run_ids = {name: i for i, name in enumerate(recipe.sources)}
     ds = xr.concat(
         [
-            columns[name][list(recipe.variables)]
+            columns[name]
+            .drop_vars(list(columns[name].data_vars))
             .isel({SAMPLE: index})
             .assign_coords(run=(SAMPLE, np.full(len(index), run_ids[name], "int16")))
             for name, index in items
@@ -688,6 +692,12 @@ def _create_split(
         coords="minimal",
         compat="equals",
     )
+    first = columns[items[0][0]]
+    for name in recipe.variables:  # concat keeps the first dataset's attributes
+        var = first[name].variable
+        shape = (ds.sizes[SAMPLE], *var.shape[1:])  # sample first (stack_columns)
+        empty = dask.array.empty(shape, dtype=var.dtype, chunks=shape)
+        ds[name] = xr.Variable(var.dims, empty, var.attrs)
     ds = _portable(ds)
     chunked = ds.chunk({SAMPLE: recipe.chunk_samples})
     codecs = compressors(recipe.compression)
