@@ -83,7 +83,7 @@ program wrf_plugin_bench
     call keep_as_previous(d)
     nca0 = d%nca
 
-    call cu_paramlib_init(trim(model), device, 0, 0, 1, 1, nlev + 1)
+    call cu_paramlib_init(model, device, 0, 0, 1, 1, nlev + 1)  ! untrimmed, as WRF passes it
     tiles = make_tiles(d, tiles_x, tiles_y)
     allocate (seconds(calls))
     call system_clock(count_rate=rate)
