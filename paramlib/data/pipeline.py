@@ -210,8 +210,7 @@ def open_selection(
                 else ")"
             )
         )
-    needed = [*wanted, *recipe.sampling.previous, *(["nca"] if recipe.sampling.mskf_fresh else [])]
-    return ds[[v for v in dict.fromkeys(needed) if v in ds]], where
+    return ds[list(dict.fromkeys([*wanted, *history_variables(recipe, ds)]))], where
 
 
 def wanted_variables(recipe: Recipe) -> list[str]:
@@ -227,34 +226,43 @@ def with_previous(recipe: Recipe) -> bool:
     return recipe.sampling.mskf_fresh or bool(recipe.sampling.previous)
 
 
-def derive_columns(ds: xr.Dataset, recipe: Recipe, where: str) -> xr.Dataset:
+def derive_columns(
+    ds: xr.Dataset, recipe: Recipe, where: str, before: xr.Dataset | None = None
+) -> xr.Dataset:
     """Columns (sample, lev) of an `open_selection` (lazy) or of a block of its frames (numpy):
-    the recipe's variables, previous frames and ``mskf_call_state`` added; the first frame
-    goes when previous frames are needed, it has none."""
-    selected = ds[wanted_variables(recipe)]
+    the recipe's variables, previous frames and ``mskf_call_state`` added. Where previous
+    frames are needed, ``before`` holds the frame before the block's first (only the variables
+    the previous frames are taken from: `history_variables`); without it the first frame of
+    ``ds`` goes, it has no previous frame."""
     if with_previous(recipe):
-        later_times = ds["time"].values[1:]
-        selected = selected.isel(time=slice(1, None))
-        for name in recipe.sampling.previous:
-            prev = ds[name].isel(time=slice(0, -1)).assign_coords(time=later_times)
-            selected = attach(
-                selected,
-                f"{name}_prev",
-                prev.assign_attrs(
-                    long_name=f"{ds[name].attrs.get('long_name', name)}, previous frame"
-                ),
-            )
-        if recipe.sampling.mskf_fresh:
-            from paramlib.data.readers.wrfout import mskf_call_states
+        history = ds[history_variables(recipe, ds)]
+        if before is None:
+            ds = ds.isel(time=slice(1, None))
+        else:
+            history = xr.concat([before, history], dim="time")
+        earlier = history.isel(time=slice(0, -1)).assign_coords(time=ds["time"].values)
+    selected = ds[wanted_variables(recipe)]
+    for name in recipe.sampling.previous:
+        long_name = f"{history[name].attrs.get('long_name', name)}, previous frame"
+        selected = attach(selected, f"{name}_prev", earlier[name].assign_attrs(long_name=long_name))
+    if recipe.sampling.mskf_fresh:
+        from paramlib.data.readers.wrfout import mskf_call_states
 
-            try:
-                selected = attach(selected, CALL_STATE, mskf_call_states(ds))
-            except (KeyError, ValueError) as error:
-                raise PipelineError(
-                    f"{where}: sampling.mskf_fresh needs WRF MSKF data (nca, DT, CUDT): {error}"
-                ) from error
+        try:
+            selected = attach(selected, CALL_STATE, mskf_call_states(history))
+        except (KeyError, ValueError) as error:
+            raise PipelineError(
+                f"{where}: sampling.mskf_fresh needs WRF MSKF data (nca, DT, CUDT): {error}"
+            ) from error
     selected.attrs = {}
     return stack_columns(selected)
+
+
+def history_variables(recipe: Recipe, ds: xr.Dataset) -> list[str]:
+    """The variables of ``ds`` previous frames are taken from (MSKF call state: nca; data
+    without it are refused by ``mskf_call_states``, naming what is missing)."""
+    names = [*recipe.sampling.previous, *(["nca"] if recipe.sampling.mskf_fresh else [])]
+    return [name for name in dict.fromkeys(names) if name in ds]
 
 
 def attach(ds: xr.Dataset, name: str, da: xr.DataArray) -> xr.Dataset:
@@ -619,10 +627,20 @@ class SourcePass:
 
     def block(self, k: int, shard: Path) -> dict[str, Any]:
         """Read, derive, screen and write block ``k`` (a task)."""
-        start, stop = self.edges[k] - int(with_previous(self.recipe)), self.edges[k + 1]
+        start, stop = self.edges[k], self.edges[k + 1]
+        frames = self.selection.isel(time=slice(start, stop))
+        # The frame before, for previous frames: only the variables they need (reading all
+        # of them across the chunk boundary doubled a block's time).
+        before = (
+            self.selection[history_variables(self.recipe, self.selection)].isel(
+                time=slice(start - 1, start)
+            )
+            if with_previous(self.recipe)
+            else None
+        )
         # The block's whole graph in this task, as numpy: no task per chunk and operation.
-        frames = self.selection.isel(time=slice(start, stop)).compute(scheduler="synchronous")
-        columns = derive_columns(frames, self.recipe, self.where)
+        frames, before = dask.compute(frames, before, scheduler="synchronous")
+        columns = derive_columns(frames, self.recipe, self.where, before)
         found = column_flags(columns, self.recipe)
         keep = ~found["dropped"]
         shard.mkdir(parents=True)
