@@ -115,6 +115,43 @@ def test_slurm_workers_build_the_store_the_local_cluster_builds(
     assert_same_store(out, local_store)
 
 
+def test_a_worker_job_lost_mid_build_is_replaced_and_the_store_is_the_same(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    small_testbed: Path,
+    local_store: Path,
+    tmp_path: Path,
+) -> None:
+    out, logs, printed = tmp_path / "replaced.zarr", tmp_path / "logs", tmp_path / "stdout"
+    logs.mkdir()
+    one_job = ("--jobs", "1", "--cores", "1", "--memory", "900MB")
+    with printed.open("w") as stdout:
+        build = subprocess.Popen(
+            build_command(out, "--slurm", *one_job, "--sbatch", f"output={logs}/worker-%j.out"),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=build_env(slurm_cluster, small_testbed),
+            cwd=tmp_path,
+        )
+    try:
+        # Cancel the only worker's job once the build has begun (it prints its stages).
+        deadline = time.monotonic() + 60
+        while "[paramlib dataset]" not in printed.read_text():
+            assert build.poll() is None and time.monotonic() < deadline, "the build did not begin"
+            time.sleep(0.1)
+        (first,) = [path.stem.removeprefix("worker-") for path in logs.glob("worker-*.out")]
+        slurm_cluster.run(["scancel", first], check=True)
+        _, stderr = build.communicate(timeout=BUILD_TIMEOUT_S)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    assert build.returncode == 0, stderr
+    assert len(list(logs.glob("worker-*.out"))) >= 2  # a second job finished the build
+    assert wait_queue_empty(slurm_cluster) == []
+    assert_same_store(out, local_store)
+
+
 def test_dataset_build_sbatch_runs_the_scheduler_in_a_job_of_its_own(
     slurm_cluster: SlurmCluster,  # noqa: F811
     small_testbed: Path,

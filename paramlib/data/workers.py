@@ -205,13 +205,18 @@ def wait_for_workers(
 @contextmanager
 def slurm_client(options: SlurmOptions, stop: StopRequest) -> Iterator[Client]:
     """A client of a SLURMCluster scaled to ``options.jobs`` jobs, with a worker connected;
-    on leaving (normally, on an error, or after a stop signal) the jobs are cancelled."""
+    a job that ends during the build (its walltime, a lost node) is replaced by a new one,
+    and the scheduler recomputes what its worker held. On leaving (normally, on an error, or
+    after a stop signal) the jobs are cancelled."""
     cluster = slurm_cluster(options)
     try:
         check_submission(cluster, options)
         cluster.scale(jobs=options.jobs)
         with Client(cluster) as client:
             wait_for_workers(client, cluster, options, stop)
+            # Only now: before a worker has run, replacing jobs that end would resubmit a
+            # worker that cannot start, again and again, instead of failing.
+            cluster.adapt(minimum_jobs=options.jobs, maximum_jobs=options.jobs)
             yield client
     finally:
         cluster.close()  # scancel of every job it submitted
