@@ -405,9 +405,8 @@ class Moments:
         """The moments of arrays (sample, ...) of one batch, in float64 (QC let only finite
         values in: no NaN-skipping copies)."""
         mean, m2 = {}, {}
-        count = 0
+        count = len(next(iter(values.values())))
         for name, array in values.items():
-            count = len(array)
             wide = array.astype(np.float64)
             mean[name] = np.atleast_1d(wide.mean(0))
             m2[name] = np.atleast_1d(((wide - mean[name]) ** 2).sum(0))
@@ -519,7 +518,7 @@ def _build(
 ) -> BuildResult:
     sources = [SourcePass(recipe, *open_selection(recipe, entry, root)) for entry in entries]
     # Lazy columns: their coordinates (times, levels) only; the data are read block by block.
-    columns = {entry.name: s.columns() for entry, s in zip(entries, sources, strict=True)}
+    columns = {entry.name: s.columns for entry, s in zip(entries, sources, strict=True)}
     check_same_levels(columns, files)
     with atomic_store(out) as tmp:
         kept, qc = {}, {}
@@ -616,14 +615,10 @@ class SourcePass:
         self.positive: np.ndarray | None = None
         self.counts: dict[str, int] = {}
         self.shard_starts = np.zeros(1, np.int64)  # the first shard row of each block
-        self.dtypes: dict[str, np.dtype] = {}
-
-    def columns(self) -> xr.Dataset:
-        """The columns, lazily; their dtypes are the store's (interpolating a block of numpy
-        float32 values gives float64, dask keeps float32)."""
-        columns = derive_columns(self.selection, self.recipe, self.where)
-        self.dtypes = {name: columns[name].dtype for name in self.recipe.variables}
-        return columns
+        # The columns, lazily (labels, levels); their dtypes are the store's: interpolating a
+        # block of numpy float32 values gives float64, dask keeps float32.
+        self.columns = derive_columns(selection, recipe, where)
+        self.dtypes = {name: self.columns[name].dtype for name in recipe.variables}
 
     def block(self, k: int, shard: Path) -> dict[str, Any]:
         """Read, derive, screen and write block ``k`` (a task)."""
@@ -651,14 +646,12 @@ class SourcePass:
 
     def run(self, scratch: Path, name: str, stop: StopRequest | None) -> None:
         """Every block, ``BATCH_CHUNKS`` tasks per compute; the flags joined, counts summed."""
-        from dask import delayed
-
         n = len(self.edges) - 1
         self.shards = [scratch / str(k) for k in range(n)]
         found: list[dict[str, Any]] = []
         for first in range(0, n, BATCH_CHUNKS):
             blocks = range(first, min(first + BATCH_CHUNKS, n))
-            tasks = [delayed(self.block, pure=False)(k, self.shards[k]) for k in blocks]
+            tasks = [dask.delayed(self.block, pure=False)(k, self.shards[k]) for k in blocks]
             frames = f"frames {self.edges[blocks[0]]}-{self.edges[blocks[-1] + 1]}"
             label = f"{name}: reading, quality control, {frames} of {self.edges[-1]}"
             found.extend(compute(*tasks, label=label, stop=stop))
@@ -745,8 +738,6 @@ def _compact(
     """Copy the split's columns from the shards into its arrays, a task per ``BATCH_CHUNKS``
     zarr chunks (chunk-aligned: no two tasks write one chunk), ``BATCH_CHUNKS`` tasks per
     compute; with the moments of every variable, from the same copies."""
-    from dask import delayed
-
     pieces = [piece for source, index in items for piece in source.pieces(index)]
     batch = BATCH_CHUNKS * recipe.chunk_samples
     tasks, offset, current, filled = [], 0, [], 0
@@ -769,7 +760,9 @@ def _compact(
         label = f"{split}: writing samples {chosen[0][0]}-{end} of {total}"
         found = compute(
             *[
-                delayed(_copy_batch, pure=False)(store, split, start, copies, recipe, with_moments)
+                dask.delayed(_copy_batch, pure=False)(
+                    store, split, start, copies, recipe, with_moments
+                )
                 for start, copies in chosen
             ],
             label=label + (" and statistics" if with_moments else ""),
@@ -790,21 +783,18 @@ def _copy_batch(
 ) -> Moments | None:
     """Rows of shards into the split's arrays from ``start`` on (a task); their moments."""
     group = zarr.open_group(str(store), path=split, mode="r+")
-    moments = []
-    for name in recipe.variables:
+    count = sum(len(rows) for _, rows in copies)
+    moments = Moments(count, {}, {})
+    for name in recipe.variables:  # one variable in memory at a time
         values = np.concatenate(
             [np.load(shard / f"{name}.npy", mmap_mode="r")[rows] for shard, rows in copies]
         )
-        group[name][start : start + len(values)] = values
+        group[name][start : start + count] = values
         if with_moments:
-            moments.append(Moments.of({name: values}))
-    if not moments:
-        return None
-    return Moments(
-        moments[0].count,
-        {k: v for m in moments for k, v in m.mean.items()},
-        {k: v for m in moments for k, v in m.m2.items()},
-    )
+            found = Moments.of({name: values})
+            moments.mean.update(found.mean)
+            moments.m2.update(found.m2)
+    return moments if with_moments else None
 
 
 def _split(
