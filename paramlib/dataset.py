@@ -11,11 +11,15 @@ Where it runs:
   --scheduler synchronous   one thread, for debugging
   --slurm               workers as SLURM jobs (dask-jobqueue's SLURMCluster): --jobs jobs, each one
                         worker of --cores threads and --memory, for --walltime, on --queue /
-                        --account; the scheduler runs in this process and the jobs connect to it.
-                        The build starts when the first worker connects (at most --slurm-wait
-                        seconds; else one line with what squeue says), and every job is cancelled
-                        when it ends, fails or is stopped. A killed build's workers exit by
-                        themselves 60 s after losing the scheduler (dask's death timeout).
+                        --account; the scheduler runs in this process and the jobs connect to it
+                        (training/slurm/dataset_build.sbatch runs this process in a job too).
+                        sbatch --test-only vets the job first; the build starts when the first
+                        worker connects (else one line with what squeue says after --slurm-wait,
+                        or at once when every job ended without a worker); a job that ends
+                        mid-build is replaced; every job is cancelled when the build ends, fails
+                        or is stopped. After a SIGKILL the running workers exit within seconds
+                        (connection lost); jobs still queued exit 60 s after they start
+                        (dask's death timeout).
 
 Interruption: SIGTERM (SLURM preemption, scancel), SIGUSR1 (sbatch --signal) and SIGINT (Ctrl-C)
 stop the build after the compute under way (one batch of chunks); its temporary store is
