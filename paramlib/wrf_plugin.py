@@ -40,6 +40,7 @@ class PluginOptions:
     fallback: int = 0
     threads: int = 1
     sha256: str = "none"  # the model file's expected SHA-256; none: not pinned
+    on_error: int = 0  # a failed model call on a tile: 0 stops WRF, 1 zero outputs there
 
 
 @dataclass(frozen=True)

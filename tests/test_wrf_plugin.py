@@ -1,10 +1,15 @@
 """The WRF cumulus plugin's ctest cases (fortran_bridge/wrf/tests/CMakeLists.txt) from pytest:
 a small Bi-LSTM trained on the real control run, the WRF-shaped driver's runs (tiles vs one
 tile and OpenMP vs serial bit for bit, halos untouched, NCA holds and countdown, NaN columns,
-cold start), the first call against PyTorch on the same columns, and the initialisation errors.
-Skipped with the reason where ../shared/data is absent."""
+cold start), the first call against PyTorch on the same columns, the initialisation errors,
+a failed model call on a tile (stops WRF unless paramlib_cu_on_error = 1) and the runs again
+with the plugin preprocessed as WRF does on 2 OpenMP threads. Skipped with the reason where
+../shared/data is absent."""
 
+import importlib.util
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from wrf_data import CTL
@@ -17,7 +22,41 @@ CASES = (
     "wrf_plugin_parity",
     "wrf_plugin_errors",
     "wrf_plugin_screen",
+    "wrf_plugin_on_error",
+    "wrf_plugin_wrfpp",
 )
+KIT = Path(__file__).resolve().parents[1] / "fortran_bridge" / "wrf"
+
+
+def test_no_write_reads_its_own_buffer() -> None:
+    """`WRITE (msg, ...) ... TRIM(msg)` overwrites msg while reading it: the plugin's warning
+    for a failed model call lost the bridge's message that way. No WRITE to an internal unit
+    may name that unit in its output list."""
+    spec = importlib.util.spec_from_file_location("patch_wrf", KIT / "patch_wrf.py")
+    assert spec is not None and spec.loader is not None
+    patch_wrf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(patch_wrf)
+    sources = [KIT / "module_cu_paramlib.F", KIT / "wrf_error_shim.F90"]
+    sources += sorted((KIT / "tests").glob("*.F90"))
+    writes, offending = 0, []
+    for source in sources:
+        lines = source.read_text().splitlines()
+        for first, last in patch_wrf.statements(lines):
+            text = patch_wrf.joined(lines, first, last)
+            write = re.match(r"\s*WRITE\s*\(\s*([a-z_]\w*)\s*,", text, re.I)
+            if not write:
+                continue
+            writes += 1
+            depth, end = 0, write.start(1)
+            for end in range(text.index("(", write.start()), len(text)):
+                depth += (text[end] == "(") - (text[end] == ")")
+                if depth == 0:
+                    break
+            outputs = re.sub(r"'[^']*'|\"[^\"]*\"", "''", text[end + 1 :])  # literals out
+            if re.search(rf"\b{write[1]}\b", outputs, re.I):
+                offending.append(f"{source.name}:{first + 1}: {text.strip()}")
+    assert writes > 10  # the scan found the WRITE statements
+    assert offending == []
 
 
 @pytest.mark.usefixtures("bridge_library")

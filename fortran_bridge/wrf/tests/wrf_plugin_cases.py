@@ -12,6 +12,12 @@ CASE:
           the pinned SHA-256, a path filling its buffer included); the CPU fallback
   screen  a model whose heating is NaN in every third column of a call (wrf_test_models.py):
           those columns get zero outputs, counted in the plugin's warnings; WRF sees no NaN
+  on_error  a model whose call fails on some tiles: WRF stops naming the tile and the model's
+          error (paramlib_cu_on_error = 0, the default); with 1, a warning per failed tile and
+          zero outputs there, the other tiles keep the model's
+  wrfpp   runs A-E with the driver built on the plugin preprocessed as WRF does
+          (wrf_preprocess.py) on 2 OpenMP threads: one model handle per thread, tiles in
+          threads equal to one serial tile bit for bit
 
 Exit 77 (ctest: skipped) with the reason when the real WRF runs are absent.
 """
@@ -276,26 +282,92 @@ def case_errors(work: Path) -> None:
     )
 
 
-def case_screen(work: Path) -> None:
+def wrf_levels() -> int:
     import xarray as xr
-    from wrf_test_models import nan_heating_model
 
     with xr.open_dataset(WRFOUT) as data:
-        nlev = data.sizes["bottom_top"]
-    model = nan_heating_model(work / "models" / "nan_heating.pt", nlev)
+        return int(data.sizes["bottom_top"])
+
+
+def screen_counts(output: str) -> tuple[int, int]:
+    """Recomputed columns of the driver's screen call with zero outputs and with the model's."""
+    counts = re.search(r"screen: (\d+) recomputed columns with zero cumulus outputs, (\d+)", output)
+    return (int(counts[1]), int(counts[2])) if counts else (-1, -1)
+
+
+def case_screen(work: Path) -> None:
+    from wrf_test_models import nan_heating_model
+
+    model = nan_heating_model(work / "models" / "nan_heating.pt", wrf_levels())
     settings = DriverSettings(mode="screen", wrfout=str(WRFOUT))
     namelist = write_namelist(work / "screen.nml", PluginOptions(str(model)), settings)
     result = run_driver(namelist, program=DRIVER[0])
     print(result.stdout)
     expect(result, True, "screen: every WRF output finite", what="NaN outputs never reach WRF")
     warned = re.findall(r"(\d+) of \d+ recomputed columns got NaN/Inf model outputs", result.stdout)
-    counts = re.search(
-        r"screen: (\d+) recomputed columns with zero cumulus outputs, (\d+)", result.stdout
-    )
-    zeroed, kept = (int(counts[1]), int(counts[2])) if counts else (-1, -1)
+    zeroed, kept = screen_counts(result.stdout)
     if not (zeroed == sum(map(int, warned)) > 0 and kept > 0):
         raise SystemExit(f"FAIL zeroed {zeroed}, kept {kept}, warnings {warned}:\n{result.stdout}")
     print(f"  ok    {zeroed} columns with NaN outputs zeroed, counted in {len(warned)} warnings")
+
+
+def case_on_error(work: Path) -> None:
+    from wrf_test_models import odd_tile_failure_model
+
+    model = str(odd_tile_failure_model(work / "models" / "odd_tile_failure.pt", wrf_levels()))
+    settings = DriverSettings(mode="screen", wrfout=str(WRFOUT))
+    stop = write_namelist(work / "on_error.nml", PluginOptions(model), settings)
+    # The bridge's message reaches the user after the tile (a WRITE once overwrote it).
+    bridge = f"forward: forward of '{model}' failed: "
+    expect(
+        run_driver(stop, program=DRIVER[0]),
+        False,
+        "FATAL CALLED",
+        "model call failed on tile i = ",
+        bridge,
+        "paramlib_cu_on_error = 1",
+        what="a failed model call on a tile stops WRF by default",
+    )
+    allow = write_namelist(work / "on_error.nml", PluginOptions(model, on_error=1), settings)
+    result = run_driver(allow, program=DRIVER[0])
+    print(result.stdout)
+    expect(
+        result,
+        True,
+        bridge,
+        "paramlib_cu_on_error = 1: zero cumulus outputs there",
+        "screen: every WRF output finite",
+        what="paramlib_cu_on_error = 1: a warning and zero outputs on the failed tiles",
+    )
+    failed = result.stdout.count("model call failed on tile")
+    zeroed, kept = screen_counts(result.stdout)
+    if not (failed > 0 and zeroed > 0 and kept > 0):
+        raise SystemExit(f"FAIL {failed} failed tiles, zeroed {zeroed}, kept {kept}")
+    print(f"  ok    {failed} failed tiles: {zeroed} columns zeroed, {kept} kept the model's")
+    bad = write_namelist(work / "on_error.nml", PluginOptions(model, on_error=7), settings)
+    expect(
+        run_driver(bad, program=DRIVER[0]),
+        False,
+        "paramlib_cu_on_error = 7 in &physics: expected 0",
+        what="paramlib_cu_on_error other than 0 or 1 stops WRF at initialisation",
+    )
+
+
+def case_wrfpp(work: Path) -> None:
+    settings = DriverSettings(wrfout=str(WRFOUT))
+    namelist = write_namelist(
+        work / "wrfpp.nml", PluginOptions(str(work / "models/bilstm_wrf.pt")), settings
+    )
+    result = run_driver(namelist, threads=2, program=DRIVER[0])
+    print(result.stdout)
+    # Without #ifdef _OPENMP (`!$` sentinels) WRF's rule leaves one handle for every thread.
+    expect(
+        result,
+        True,
+        "2 OpenMP thread handle(s)",
+        "all checks passed",
+        what="the plugin preprocessed as WRF does, 2 OpenMP threads: runs A-E",
+    )
 
 
 CASES: dict[str, Callable[[Path], None]] = {
@@ -304,6 +376,8 @@ CASES: dict[str, Callable[[Path], None]] = {
     "parity": case_parity,
     "errors": case_errors,
     "screen": case_screen,
+    "on_error": case_on_error,
+    "wrfpp": case_wrfpp,
 }
 
 

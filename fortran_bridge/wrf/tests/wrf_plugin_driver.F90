@@ -5,7 +5,8 @@
 !> NAMELIST holds &physics (the plugin's options, as in WRF's namelist.input) and &driver:
 !>   mode        'run' (default), 'init' (initialise only: the error tests) or 'screen' (one
 !>               call on the tiles in OpenMP threads, then: every WRF output finite, and how
-!>               many recomputed columns got zero outputs: a model with NaN outputs)
+!>               many recomputed columns got zero outputs: a model with NaN outputs, or
+!>               one whose call fails on some tiles, with paramlib_cu_on_error = 1)
 !>   wrfout      WRF history file with the cumulus fields, frames one cumulus call apart
 !>   first_frame first frame the scheme is called on (1-based); the frame before it is taken
 !>               as the previous call's outputs, so the state starts right after that call
@@ -38,10 +39,10 @@ program wrf_plugin_driver
 
   character(len=1024) :: paramlib_cu_model = ''
   integer :: paramlib_cu_device = 0, paramlib_cu_device_index = 0, paramlib_cu_fallback = 0
-  integer :: paramlib_cu_threads = 1
+  integer :: paramlib_cu_threads = 1, paramlib_cu_on_error = 0
   character(len=80) :: paramlib_cu_sha256 = 'none'
   namelist /physics/ paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
-    paramlib_cu_fallback, paramlib_cu_threads, paramlib_cu_sha256
+    paramlib_cu_fallback, paramlib_cu_threads, paramlib_cu_sha256, paramlib_cu_on_error
   character(len=16) :: mode = 'run'
   character(len=1024) :: wrfout = '', output = ''
   integer :: first_frame = 2, ncalls = 3, tiles_x = 3, tiles_y = 2, halo = 3, nan_columns = 3
@@ -76,7 +77,7 @@ program wrf_plugin_driver
   if (mode == 'init') then
     call cu_paramlib_init(paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
                           paramlib_cu_fallback, paramlib_cu_threads, 1, levels + 1, &
-                          SHA256=paramlib_cu_sha256)
+                          SHA256=paramlib_cu_sha256, ON_ERROR=paramlib_cu_on_error)
     print '(a)', 'wrf_plugin_driver: init ok'
     call cu_paramlib_finalize()
     stop
@@ -100,7 +101,7 @@ program wrf_plugin_driver
 
   call cu_paramlib_init(paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
                         paramlib_cu_fallback, paramlib_cu_threads, 1, nz + 1, &
-                        SHA256=paramlib_cu_sha256)
+                        SHA256=paramlib_cu_sha256, ON_ERROR=paramlib_cu_on_error)
   allocate (ref(ncalls))
   block
     type(domain) :: d

@@ -3,6 +3,9 @@
 nan_heating_model(path, nlev)   t in, MSKF's eight outputs out; RTHCUTEN NaN in every
                                 third column of a call (1e-5 K s-1 elsewhere), the others
                                 finite: PRATEC 1e-4 mm s-1, NCA 600 s
+odd_tile_failure_model(path, nlev)  the same fields; a call on an odd number of columns,
+                                more than the export's probe batch, raises FAILURE (the bridge
+                                returns an error status); others give 1e-5 K s-1 heating
 """
 
 # (no `from __future__ import annotations`: TorchScript reads the Final annotations)
@@ -16,6 +19,7 @@ from paramlib.export import FieldSpec, ModelMetadata, forward_source, save
 from paramlib.wrf_plugin import TARGETS
 
 UNITS = ["K s-1"] + ["kg kg-1 s-1"] * 5 + ["mm s-1", "s"]  # of TARGETS
+FAILURE = "paramlib test model: a tile with an odd number of columns"
 
 
 class NanHeating(nn.Module):
@@ -39,8 +43,34 @@ class NanHeating(nn.Module):
         return [heating, profile, profile, profile, profile, profile, 1e-4 * column, 600 * column]
 
 
+class OddTileFailure(NanHeating):
+    failure: Final[str]
+
+    def __init__(self, nlev: int) -> None:
+        super().__init__(nlev)
+        self.failure = FAILURE
+
+    @torch.jit.export
+    def forward_fields(self, fields: list[Tensor]) -> list[Tensor]:
+        ncol = fields[0].shape[0]
+        if ncol % 2 == 1 and ncol > 16:
+            raise RuntimeError(self.failure)
+        profile = torch.zeros(ncol, self.nlev)
+        column = torch.ones(ncol, 1)
+        heating = torch.full_like(profile, 1.0e-5)
+        return [heating, profile, profile, profile, profile, profile, 1e-4 * column, 600 * column]
+
+
 def nan_heating_model(path: Path, nlev: int) -> Path:
-    module = torch.jit.script(NanHeating(nlev))
+    return _save(NanHeating(nlev), path, nlev)
+
+
+def odd_tile_failure_model(path: Path, nlev: int) -> Path:
+    return _save(OddTileFailure(nlev), path, nlev)
+
+
+def _save(model: NanHeating, path: Path, nlev: int) -> Path:
+    module = torch.jit.script(model)
     if not hasattr(module, "forward"):
         module.define(module.forward_source)
     outputs = [
