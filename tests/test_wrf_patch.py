@@ -1,14 +1,18 @@
 """The WRF patch kit (fortran_bridge/wrf/patch_wrf.py) on a stand-in WRF tree
-(fortran_bridge/wrf/tests/fake_wrf: only the lines the kit anchors on, not WRF source): the
-scheme is wired where MSKF is, nothing else moves, a second run and a dry run change nothing,
-an unrecognised tree is left untouched, and the patched Fortran compiles against the real
-module_cu_paramlib."""
+(fortran_bridge/wrf/tests/fake_wrf: only the lines the kit anchors on, not WRF source, with
+the constructs of the real v4.7.1 files listed in its README): the scheme is wired where MSKF
+is, nothing else moves, a second run and a dry run change nothing, an unrecognised tree is left
+untouched, and the patched Fortran compiles against the real module_cu_paramlib. The plugin
+also goes through WRF's own preprocessing rule (fortran_bridge/wrf/tests/wrf_preprocess.py)."""
 
+import importlib.util
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -28,6 +32,17 @@ SOURCES = (
     "phys/module_physics_addtendc.F",
     "dyn_em/module_em.F",
 )
+
+
+def load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+wrf_preprocess = load(KIT / "tests" / "wrf_preprocess.py")
 
 
 def kit(*args: object) -> subprocess.CompletedProcess[str]:
@@ -62,6 +77,8 @@ def test_apply_wires_the_scheme_where_mskf_is(wrf: Path) -> None:
     init = (wrf / "phys/module_physics_init.F").read_text()
     assert "MODEL_FILE=config_flags%paramlib_cu_model" in init
     assert "SHA256=config_flags%paramlib_cu_sha256" in init  # the model pinned from &physics
+    assert "ON_ERROR=config_flags%paramlib_cu_on_error" in init
+    assert re.search(r"rconfig integer +paramlib_cu_on_error +namelist,physics 1 0 ", registry)
     assert re.search(r'rconfig character paramlib_cu_sha256 +namelist,physics 1 "none"', registry)
     assert "MSKFSCHEME, PARAMLIBSCHEME)" in (wrf / "phys/module_physics_addtendc.F").read_text()
     em = (wrf / "dyn_em/module_em.F").read_text()
@@ -71,7 +88,9 @@ def test_apply_wires_the_scheme_where_mskf_is(wrf: Path) -> None:
     assert "PARAMLIBSCHEME" not in other  # only the NCA countdown follows MSKF in that file
     assert "ONLY : KFETASCHEME, MSKFSCHEME, PARAMLIBSCHEME" in em
     assert "module_cu_mskf.o module_cu_paramlib.o" in (wrf / "phys/Makefile").read_text()
-    assert (wrf / "main/depend.common").read_text().count("module_cu_paramlib.o") == 2
+    depend = (wrf / "main/depend.common").read_text()
+    assert depend.count("module_cu_paramlib.o") == 3
+    assert "module_cu_mskf.o module_cu_paramlib.o: \\\n\t../frame/module_wrf_error.o" in depend
     assert "module_cu_mskf.F module_cu_paramlib.F" in (wrf / "phys/CMakeLists.txt").read_text()
     assert (wrf / "phys/module_cu_paramlib.F").read_bytes() == (
         KIT / "module_cu_paramlib.F"
@@ -89,6 +108,49 @@ def test_apply_twice_and_dry_run_change_nothing(wrf: Path) -> None:
     again = kit("apply", "--wrf", wrf)
     assert again.returncode == 0 and again.stdout.count("already applied") == 8
     assert snapshot(wrf) == patched
+
+
+def test_cu_init_with_preprocessor_lines_in_its_argument_list(wrf: Path) -> None:
+    """WRF v4.7.1's cu_init has `#if ( EM_CORE == 1 )` ... `#endif` inside its continued
+    argument list: before, the statement reader stopped at `#if` and apply refused the real
+    tree with "cu_init has no argument kds"."""
+    init = wrf / "phys/module_physics_init.F"
+    before = init.read_text()
+    assert re.search(r"&\n#if \( EM_CORE == 1 \)\n\s*!.*\n\s*cupflag,", before)  # the construct
+    result = kit("apply", "--wrf", wrf)
+    assert result.returncode == 0, result.stderr
+    after = init.read_text()
+    assert "CALL cu_paramlib_init(" in after and "KDS=kds, KDE=kde)" in after
+    head = after[after.index("SUBROUTINE cu_init") : after.index("IMPLICIT NONE")]
+    # MSKF's module is used outside any #if there: the plugin's USE gets an EM_CORE guard
+    assert re.search(
+        r"USE module_cu_mskf\n#if \(EM_CORE == 1\)\n   USE module_cu_paramlib, ONLY : "
+        r"cu_paramlib_init.*\n.*PARAMLIBSCHEME\n#endif\n",
+        head,
+    )
+    arguments = before[before.index("SUBROUTINE cu_init") : before.index("   USE ")]
+    assert arguments in after  # the argument list itself untouched
+
+
+def test_untouched_bytes_stay_and_no_registry_copy_is_made(wrf: Path) -> None:
+    """WRF's phys/CMakeLists.txt ends without a newline (before: one was added); a fresh clone
+    has no Registry/Registry (before: apply touched an empty one into existence), a compiled
+    tree's is touched so that make regenerates the registry. Files keep their permissions."""
+    cmake = wrf / "phys/CMakeLists.txt"
+    assert not cmake.read_bytes().endswith(b"\n")
+    (wrf / "phys/Makefile").chmod(0o640)
+    assert kit("apply", "--wrf", wrf).returncode == 0
+    assert cmake.read_bytes().endswith(b"module_cumulus_driver.F\n)")
+    assert not (wrf / "Registry/Registry").exists()
+    assert (wrf / "phys/Makefile").stat().st_mode & 0o777 == 0o640
+    assert not list(wrf.rglob("*.paramlib-tmp"))  # written through temporary files, renamed
+    other = Path(shutil.copytree(FAKE, wrf.parent / "compiled"))
+    (other / "Registry/Registry").write_text("## from Registry.EM\n")
+    old = (other / "Registry/Registry").stat().st_mtime_ns - 10**9
+    os.utime(other / "Registry/Registry", ns=(old, old))
+    assert kit("apply", "--wrf", other).returncode == 0
+    assert (other / "Registry/Registry").stat().st_mtime_ns > old
+    assert (other / "Registry/Registry").read_text() == "## from Registry.EM\n"
 
 
 def test_an_unrecognised_tree_is_left_untouched(wrf: Path) -> None:
@@ -154,9 +216,12 @@ def test_link_adds_the_bridge_to_configure_wrf(wrf: Path, tmp_path: Path) -> Non
     )
     assert kit("link", "--wrf", wrf, "--prefix", prefix).returncode == 0
     assert "already linked" in kit("link", "--wrf", wrf, "--prefix", prefix).stdout
+    configure = (wrf / "configure.wrf").read_text()
+    assert "$(LIB_LOCAL)" in configure and not re.search(r"^LIB_LOCAL\s*=", configure, re.M)
     probe = wrf / "probe.mk"
     probe.write_text(
-        "include configure.wrf\nshow:\n\t@echo $(INCLUDE_MODULES) / $(FCBASEOPTS) / $(LIB_LOCAL)\n"
+        "include configure.wrf\nshow:\n\t@echo $(INCLUDE_MODULES) / $(FCBASEOPTS) / $(LIB_LOCAL)"
+        " / $(LIB)\n"
     )
     shown = subprocess.run(
         ["make", "-s", "-f", str(probe), "show"],
@@ -165,12 +230,27 @@ def test_link_adds_the_bridge_to_configure_wrf(wrf: Path, tmp_path: Path) -> Non
         text=True,
         timeout=60,
     ).stdout
-    includes, options, libraries = shown.split(" / ")
+    includes, options, libraries, link_line = shown.split(" / ")
     assert "-I/main" in includes and "-I/frame" in includes  # WRF's own search path kept
     assert "-I/opt/p/include/paramlib" in includes and "-I/opt/p/include/paramlib" in options
+    assert "-ffree-form" in options  # FCBASEOPTS keeps WRF's own value
     assert libraries.strip() == "-L/opt/p/lib -lparamlib_bridge -lstdc++"
+    assert link_line.strip() == "-L/opt/p/lib -lparamlib_bridge -lstdc++"  # WRF links $(LIB)
     flags = kit("cmake-flags", "--prefix", prefix).stdout
     assert '-DCMAKE_Fortran_STANDARD_LIBRARIES="-L/opt/p/lib -lparamlib_bridge -lstdc++"' in flags
+
+
+def test_link_refuses_a_configure_wrf_without_lib_local(wrf: Path, tmp_path: Path) -> None:
+    prefix = tmp_path / "opt"
+    (prefix / "share/paramlib").mkdir(parents=True)
+    (prefix / "share/paramlib/paramlib_bridge.mk").write_text("PARAMLIB_BRIDGE_LIBS = -lx\n")
+    configure = wrf / "configure.wrf"
+    configure.write_text(configure.read_text().replace("$(LIB_LOCAL)", ""))
+    before = configure.read_bytes()
+    result = kit("link", "--wrf", wrf, "--prefix", prefix)
+    assert result.returncode == 1
+    assert "no `LIB_LOCAL =` line nor a `LIB =` line using it" in result.stderr
+    assert configure.read_bytes() == before
 
 
 def test_link_needs_an_installed_bridge(wrf: Path, tmp_path: Path) -> None:
@@ -182,3 +262,81 @@ def test_iofields_line_is_the_readers_and_the_templates() -> None:
     line = kit("iofields").stdout.strip()
     assert line == IOFIELDS_LINE
     assert line in (ROOT / "data_catalog" / "wrf_mskf_template.yaml").read_text()
+
+
+def test_wrf_rule_drops_sentinel_statements_and_keeps_omp_directives() -> None:
+    """tools/standard.exe's rule (reimplemented in wrf_preprocess.standard): comments go, a
+    `!$` sentinel statement with them; `!$omp` directives stay; CALL wrf_error_fatal( becomes
+    wrf_error_fatal3 with the caller's file and line."""
+    text = (
+        "!$ USE omp_lib\n"
+        "      !$ tid = omp_get_thread_num()\n"
+        "!$omp parallel do private(i)\n"
+        "  x = 'a!b' ! a comment\n"
+        "#ifdef _OPENMP\n"
+        "  CALL wrf_error_fatal('stop: ' // TRIM(msg))\n"
+    )
+    assert wrf_preprocess.standard(text).splitlines() == [
+        "",
+        "      ",
+        "!$omp parallel do private(i)",
+        "  x = 'a!b' ",
+        "#ifdef _OPENMP",
+        "  CALL wrf_error_fatal3(__FILE__,__LINE__,&",
+        "'stop: ' // TRIM(msg))",
+    ]
+
+
+def test_the_old_sentinel_lines_vanish_through_the_whole_wrf_rule(tmp_path: Path) -> None:
+    """The plugin before issue 13 through sed, cpp -D_OPENMP, standard.exe's rule and cpp: its
+    `!$ nthreads = ...` and `!$ tid = ...` vanish (every tile used handle 0 in real WRF);
+    the #ifdef _OPENMP form the plugin uses now survives."""
+    old = tmp_path / "old.F"
+    old.write_text(
+        "      nthreads = 1\n"
+        "      !$ nthreads = omp_get_max_threads()\n"
+        "      tid = 0\n"
+        "      !$ tid = omp_get_thread_num()\n"
+        "#ifdef _OPENMP\n"
+        "      tid = omp_get_thread_num()\n"
+        "#endif\n"
+    )
+    text = wrf_preprocess.preprocess(old, FAKE / "configure.wrf")
+    assert text.split() == [
+        "nthreads",
+        "=",
+        "1",
+        "tid",
+        "=",
+        "0",
+        "tid",
+        "=",
+        "omp_get_thread_num()",
+    ]
+
+
+def test_the_plugin_compiles_after_wrfs_preprocessing(tmp_path: Path, bridge_library: Path) -> None:
+    """module_cu_paramlib.F as WRF's .F.o rule hands it to gfortran (the stand-in configure.wrf's
+    GNU smpar flags): its OpenMP code is still there and it compiles with -fopenmp. ctest
+    wrf_plugin_wrfpp runs the driver on this copy with 2 threads (tests/test_wrf_plugin.py)."""
+    text = wrf_preprocess.preprocess(KIT / "module_cu_paramlib.F", FAKE / "configure.wrf")
+    assert "tid = omp_get_thread_num()" in text and "nthreads = omp_get_max_threads()" in text
+    assert "USE omp_lib" in text and "CALL wrf_error_fatal3(" in text
+    assert not [line for line in text.splitlines() if line.lstrip().startswith("!")]
+    source = tmp_path / "module_cu_paramlib.f90"
+    source.write_text(text)
+    flags = "-w -ffree-form -ffree-line-length-none -fconvert=big-endian -frecord-marker=4"
+    command = [
+        "gfortran",
+        "-c",
+        "-O2",
+        *flags.split(),
+        "-fopenmp",
+        f"-I{doctor.build_dir() / 'mod'}",
+        f"-J{tmp_path}",
+        str(source),
+        "-o",
+        str(tmp_path / "module_cu_paramlib.o"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

@@ -34,6 +34,7 @@ Standard library only (WRF machines need no paramlib install for this).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -64,6 +65,7 @@ NAMELIST = [  # (type, name, default, description)
     ("integer", "paramlib_cu_fallback", "0", "CUDA unavailable: 0 stop, 1 run on the CPU"),
     ("integer", "paramlib_cu_threads", "1", "libtorch intra-op threads (0: its default)"),
     ("character", "paramlib_cu_sha256", '"none"', "expected SHA-256 of the model (none: no check)"),
+    ("integer", "paramlib_cu_on_error", "0", "failed model call: 0 stop, 1 zero that tile"),
 ]
 # Arguments of cu_paramlib taken from MSKF's CALL in the cumulus driver, by keyword.
 FROM_MSKF = (
@@ -93,15 +95,22 @@ def code_part(line: str) -> str:
     return line
 
 
+def directive(line: str) -> bool:
+    """A C preprocessor line (#if, #endif, ...): WRF's .F files go through cpp."""
+    return line.lstrip().startswith("#")
+
+
 def statements(lines: list[str], start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
     """(first, last) line indices of each free-form statement (continued with &)."""
     result, i = [], start
     stop = len(lines) if stop is None else min(stop, len(lines))
     while i < stop:
         j, pending = i, code_part(lines[i]).rstrip().endswith("&")
-        while pending and j + 1 < stop:  # comment and blank lines may sit inside a statement
+        # Comment, blank and preprocessor lines may sit inside a statement: WRF's cu_init has
+        # `#if ( EM_CORE == 1 )` ... `#endif` inside its argument list.
+        while pending and j + 1 < stop:
             j += 1
-            code = code_part(lines[j]).strip()
+            code = "" if directive(lines[j]) else code_part(lines[j]).strip()
             if code:
                 pending = code.endswith("&")
         result.append((i, j))
@@ -110,7 +119,12 @@ def statements(lines: list[str], start: int = 0, stop: int | None = None) -> lis
 
 
 def joined(lines: list[str], first: int, last: int) -> str:
-    return " ".join(code_part(line).rstrip().rstrip("&") for line in lines[first : last + 1])
+    """The statement's code, preprocessor lines left out (every branch of an #if kept)."""
+    return " ".join(
+        code_part(line).rstrip().rstrip("&")
+        for line in lines[first : last + 1]
+        if not directive(line)
+    )
 
 
 def routine_span(lines: list[str], name: str, path: str) -> tuple[int, int]:
@@ -152,6 +166,8 @@ def add_scheme_next_to_mskf(lines: list[str], lo: int, hi: int, only_use: bool =
         if only_use and not re.match(r"\s*USE\b", text, re.I):
             continue
         for i in range(first, last + 1):
+            if directive(lines[i]):
+                continue
             code, comment = code_part(lines[i]), lines[i][len(code_part(lines[i])) :]
             if listing:
                 new = mskf.sub(lambda m: f"{m.group(0)}, {SCHEME}", code)
@@ -294,7 +310,7 @@ def physics_init(lines: list[str], path: str, n: int) -> str:
     )
     args = [
         f"{k}=config_flags%paramlib_cu_{k.lower()}"
-        for k in ("MODEL", "DEVICE", "DEVICE_INDEX", "FALLBACK", "THREADS", "SHA256")
+        for k in ("MODEL", "DEVICE", "DEVICE_INDEX", "FALLBACK", "THREADS", "SHA256", "ON_ERROR")
     ]
     args[0] = "MODEL_FILE=config_flags%paramlib_cu_model"
     use = find_line(
@@ -365,6 +381,31 @@ def next_to_mskf_object(suffix: str) -> Edit:
     return edit
 
 
+# --- files --------------------------------------------------------------------------------------
+
+
+def read_lines(path: Path) -> tuple[list[str], str, str]:
+    """The file's lines, its line ending and what follows the last line, so that writing the
+    lines back reproduces every untouched byte (WRF's phys/CMakeLists.txt has no final newline;
+    a few WRF sources are not UTF-8)."""
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    return text.splitlines(), newline, newline if text.endswith(("\n", "\r")) else ""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename: an interrupted run never
+    leaves a half-written WRF file. The file keeps its permission bits."""
+    temporary = path.with_name(f".{path.name}.paramlib-tmp")
+    try:
+        temporary.write_bytes(text.encode("utf-8", "surrogateescape"))
+        if path.exists():
+            shutil.copymode(path, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 # --- commands -----------------------------------------------------------------------------------
 
 
@@ -412,21 +453,23 @@ def apply(root: Path, n: int, dry_run: bool) -> int:
         path = root / relative
         if not path.is_file():
             raise PatchError(f"{path}: not found")
-        text = path.read_text()
-        if re.search(rf"{MARK}|\bmodule_cu_paramlib\b|\b{SCHEME}\b", text, re.I):
+        lines, newline, end = read_lines(path)
+        if re.search(rf"{MARK}|\bmodule_cu_paramlib\b|\b{SCHEME}\b", "\n".join(lines), re.I):
             print(f"  {relative}: already applied")
             continue
-        lines = text.splitlines()
         notes = [edit(lines, relative, n) for edit in file_edits]
-        results[relative] = ("\n".join(lines) + "\n", notes)
+        results[relative] = (newline.join(lines) + end, notes)
     for relative, (text, notes) in results.items():
         print(f"  {relative}: {'; '.join(notes)}")
         if not dry_run:
-            (root / relative).write_text(text)
-    target = root / "phys" / MODULE.name
+            write_atomic(root / relative, text)
     if not dry_run:
-        shutil.copyfile(MODULE, target)
-        (root / "Registry" / "Registry").touch()
+        write_atomic(root / "phys" / MODULE.name, MODULE.read_text())
+        # A fresh clone has no Registry/Registry: ./compile makes it from Registry.EM. Touching
+        # would create an empty one.
+        registry_copy = root / "Registry" / "Registry"
+        if registry_copy.is_file():
+            registry_copy.touch()
     print(f"  phys/{MODULE.name}: {'would copy' if dry_run else 'copied'} from {MODULE}")
     print(
         f"WRF {version}: cu_physics = {n} runs the paramlib cumulus scheme"
@@ -450,22 +493,27 @@ def link(root: Path, prefix: Path) -> int:
     configure = root / "configure.wrf"
     if not configure.is_file():
         raise PatchError(f"{configure} not found: run WRF's ./configure first")
-    text = configure.read_text()
+    lines, newline, end = read_lines(configure)
+    text = "\n".join(lines)
     if MARK in text:
         print(f"  {configure}: already linked")
         return 0
-    for name in ("INCLUDE_MODULES", "LIB_LOCAL", "FCBASEOPTS"):
+    for name in ("INCLUDE_MODULES", "FCBASEOPTS"):
         if not re.search(rf"^{name}\s*[:+]?=", text, re.M):
             raise PatchError(f"{configure}: no `{name} =` line")
+    # WRF's GNU stanza only uses LIB_LOCAL (`LIB = ... $(LIB_LOCAL) ...`), others define it empty.
+    if not re.search(r"^(LIB_LOCAL\s*[:+]?=|LIB\s*[:+]?=.*\$[({]LIB_LOCAL[)}])", text, re.M):
+        raise PatchError(f"{configure}: no `LIB_LOCAL =` line nor a `LIB =` line using it")
     # Appended: += after WRF's own definitions; -I twice is harmless.
-    text += (
-        f"\n# {MARK}: the paramlib bridge's Fortran module and library (patch_wrf.py link)\n"
-        f"include {fragment}\n"
-        "INCLUDE_MODULES += $(PARAMLIB_BRIDGE_FFLAGS)\n"
-        "FCBASEOPTS += $(PARAMLIB_BRIDGE_FFLAGS)\n"
-        "LIB_LOCAL += $(PARAMLIB_BRIDGE_LIBS)\n"
-    )
-    configure.write_text(text)
+    lines += [
+        "",
+        f"# {MARK}: the paramlib bridge's Fortran module and library (patch_wrf.py link)",
+        f"include {fragment}",
+        "INCLUDE_MODULES += $(PARAMLIB_BRIDGE_FFLAGS)",
+        "FCBASEOPTS += $(PARAMLIB_BRIDGE_FFLAGS)",
+        "LIB_LOCAL += $(PARAMLIB_BRIDGE_LIBS)",
+    ]
+    write_atomic(configure, newline.join(lines) + newline)
     print(f"  {configure}: includes {fragment}; bridge in INCLUDE_MODULES, FCBASEOPTS, LIB_LOCAL")
     return 0
 

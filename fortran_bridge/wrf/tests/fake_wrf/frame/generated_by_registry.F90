@@ -13,6 +13,7 @@ module module_configure
     integer :: paramlib_cu_device = 0, paramlib_cu_device_index = 0
     integer :: paramlib_cu_fallback = 0, paramlib_cu_threads = 1
     character(len=256) :: paramlib_cu_sha256 = 'none'
+    integer :: paramlib_cu_on_error = 0
   end type grid_config_rec_type
 end module module_configure
 
