@@ -153,6 +153,35 @@ def test_untouched_bytes_stay_and_no_registry_copy_is_made(wrf: Path) -> None:
     assert (other / "Registry/Registry").read_text() == "## from Registry.EM\n"
 
 
+def test_revert_restores_every_file_byte_for_byte(wrf: Path, tmp_path: Path) -> None:
+    """apply, link, apply again, then revert: the tree is the one before, byte for byte, the
+    module and the folder of originals gone. After a new ./configure, link and revert bring
+    back that new configure.wrf, not the first one."""
+    prefix = tmp_path / "opt"
+    (prefix / "share/paramlib").mkdir(parents=True)
+    (prefix / "share/paramlib/paramlib_bridge.mk").write_text("PARAMLIB_BRIDGE_LIBS = -lx\n")
+    before = snapshot(wrf)
+    assert kit("apply", "--wrf", wrf).returncode == 0
+    assert kit("link", "--wrf", wrf, "--prefix", prefix).returncode == 0
+    assert kit("apply", "--wrf", wrf).returncode == 0
+    assert snapshot(wrf) != before
+    result = kit("revert", "--wrf", wrf)
+    assert result.returncode == 0, result.stderr
+    assert "phys/module_cu_paramlib.F: removed" in result.stdout
+    assert snapshot(wrf) == before
+    again = kit("revert", "--wrf", wrf)
+    assert again.returncode == 1 and ".paramlib_patch not found" in again.stderr
+
+    assert kit("apply", "--wrf", wrf).returncode == 0
+    assert kit("link", "--wrf", wrf, "--prefix", prefix).returncode == 0
+    configure = wrf / "configure.wrf"
+    reconfigured = before[Path("configure.wrf")] + b"# ./configure run again\n"
+    configure.write_bytes(reconfigured)  # what a new ./configure leaves: the link gone
+    assert kit("link", "--wrf", wrf, "--prefix", prefix).returncode == 0
+    assert kit("revert", "--wrf", wrf).returncode == 0
+    assert configure.read_bytes() == reconfigured
+
+
 def test_an_unrecognised_tree_is_left_untouched(wrf: Path) -> None:
     init = wrf / "phys/module_physics_init.F"
     init.write_text(init.read_text().replace("CASE (MSKFSCHEME)", "CASE (KFSCHEME)"))

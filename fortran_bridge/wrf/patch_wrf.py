@@ -3,6 +3,7 @@
 
     patch_wrf.py apply --wrf WRF_DIR [--cu-physics 97] [--dry-run]
     patch_wrf.py link --wrf WRF_DIR --prefix PARAMLIB_PREFIX      (after every ./configure)
+    patch_wrf.py revert --wrf WRF_DIR                             (undo apply and link)
     patch_wrf.py cmake-flags --prefix PARAMLIB_PREFIX             (WRF's CMake build)
     patch_wrf.py iofields                                         (the history line for training)
 
@@ -27,7 +28,9 @@ anchored on MSKF's own lines (cu_physics = 11), so the plugin is wired exactly w
 
 Every anchor is checked before anything is written: a tree the script does not recognise is
 left untouched and the message names the file and the line it looked for. Applying twice
-changes nothing. No WRF source is copied; only the lines shown above are added.
+changes nothing. No WRF source is copied; only the lines shown above are added. Each file is
+written through a temporary file and renamed; its original is kept first in WRF_DIR/.paramlib_patch,
+from which `revert` restores every file byte for byte (and removes the module).
 Standard library only (WRF machines need no paramlib install for this).
 """
 
@@ -383,6 +386,9 @@ def next_to_mskf_object(suffix: str) -> Edit:
 
 # --- files --------------------------------------------------------------------------------------
 
+BACKUP = ".paramlib_patch"  # in the WRF tree: originals of the files apply and link change
+CREATED = "created.txt"  # in BACKUP: files apply made that did not exist before
+
 
 def read_lines(path: Path) -> tuple[list[str], str, str]:
     """The file's lines, its line ending and what follows the last line, so that writing the
@@ -404,6 +410,35 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def keep_originals(root: Path, relatives: list[str], refresh: bool) -> None:
+    """Copy each file into BACKUP before it changes; files that do not exist yet are listed in
+    CREATED. refresh: the file holds none of the kit's lines now (apply and link never rewrite
+    a file that does), so this copy replaces an older one: configure.wrf after a new
+    ./configure. Otherwise (the module, copied at every apply) the first copy stays."""
+    backup = root / BACKUP
+    created = backup / CREATED
+    for relative in relatives:
+        path, saved = root / relative, backup / relative
+        listed = created.read_text().split() if created.is_file() else []
+        if not refresh and (saved.exists() or relative in listed):
+            continue
+        if path.exists():
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(saved, path.read_bytes().decode("utf-8", "surrogateescape"))
+        elif relative not in listed:
+            backup.mkdir(exist_ok=True)
+            write_atomic(created, "".join(f"{name}\n" for name in [*listed, relative]))
+
+
+def writable(root: Path, relatives: list[str]) -> None:
+    """Refuse before writing anything when a file or its folder cannot be written."""
+    for relative in relatives:
+        path = root / relative
+        for target in (path.parent, path) if path.exists() else (path.parent,):
+            if not os.access(target, os.W_OK):
+                raise PatchError(f"{target}: not writable")
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -459,12 +494,17 @@ def apply(root: Path, n: int, dry_run: bool) -> int:
             continue
         notes = [edit(lines, relative, n) for edit in file_edits]
         results[relative] = (newline.join(lines) + end, notes)
+    module = f"phys/{MODULE.name}"
+    if not dry_run:
+        writable(root, [*results, module, BACKUP])
+        keep_originals(root, list(results), refresh=True)
+        keep_originals(root, [module], refresh=False)
     for relative, (text, notes) in results.items():
         print(f"  {relative}: {'; '.join(notes)}")
         if not dry_run:
             write_atomic(root / relative, text)
     if not dry_run:
-        write_atomic(root / "phys" / MODULE.name, MODULE.read_text())
+        write_atomic(root / module, MODULE.read_text())
         # A fresh clone has no Registry/Registry: ./compile makes it from Registry.EM. Touching
         # would create an empty one.
         registry_copy = root / "Registry" / "Registry"
@@ -505,6 +545,8 @@ def link(root: Path, prefix: Path) -> int:
     if not re.search(r"^(LIB_LOCAL\s*[:+]?=|LIB\s*[:+]?=.*\$[({]LIB_LOCAL[)}])", text, re.M):
         raise PatchError(f"{configure}: no `LIB_LOCAL =` line nor a `LIB =` line using it")
     # Appended: += after WRF's own definitions; -I twice is harmless.
+    writable(root, ["configure.wrf", BACKUP])
+    keep_originals(root, ["configure.wrf"], refresh=True)
     lines += [
         "",
         f"# {MARK}: the paramlib bridge's Fortran module and library (patch_wrf.py link)",
@@ -515,6 +557,35 @@ def link(root: Path, prefix: Path) -> int:
     ]
     write_atomic(configure, newline.join(lines) + newline)
     print(f"  {configure}: includes {fragment}; bridge in INCLUDE_MODULES, FCBASEOPTS, LIB_LOCAL")
+    return 0
+
+
+def revert(root: Path) -> int:
+    """Every file apply or link changed back to its original bytes; the files apply created
+    removed; the folder of originals last (an interrupted revert can be run again)."""
+    backup = root / BACKUP
+    if not backup.is_dir():
+        raise PatchError(
+            f"{backup} not found: this tree was not patched by this kit (or was reverted);"
+            " restore WRF's files from its git history instead"
+        )
+    created = backup / CREATED
+    listed = created.read_text().split() if created.is_file() else []
+    saved = sorted(p for p in backup.rglob("*") if p.is_file() and p != created)
+    writable(root, [p.relative_to(backup).as_posix() for p in saved] + listed)
+    for original in saved:
+        relative = original.relative_to(backup).as_posix()
+        # Fresh modification times: make rebuilds what was compiled from the patched files.
+        write_atomic(root / relative, original.read_bytes().decode("utf-8", "surrogateescape"))
+        print(f"  {relative}: restored")
+    for relative in listed:
+        (root / relative).unlink(missing_ok=True)
+        print(f"  {relative}: removed")
+    registry_copy = root / "Registry" / "Registry"
+    if registry_copy.is_file():
+        registry_copy.touch()
+    shutil.rmtree(backup)
+    print(f"{root}: the paramlib cumulus plugin removed; compile again")
     return 0
 
 
@@ -541,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("link", help="link the bridge in configure.wrf")
     p.add_argument("--wrf", type=Path, required=True)
     p.add_argument("--prefix", type=Path, required=True, help="where the bridge is installed")
+    p = commands.add_parser("revert", help="restore the files apply and link changed")
+    p.add_argument("--wrf", type=Path, required=True)
     p = commands.add_parser("cmake-flags", help="options for WRF's CMake build")
     p.add_argument("--prefix", type=Path, required=True)
     commands.add_parser("iofields", help="print the iofields_filename line")
@@ -550,12 +623,17 @@ def main(argv: list[str] | None = None) -> int:
             return apply(args.wrf.resolve(), args.cu_physics, args.dry_run)
         if args.command == "link":
             return link(args.wrf.resolve(), args.prefix.resolve())
+        if args.command == "revert":
+            return revert(args.wrf.resolve())
         if args.command == "cmake-flags":
             return cmake_flags(args.prefix.resolve())
         print(IOFIELDS_LINE)
         return 0
     except PatchError as error:
         print(f"patch_wrf.py: {error}; nothing was changed", file=sys.stderr)
+        return 1
+    except OSError as error:  # a disk full or a file vanishing mid-way: one line, not a traceback
+        print(f"patch_wrf.py: {error.filename}: {error.strerror}", file=sys.stderr)
         return 1
 
 
