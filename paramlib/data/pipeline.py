@@ -78,6 +78,8 @@ BATCH_CHUNKS = 16
 # each; reopening a file costs milliseconds).
 NETCDF_CHUNK_CACHE_BYTES = 0
 OPEN_FILES = 8
+# Rows per float64 copy while computing moments.
+MOMENT_ROWS = 1024
 # The pass's shards, inside the temporary store: removed with it on failure or signal.
 SCRATCH = ".scratch"
 # Levels of two sources closer than this (relative) are the same level: float32 rounding of
@@ -407,9 +409,16 @@ class Moments:
         mean, m2 = {}, {}
         count = len(next(iter(values.values())))
         for name, array in values.items():
-            wide = array.astype(np.float64)
-            mean[name] = np.atleast_1d(wide.mean(0))
-            m2[name] = np.atleast_1d(((wide - mean[name]) ** 2).sum(0))
+            mean[name] = np.atleast_1d(array.mean(0, dtype=np.float64))
+            # Deviations a few thousand rows at a time: float64 copies that stay in cache
+            # (whole-batch copies took longer than the batch's zarr write).
+            m2[name] = sum(
+                (
+                    ((array[i : i + MOMENT_ROWS].astype(np.float64) - mean[name]) ** 2).sum(0)
+                    for i in range(0, count, MOMENT_ROWS)
+                ),
+                start=np.zeros_like(mean[name]),
+            )
         return cls(count, mean, m2)
 
     def combine(self, other: Moments) -> Moments:
