@@ -106,7 +106,8 @@ class PipelineError(ValueError):
 
 
 class BuildInterrupted(Exception):
-    """A stop signal arrived; the build stopped between two computes and wrote nothing."""
+    """A stop signal arrived; the build stopped between two computes (its temporary store,
+    shards included, is removed: nothing is left at the target but what was there)."""
 
     def __init__(self, signal_name: str) -> None:
         super().__init__(signal_name)
