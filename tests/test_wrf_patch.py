@@ -80,13 +80,13 @@ def test_apply_wires_the_scheme_where_mskf_is(wrf: Path) -> None:
     assert "ON_ERROR=config_flags%paramlib_cu_on_error" in init
     assert re.search(r"rconfig integer +paramlib_cu_on_error +namelist,physics 1 0 ", registry)
     assert re.search(r'rconfig character paramlib_cu_sha256 +namelist,physics 1 "none"', registry)
-    assert "MSKFSCHEME, PARAMLIBSCHEME)" in (wrf / "phys/module_physics_addtendc.F").read_text()
-    em = (wrf / "dyn_em/module_em.F").read_text()
-    countdown = em[em.index("SUBROUTINE advance_ppt") :]
-    other = em[em.index("SUBROUTINE other_forcing") : em.index("END SUBROUTINE other_forcing")]
-    assert "cu_physics .EQ. PARAMLIBSCHEME" in countdown
-    assert "PARAMLIBSCHEME" not in other  # only the NCA countdown follows MSKF in that file
-    assert "ONLY : KFETASCHEME, MSKFSCHEME, PARAMLIBSCHEME" in em
+    addtendc = (wrf / "phys/module_physics_addtendc.F").read_text()
+    tendencies = addtendc[: addtendc.index("END SUBROUTINE phy_cu_ten")]
+    assert "MSKFSCHEME, PARAMLIBSCHEME)" in tendencies
+    countdown = addtendc[addtendc.index("SUBROUTINE advance_ppt") :]  # in the same file in v4.7.1
+    assert "CASE (KFETASCHEME, MSKFSCHEME, PARAMLIBSCHEME, KFCUPSCHEME)!stand-in" in countdown
+    # MSKF's own advective forcing is not the plugin's: that file stays as it was
+    assert (wrf / "dyn_em/module_em.F").read_bytes() == (FAKE / "dyn_em/module_em.F").read_bytes()
     assert "module_cu_mskf.o module_cu_paramlib.o" in (wrf / "phys/Makefile").read_text()
     depend = (wrf / "main/depend.common").read_text()
     assert depend.count("module_cu_paramlib.o") == 3
@@ -106,8 +106,36 @@ def test_apply_twice_and_dry_run_change_nothing(wrf: Path) -> None:
     assert kit("apply", "--wrf", wrf).returncode == 0
     patched = snapshot(wrf)
     again = kit("apply", "--wrf", wrf)
-    assert again.returncode == 0 and again.stdout.count("already applied") == 8
+    assert again.returncode == 0 and again.stdout.count("already applied") == 7
     assert snapshot(wrf) == patched
+
+
+def test_a_countdown_written_as_an_if_in_another_file(wrf: Path) -> None:
+    """Where advance_ppt tests `cu_physics .EQ. MSKFSCHEME` in a file of its own with a
+    module-level ONLY list, the plugin joins the test and the list; other routines of that
+    file stay as they were."""
+    addtendc = wrf / "phys/module_physics_addtendc.F"
+    text = addtendc.read_text()
+    start, end = text.index("   SUBROUTINE advance_ppt"), text.index("END SUBROUTINE advance_ppt")
+    countdown = text[start : end + len("END SUBROUTINE advance_ppt\n")]
+    addtendc.write_text(text.replace(countdown, ""))
+    countdown = countdown.replace("   SELECT CASE (config_flags%cu_physics)\n", "").replace(
+        "   CASE (KFETASCHEME, MSKFSCHEME, KFCUPSCHEME)!stand-in: a comment on the CASE line",
+        "   IF (config_flags%cu_physics == KFETASCHEME .OR. &\n"
+        "       config_flags%cu_physics .EQ. MSKFSCHEME) THEN",
+    )
+    countdown = countdown.replace("   END SELECT\n", "   ENDIF\n")
+    em = wrf / "dyn_em/module_em.F"
+    em.write_text(
+        em.read_text().replace("END MODULE module_em", countdown + "END MODULE module_em")
+    )
+    result = kit("apply", "--wrf", wrf)
+    assert result.returncode == 0, result.stderr
+    patched = em.read_text()
+    other = patched[: patched.index("END SUBROUTINE other_forcing")]
+    assert "config_flags%cu_physics .EQ. PARAMLIBSCHEME" in patched
+    assert "ONLY : KFETASCHEME, MSKFSCHEME, PARAMLIBSCHEME" in other  # the module's USE
+    assert "PARAMLIBSCHEME" not in other.split("CONTAINS")[1]  # only the countdown follows MSKF
 
 
 def test_cu_init_with_preprocessor_lines_in_its_argument_list(wrf: Path) -> None:

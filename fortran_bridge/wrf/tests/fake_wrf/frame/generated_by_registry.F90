@@ -1,7 +1,7 @@
 !> Stand-ins for modules WRF's Registry generates, as the patched Registry would make them.
 module module_state_description
   implicit none
-  integer, parameter :: KFETASCHEME = 1, MSKFSCHEME = 11, NTIEDTKESCHEME = 16
+  integer, parameter :: KFETASCHEME = 1, KFCUPSCHEME = 10, MSKFSCHEME = 11, NTIEDTKESCHEME = 16
   integer, parameter :: PARAMLIBSCHEME = 97
 end module module_state_description
 
