@@ -382,13 +382,12 @@ def test_the_plugin_compiles_after_wrfs_preprocessing(tmp_path: Path, bridge_lib
     assert not [line for line in text.splitlines() if line.lstrip().startswith("!")]
     source = tmp_path / "module_cu_paramlib.f90"
     source.write_text(text)
-    flags = "-w -ffree-form -ffree-line-length-none -fconvert=big-endian -frecord-marker=4"
+    # configure.wrf's compile line: $(FC) -c $(FCFLAGS) $(OMP) ... (FC = time gfortran)
+    (flags,) = wrf_preprocess.make_values(FAKE / "configure.wrf", "$(SFC) $(FCFLAGS) $(OMP)")
+    assert "-fopenmp" in flags and "-ffree-line-length-none" in flags
     command = [
-        "gfortran",
+        *flags,
         "-c",
-        "-O2",
-        *flags.split(),
-        "-fopenmp",
         f"-I{doctor.build_dir() / 'mod'}",
         f"-J{tmp_path}",
         str(source),

@@ -66,37 +66,42 @@ def standard(text: str) -> str:
     return "".join(out)
 
 
-def cpp_command(configure: Path, inc: Path) -> tuple[list[str], list[str]]:
-    """configure.wrf's first cpp call of the .F.o rule and its second one ($(CPP) $(TRADFLAG))."""
-    probe = (
-        f"include {configure.resolve()}\n"
-        "first:\n\t@echo $(CPP) $(CPPFLAGS) $(OMPCPP)\n"
-        "second:\n\t@echo $(CPP) $(TRADFLAG)\n"
-    )
+def make_values(configure: Path, *expressions: str) -> list[list[str]]:
+    """Each make expression (e.g. "$(FCFLAGS) $(OMP)") expanded by make in configure.wrf, with
+    the variables ./compile exports, split into words."""
+    targets = "".join(f"v{n}:\n\t@echo {e}\n" for n, e in enumerate(expressions))
     with tempfile.NamedTemporaryFile("w", suffix=".mk", delete=False) as file:
-        file.write(probe)
+        file.write(f"include {configure.resolve()}\n{targets}")
     env = {**os.environ, **COMPILE_ENV, "WRF_SRC_ROOT_DIR": str(configure.resolve().parent)}
     try:
-        shown = [
+        return [
             subprocess.run(
-                ["make", "-s", "-f", file.name, target],
+                ["make", "-s", "-f", file.name, f"v{n}"],
                 capture_output=True,
                 text=True,
                 env=env,
                 check=True,
                 timeout=60,
             ).stdout.split()
-            for target in ("first", "second")
+            for n in range(len(expressions))
         ]
     finally:
         os.unlink(file.name)
-    first, second = shown
-    return [first[0], f"-I{inc}", *first[1:]], second
+
+
+def cpp_command(configure: Path) -> tuple[list[str], list[str]]:
+    """The .F.o rule's first cpp call and its second one ($(CPP) $(TRADFLAG))."""
+    first, second = make_values(
+        configure,
+        "$(CPP) -I$(WRF_SRC_ROOT_DIR)/inc $(CPPFLAGS) $(OMPCPP)",
+        "$(CPP) $(TRADFLAG)",
+    )
+    return first, second
 
 
 def preprocess(source: Path, configure: Path) -> str:
     """source (.F) as WRF's .F.o rule hands it to the Fortran compiler (.f90 text)."""
-    first_cpp, second_cpp = cpp_command(configure, configure.resolve().parent / "inc")
+    first_cpp, second_cpp = cpp_command(configure)
     # sed -e "s/^\!.*'.*//" -e "s/^ *\!.*'.*//": the line emptied, its newline kept.
     lines = source.read_text().splitlines(keepends=True)
     text = "".join(re.sub(r"^ *!.*'.*", "", line) for line in lines)
