@@ -599,6 +599,19 @@ def _build(
     return BuildResult(out, False, samples, seconds)
 
 
+def release_freed_memory() -> None:
+    """Hand the memory a block freed back to the system (glibc's malloc_trim; no-op elsewhere).
+    glibc keeps it in per-thread arenas, fragmented: the pass's peak, and the copy's buffers
+    on top of what the pass left, grew with the number of blocks (+11 % from 8 to 16 files)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class SourcePass:
     """The single pass over one source: a task per block of frames (a chunk of its selection
     along time) that reads the block, derives its columns, screens them (`column_flags`) and
@@ -654,6 +667,8 @@ class SourcePass:
         for name in self.recipe.variables:
             np.save(shard / f"{name}.npy", columns[name].values[keep].astype(self.dtypes[name]))
         found["counts"] = {reason: int(n) for reason, n in found["counts"].items()}
+        del frames, before, columns
+        release_freed_memory()
         return found
 
     def run(self, scratch: Path, name: str, stop: StopRequest | None) -> None:
