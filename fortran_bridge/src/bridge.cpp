@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -512,6 +513,38 @@ int pl_model_metadata_json(pl_handle model, char *buf, int buflen, int *needed) 
     else buf[0] = '\0';
   }
   return PL_OK;
+}
+
+int pl_model_valid_range(pl_handle model, const char *name, double *lo, double *hi, int len, int *nlev) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  const ModelMetadata &meta = m->loaded->meta;
+  const std::string n = name ? name : "";
+  const auto it = meta.input_index.find(n);
+  if (it == meta.input_index.end())
+    return fail(PL_ERR_NAME, "model '" + m->loaded->path + "' has no input named '" + n + "'; its inputs are: " +
+                                 field_list(meta.inputs));
+  const FieldSpec &f = meta.inputs[it->second];
+  if (nlev) *nlev = f.nlev;
+  return guarded("pl_model_valid_range", [&]() -> int {
+    paramlib::ValidRange range;
+    bool found = false;
+    try {
+      found = paramlib::find_valid_range(meta.json, f, range);
+    } catch (const std::exception &e) {
+      return fail(PL_ERR_METADATA, "model file '" + m->loaded->path + "': " + e.what());
+    }
+    if (!found) {
+      range.lo.assign(f.nlev, -std::numeric_limits<double>::max());
+      range.hi.assign(f.nlev, std::numeric_limits<double>::max());
+    }
+    if (lo && hi && len >= f.nlev) {
+      std::copy(range.lo.begin(), range.lo.end(), lo);
+      std::copy(range.hi.begin(), range.hi.end(), hi);
+    }
+    if (found) return PL_OK;
+    return fail(PL_WARN_NO_RANGE, "model '" + m->loaded->path + "' records no valid range for input '" + n + "'");
+  });
 }
 
 int pl_model_check_field(pl_handle model, int kind, const char *name, int nlev, const char *units,

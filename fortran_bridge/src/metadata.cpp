@@ -1,5 +1,6 @@
 #include "metadata.hpp"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -87,6 +88,29 @@ ModelMetadata parse_metadata(const std::string &text) {
     m.ensemble_size = e.get<int>();
   }
   return m;
+}
+
+bool find_valid_range(const std::string &text, const FieldSpec &field, ValidRange &out) {
+  const json root = json::parse(text);  // parse_metadata accepted this text at load
+  if (!root.contains("valid_range")) return false;
+  const json &all = root["valid_range"];
+  if (!all.is_object()) throw std::runtime_error("paramlib.json: 'valid_range' must be an object");
+  if (!all.contains(field.name)) return false;
+  const std::string where = "paramlib.json: valid_range." + field.name;
+  const auto levels = [&](const char *key) {
+    const json &values = require(all[field.name], key, where);
+    if (!values.is_array() || values.size() != static_cast<std::size_t>(field.nlev) ||
+        !std::all_of(values.begin(), values.end(), [](const json &v) { return v.is_number(); }))
+      throw std::runtime_error(where + "." + key + ": expected a list of " + std::to_string(field.nlev) +
+                               " numbers (one per level of the input)");
+    return values.get<std::vector<double>>();
+  };
+  out.lo = levels("min");
+  out.hi = levels("max");
+  for (int k = 0; k < field.nlev; ++k)
+    if (!(out.lo[k] <= out.hi[k]))
+      throw std::runtime_error(where + ": min > max at level " + std::to_string(k));
+  return true;
 }
 
 bool known_level_order(const std::string &order) {

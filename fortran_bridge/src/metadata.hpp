@@ -35,6 +35,16 @@ struct ModelMetadata {
 // Parses and validates the JSON text; throws std::runtime_error naming the key.
 ModelMetadata parse_metadata(const std::string &text);
 
+// The training range of one input, one value per level (paramlib.json "valid_range").
+struct ValidRange {
+  std::vector<double> lo, hi;
+};
+
+// The range recorded for input `field` (nlev levels) in the JSON text; false when there is
+// none. Read on demand rather than at load, so a malformed range fails only the callers that
+// ask for it; throws std::runtime_error naming the key when the entry is malformed.
+bool find_valid_range(const std::string &text, const FieldSpec &field, ValidRange &out);
+
 // True for a level order in kLevelOrders.
 bool known_level_order(const std::string &order);
 

@@ -2,8 +2,8 @@
  * paramlib bridge: C ABI over libtorch for Fortran (and C) host models.
  *
  * Rules every entry point follows:
- *  - returns a status (PL_OK = 0, a PL_ERR_* code, or PL_WARN_BAD_INPUT > 0 from
- *    pl_forward); nothing calls exit/abort, no C++ exception crosses this ABI;
+ *  - returns a status (PL_OK = 0, a PL_ERR_* code, or a PL_WARN_* code > 0: the call
+ *    did its work, see the function); nothing calls exit/abort, no C++ exception crosses this ABI;
  *  - the message of the last failure on the calling thread is pl_last_error();
  *  - models are integer handles; a freed handle is never reused, so use after
  *    free is reported (PL_ERR_HANDLE) instead of touching freed memory.
@@ -43,6 +43,7 @@ extern "C" {
 enum pl_status {
   PL_OK = 0,
   PL_WARN_BAD_INPUT = 1,   /* forward ran; some columns had NaN/Inf inputs */
+  PL_WARN_NO_RANGE = 2,    /* the metadata records no valid range for this input */
   PL_ERR_FILE = 10,        /* model file missing or unreadable */
   PL_ERR_LOAD = 11,        /* file is not a loadable TorchScript model */
   PL_ERR_METADATA = 12,    /* paramlib.json missing or invalid */
@@ -93,12 +94,19 @@ int pl_model_require_units(pl_handle model, int on);
  * NUL is PL_ERR_ARGUMENT, never a truncated name (256 bytes always suffice).
  * metadata_json sets *needed to the JSON's size with its NUL and copies it when
  * buflen >= *needed; a shorter buffer gets "" (never a truncated JSON): query
- * *needed with buflen 0 first. */
+ * *needed with buflen 0 first.
+ * valid_range gives the training range of input `name` (metadata "valid_range"), one value
+ * per level in the field's level order: *nlev (may be NULL) is set to the input's level count
+ * and lo, hi are filled when both are non-NULL and len >= *nlev (query with len 0 first). A
+ * model that records no range for the input gives PL_WARN_NO_RANGE with lo = -DBL_MAX and
+ * hi = DBL_MAX (no bound); a malformed range is PL_ERR_METADATA, an unknown input PL_ERR_NAME. */
 int pl_model_num_fields(pl_handle model, int kind, int *n);
 int pl_model_field_info(pl_handle model, int kind, int index, char *name, int name_len,
                         char *units, int units_len, int *nlev);
 int pl_model_ensemble_size(pl_handle model, int *n);
 int pl_model_metadata_json(pl_handle model, char *buf, int buflen, int *needed);
+int pl_model_valid_range(pl_handle model, const char *name, double *lo, double *hi, int len,
+                         int *nlev);
 
 /* Check a host field against the metadata without data (at host start-up).
  * units may be NULL or "" to skip the units check (unless required, see

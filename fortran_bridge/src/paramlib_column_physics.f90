@@ -55,13 +55,11 @@
 !> float32 array (the bridge then gathers each field, one copy), every output is copied once into
 !> a reused work array; nothing is allocated per call once the chunk size is stable.
 module paramlib_column_physics
-  use, intrinsic :: iso_fortran_env, only: real32, int64
-  use, intrinsic :: iso_c_binding, only: c_char, c_int, c_int64_t, c_null_char
+  use, intrinsic :: iso_fortran_env, only: real32, real64, int64
   use, intrinsic :: ieee_arithmetic, only: ieee_is_finite
   use paramlib_bridge, only: paramlib_model, paramlib_last_error, PARAMLIB_OK, &
-                             PARAMLIB_WARN_BAD_INPUT, PARAMLIB_CPU, PARAMLIB_SPREAD, &
-                             PARAMLIB_MEMBER, PARAMLIB_INPUT, PARAMLIB_OUTPUT
-  use paramlib_valid_range, only: field_range, parse_valid_range
+                             PARAMLIB_WARN_BAD_INPUT, PARAMLIB_WARN_NO_RANGE, PARAMLIB_CPU, &
+                             PARAMLIB_SPREAD, PARAMLIB_MEMBER, PARAMLIB_INPUT, PARAMLIB_OUTPUT
   use physical_constants, only: wp, GRAVITY, CP, LV
   use column_fields, only: mass_integral
   use column_host, only: fill_negative_humidity
@@ -186,29 +184,6 @@ module paramlib_column_physics
     procedure, private :: load_model, run_model, betts_miller_columns, resize_work, drop_work
   end type
 
-  interface
-    function pl_model_load_pinned(path, device, device_index, sha256, out) bind(c) result(st)
-      import :: c_char, c_int, c_int64_t
-      character(kind=c_char), intent(in) :: path(*), sha256(*)
-      integer(c_int), value :: device, device_index
-      integer(c_int64_t), intent(out) :: out
-      integer(c_int) :: st
-    end function
-    function pl_model_metadata_json(model, buf, buflen, needed) bind(c) result(st)
-      import :: c_char, c_int, c_int64_t
-      integer(c_int64_t), value :: model
-      character(kind=c_char), intent(out) :: buf(*)
-      integer(c_int), value :: buflen
-      integer(c_int), intent(out) :: needed
-      integer(c_int) :: st
-    end function
-    function pl_model_free(model) bind(c) result(st)
-      import :: c_int, c_int64_t
-      integer(c_int64_t), value :: model
-      integer(c_int) :: st
-    end function
-  end interface
-
 contains
 
   !> CP_PHYSICS .. CP_STOCHASTIC from 'physics', 'ml', 'hybrid', 'stochastic'; -1 if unknown.
@@ -322,8 +297,8 @@ contains
     character(len=*), intent(inout) :: message
     character(len=:), allocatable, intent(out) :: levels_note
     character(len=:), allocatable :: name, units, path, used, matched_units
-    type(field_range), allocatable :: ranges(:)
-    integer :: n_in, n_out, i, j, nl, field, st, widest
+    real(real64), allocatable :: lo(:), hi(:)
+    integer :: n_in, n_out, i, nl, field, st, widest
     logical :: has_heating_spread, has_moistening_spread
 
     levels_note = ''
@@ -412,26 +387,24 @@ contains
       self%spread_source = SPREAD_NONE
     end if
 
-    call read_ranges(path, self%config%model_sha256, ranges, st, message)
-    if (st /= 0) return
+    ! The one pinned handle serves the ranges too: no second load of the file.
     if (allocated(self%lo)) deallocate (self%lo, self%hi)
     allocate (self%lo(self%nfeat), self%hi(self%nfeat))
     self%lo = -huge(1.0_wp)
     self%hi = huge(1.0_wp)
-    self%has_ranges = size(ranges) > 0
-    do j = 1, size(ranges)
-      do i = 1, n_in
-        if (ranges(j)%name /= INPUT_NAMES(self%inputs(i)%field)) cycle
-        if (size(ranges(j)%lo) /= self%inputs(i)%nlev) then
-          write (message, '(a,i0,a,i0)') path // ': valid_range.' // ranges(j)%name // ' has ', &
-            size(ranges(j)%lo), ' levels, the input ', self%inputs(i)%nlev
-          return
-        end if
-        associate (lo => ranges(j)%lo, hi => ranges(j)%hi, off => self%inputs(i)%offset)
-          self%lo(off + 1:off + size(lo)) = lo - self%config%ood_margin * (hi - lo)
-          self%hi(off + 1:off + size(lo)) = hi + self%config%ood_margin * (hi - lo)
-        end associate
-      end do
+    self%has_ranges = .false.
+    do i = 1, n_in
+      call self%model%valid_range(trim(INPUT_NAMES(self%inputs(i)%field)), lo, hi, st)
+      if (st == PARAMLIB_WARN_NO_RANGE) cycle
+      if (st /= PARAMLIB_OK) then
+        message = path // ': ' // paramlib_last_error()
+        return
+      end if
+      self%has_ranges = .true.
+      associate (off => self%inputs(i)%offset)
+        self%lo(off + 1:off + size(lo)) = lo - self%config%ood_margin * (hi - lo)
+        self%hi(off + 1:off + size(lo)) = hi + self%config%ood_margin * (hi - lo)
+      end associate
     end do
     if (widest < self%nlev) levels_note = path // ': the model covers the lowest ' // &
       itoa(widest) // ' of the host''s ' // itoa(self%nlev) // ' levels (host levels used: ' &
@@ -479,48 +452,6 @@ contains
       ok = .true.
     end function
 
-  end subroutine
-
-  !> The valid ranges in the metadata of the model file at path (read through a second,
-  !> CPU-only load, pinned to sha256 like the first: the bridge's Fortran module does not
-  !> expose the metadata text).
-  subroutine read_ranges(path, sha256, ranges, status, message)
-    character(len=*), intent(in) :: path, sha256
-    type(field_range), allocatable, intent(out) :: ranges(:)
-    integer, intent(out) :: status
-    character(len=*), intent(inout) :: message
-    integer(c_int64_t) :: handle
-    integer(c_int) :: needed, buflen, st
-    character(kind=c_char), allocatable :: buf(:)
-    character(len=:), allocatable :: text
-    integer :: i
-
-    allocate (ranges(0))
-    status = 1
-    needed = 0
-    if (pl_model_load_pinned(path // c_null_char, 0_c_int, 0_c_int, trim(sha256) // c_null_char, &
-                             handle) /= PARAMLIB_OK) then
-      message = path // ': ' // paramlib_last_error()
-      return
-    end if
-    allocate (buf(1))
-    st = pl_model_metadata_json(handle, buf, 1_c_int, needed)
-    if (st == PARAMLIB_OK) then
-      deallocate (buf)
-      buflen = needed
-      allocate (buf(buflen))
-      st = pl_model_metadata_json(handle, buf, buflen, needed)
-    end if
-    if (pl_model_free(handle) /= PARAMLIB_OK .or. st /= PARAMLIB_OK) then
-      message = path // ': ' // paramlib_last_error()
-      return
-    end if
-    allocate (character(len=size(buf) - 1) :: text)
-    do i = 1, len(text)
-      text(i:i) = buf(i)
-    end do
-    call parse_valid_range(text, ranges, status, message)
-    if (status /= 0) message = path // ': ' // trim(message)
   end subroutine
 
   pure function itoa(n) result(text)

@@ -27,9 +27,41 @@ program test_correctness
   call real64_arrays()
   call wrf_tile()
   call ensemble_statistics()
+  call metadata_queries()
   print '(a)', 'test_correctness: all checks passed'
 
 contains
+
+  !> metadata_json gives the stored JSON whole; valid_range the training range per level.
+  subroutine metadata_queries()
+    type(paramlib_model) :: m
+    real(real32), allocatable :: ref(:, :)
+    real(real64), allocatable :: lo(:), hi(:)
+    character(len=:), allocatable :: json, stored
+    integer :: status, unit, nbytes
+    print '(a)', 'metadata queries: metadata_json and valid_range'
+    call m%load(model_path('named.pt'), status)
+    call assert_ok(status, 'load named.pt')
+    call m%metadata_json(json, status)
+    call assert_ok(status, 'metadata_json')
+    open (newunit=unit, file=model_path('named.json'), access='stream', form='unformatted', &
+          status='old', action='read')
+    inquire (unit=unit, size=nbytes)
+    allocate (character(len=nbytes) :: stored)
+    read (unit) stored
+    close (unit)
+    call check(json == stored, 'metadata_json is the stored paramlib.json, whole')
+    call read_field(model_path('named_valid_range_T.bin'), ref)
+    call m%valid_range('T', lo, hi, status)
+    call assert_ok(status, 'valid_range of T')
+    call assert_close(reshape(lo, [size(lo), 1]), ref(:, 1:1), 'valid_range T min', rtol)
+    call assert_close(reshape(hi, [size(hi), 1]), ref(:, 2:2), 'valid_range T max', rtol)
+    call m%valid_range('ps', lo, hi, status)
+    call assert_ok(status, 'valid_range of ps')
+    call check(size(lo) == 1 .and. size(hi) == 1 .and. lo(1) < hi(1), &
+                'a one-level input has a range of one value')
+    call m%free(status)
+  end subroutine
 
   subroutine single_input_model()
     type(paramlib_model) :: m

@@ -2,7 +2,7 @@
 !> handle keeps working after a refused call. Nothing here may stop the process
 !> except this program's own failed checks.
 program test_errors
-  use, intrinsic :: iso_fortran_env, only: real32
+  use, intrinsic :: iso_fortran_env, only: real32, real64
   use paramlib_bridge
   use paramlib_test_utils
   implicit none
@@ -23,9 +23,43 @@ program test_errors
   call use_after_free()
   call statistic_errors()
   call thread_setter()
+  call metadata_query_errors()
   print '(a)', 'test_errors: all checks passed'
 
 contains
+
+  !> valid_range without a recorded range warns with no bounds; a malformed range, an
+  !> unknown input and a freed handle are errors; nothing is left half-filled.
+  subroutine metadata_query_errors()
+    type(paramlib_model) :: m
+    real(real64), allocatable :: lo(:), hi(:)
+    character(len=:), allocatable :: json
+    integer :: status
+    print '(a)', 'metadata query errors'
+    call m%load(model_path('no_range.pt'), status)
+    call assert_ok(status, 'load a model without valid_range')
+    call m%valid_range('T', lo, hi, status)
+    call assert_status(status, PARAMLIB_WARN_NO_RANGE, 'no range recorded', 'no valid range')
+    call check(size(lo) == 8 .and. all(lo == -huge(1.0_real64)) .and. all(hi == huge(1.0_real64)), &
+               'no range: lo = -huge, hi = huge on every level')
+    call m%free(status)
+    call m%load(model_path('bad_range.pt'), status)
+    call assert_ok(status, 'a malformed valid_range does not stop the load')
+    call m%valid_range('T', lo, hi, status)
+    call assert_status(status, PARAMLIB_ERR_METADATA, 'range with a level too few', &
+                       'valid_range.T.min: expected a list of 8 numbers')
+    call m%valid_range('q', lo, hi, status)
+    call assert_ok(status, 'the well-formed ranges of that file still read')
+    call m%valid_range('heating', lo, hi, status)
+    call assert_status(status, PARAMLIB_ERR_NAME, 'an output has no valid range', &
+                       "no input named 'heating'")
+    call m%free(status)
+    call m%valid_range('T', lo, hi, status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'valid_range after free')
+    call m%metadata_json(json, status)
+    call assert_status(status, PARAMLIB_ERR_HANDLE, 'metadata_json after free')
+    call check(len(json) == 0, 'metadata_json after free gives ""')
+  end subroutine
 
   subroutine load_errors()
     type(paramlib_model) :: m
