@@ -43,6 +43,7 @@ class Status(IntEnum):
 
     OK = 0
     WARN_BAD_INPUT = 1
+    WARN_NO_RANGE = 2
     ERR_FILE = 10
     ERR_LOAD = 11
     ERR_METADATA = 12

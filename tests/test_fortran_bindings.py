@@ -73,6 +73,16 @@ def test_status_codes_match_c_header(repo_root: Path) -> None:
     assert codes == {status.name: status.value for status in Status}
 
 
+def test_column_interface_reaches_the_bridge_through_its_module(repo_root: Path) -> None:
+    """The column interface loads its model once (the pinned handle also serves the metadata
+    through model%valid_range), declares no bind(c) interface of its own and parses no JSON."""
+    source = (repo_root / "fortran_bridge/column_physics/paramlib_column_physics.f90").read_text()
+    code = "\n".join(line.split("!")[0] for line in source.lower().splitlines())
+    assert "bind(c" not in code and "pl_model_" not in code
+    assert code.count("%load(") == 1 and "%valid_range(" in code
+    assert not list((repo_root / "fortran_bridge").rglob("paramlib_valid_range.f90"))
+
+
 def test_set_num_threads_keeps_the_hosts_thread_count() -> None:
     # The bridge applies its count only during its own calls (fortran_bridge/tests/
     # test_openmp_host.f90 checks it inside them); this process's torch keeps its own.

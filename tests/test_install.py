@@ -1,6 +1,7 @@
 """`cmake --install` gives a bridge that a host outside the source tree builds against, through
-the CMake package, the Make fragment and pkg-config, without Torch's CMake package or Python.
-The host is fortran_bridge/examples/external_host, copied to a temporary folder."""
+the CMake package, the Make fragment and pkg-config, without Torch's CMake package or Python,
+and the column interface (paramlib::column_physics) through the CMake package.
+The hosts are fortran_bridge/examples/external_host, copied to a temporary folder."""
 
 import os
 import re
@@ -27,6 +28,9 @@ INSTALLED = (
     "lib/libparamlib_bridge.so",
     "include/paramlib/paramlib_bridge.h",
     "include/paramlib/paramlib_bridge.mod",
+    "include/paramlib/paramlib_column_physics.mod",
+    "lib/libparamlib_column_physics.a",
+    "lib/libparamlib_column.a",
     "lib/cmake/paramlib_bridge/paramlib_bridgeConfig.cmake",
     "lib/pkgconfig/paramlib_bridge.pc",
     "share/paramlib/paramlib_bridge.mk",
@@ -82,6 +86,19 @@ def check_host_output(host: Path, model_file: Path) -> None:
     assert error <= TOLERANCE * float(np.abs(y_torch).max()), f"max error {error}:\n{stdout}"
 
 
+def check_column_host_output(host: Path) -> None:
+    """The column interface ran Betts-Miller: statuses CP_OK, finite tendencies, precipitation
+    >= 0, convection in the humid column and none in the dry one (column_host.f90)."""
+    stdout = run([str(host)])
+    assert re.search(r"^status 0 0$", stdout, flags=re.MULTILINE), stdout
+    rows = re.findall(r"^column (\d+):(.*)$", stdout, flags=re.MULTILINE)
+    values = np.array([[float(v) for v in line.split()] for _, line in rows])
+    assert values.shape == (3, 2), stdout
+    precip, heating = values[:, 0], values[:, 1]
+    assert np.isfinite(values).all() and (precip >= 0).all(), stdout
+    assert heating[0] != 0 and heating[2] == 0, stdout
+
+
 def test_install_layout(prefix: Path) -> None:
     missing = [name for name in INSTALLED if not (prefix / name).exists()]
     assert not missing, f"not installed under {prefix}: {missing}"
@@ -104,6 +121,7 @@ def test_cmake_package(prefix: Path, host_dir: Path, example_model_file: ModelFi
     )
     run(["cmake", "--build", str(build)], env=clean_env())
     check_host_output(build / "host", example_model_file("simple"))
+    check_column_host_output(build / "column_host")
 
 
 def test_make_fragment(prefix: Path, host_dir: Path, example_model_file: ModelFile) -> None:

@@ -1,16 +1,20 @@
 # cmake --install: library, C header, Fortran module, CMake package
-# (find_package(paramlib_bridge) -> paramlib::bridge), pkg-config file and a
-# Makefile fragment for Make-based hosts such as WRF.
+# (find_package(paramlib_bridge) -> paramlib::bridge and paramlib::column_physics, the column
+# interface with the column model it runs), pkg-config file and a Makefile fragment for
+# Make-based hosts such as WRF.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 set(PARAMLIB_INCLUDE_SUBDIR ${CMAKE_INSTALL_INCLUDEDIR}/paramlib)
 set(PARAMLIB_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/paramlib_bridge)
 
-install(TARGETS paramlib_bridge EXPORT paramlib_bridgeTargets
-  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(TARGETS paramlib_bridge paramlib_column_physics paramlib_column EXPORT paramlib_bridgeTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+get_target_property(PARAMLIB_COLUMN_PHYSICS_MOD_DIR paramlib_column_physics Fortran_MODULE_DIRECTORY)
 install(FILES ${CMAKE_CURRENT_SOURCE_DIR}/src/paramlib_bridge.h
               ${CMAKE_Fortran_MODULE_DIRECTORY}/paramlib_bridge.mod
+              ${PARAMLIB_COLUMN_PHYSICS_MOD_DIR}/paramlib_column_physics.mod
         DESTINATION ${PARAMLIB_INCLUDE_SUBDIR})
 install(EXPORT paramlib_bridgeTargets NAMESPACE paramlib:: DESTINATION ${PARAMLIB_CMAKE_DIR})
 

@@ -2,8 +2,8 @@
 
 ``paramlib_scm`` (``fortran_bridge/host/scm``) is the testbed's Fortran column model run as a
 standalone program with its convection slot on the generic column interface
-(``fortran_bridge/src/paramlib_column_physics.f90``): Betts-Miller (``physics``), a model file
-through the bridge (``ml``), the model where its ensemble is confident and its inputs are inside
+(``fortran_bridge/column_physics``): Betts-Miller (``physics``), a model file through the bridge
+(``ml``), the model where its ensemble is confident and its inputs are inside
 the training range, Betts-Miller elsewhere (``hybrid``), or one random ensemble member per column
 and step (``stochastic``). This package prepares its inputs, runs it and reads its output:
 
