@@ -2,16 +2,18 @@
 checked against PyTorch running the same model file on the same inputs."""
 
 import contextlib
+import importlib.util
 import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
-from paramlib import fortran
+from paramlib import doctor, fortran
 from paramlib.export import load_metadata, save
 from paramlib.fortran import BridgeError, FortranModel, Status
 from paramlib.testing_models import make_example
@@ -65,12 +67,50 @@ def assert_matches(actual: np.ndarray, expected: torch.Tensor) -> None:
     assert float(np.abs(actual - expected_np).max()) <= TOLERANCE * scale
 
 
-def test_status_codes_match_c_header(repo_root: Path) -> None:
-    header = (repo_root / "fortran_bridge/src/paramlib_bridge.h").read_text()
-    enum = re.search(r"enum pl_status \{(.*?)\};", header, re.S)
-    assert enum is not None
-    codes = {name: int(value) for name, value in re.findall(r"PL_(\w+) = (\d+)", enum.group(1))}
-    assert codes == {status.name: status.value for status in Status}
+def bridge_header(repo_root: Path) -> ModuleType:
+    """fortran_bridge/cmake/bridge_header.py: the header's enums, as fypp reads them."""
+    path = repo_root / "fortran_bridge" / "cmake" / "bridge_header.py"
+    spec = importlib.util.spec_from_file_location("bridge_header", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_python_constants_match_c_header(repo_root: Path) -> None:
+    enum = bridge_header(repo_root).enum
+    assert {name.removeprefix("PL_"): value for name, value in enum("pl_status")} == {
+        status.name: status.value for status in Status
+    }
+    assert {name.removeprefix("PL_DEVICE_").lower(): v for name, v in enum("pl_device")} == (
+        fortran._DEVICES
+    )
+    assert {name.removeprefix("PL_").lower(): v for name, v in enum("pl_statistic")} == (
+        fortran._STATISTICS
+    )
+
+
+def test_fortran_constants_are_generated_from_c_header(
+    repo_root: Path, bridge_library: Path
+) -> None:
+    """The built module's parameters are the header's values (fypp, bridge_header.enum)."""
+    generated = (doctor.build_dir() / "fortran_bridge" / "paramlib_bridge.f90").read_text()
+    found = dict(re.findall(r"parameter, public :: (PARAMLIB_\w+) = (\d+)$", generated, re.M))
+    enum = bridge_header(repo_root).enum
+    prefixes = {"pl_status": "PL_", "pl_device": "PL_DEVICE_", "pl_statistic": "PL_"}
+    expected = {
+        "PARAMLIB_" + name.removeprefix(prefix): str(value)
+        for kind, prefix in prefixes.items()
+        for name, value in enum(kind)
+    }
+    assert len(expected) == 21 and {k: found.get(k) for k in expected} == expected
+
+
+def test_header_enumerators_need_explicit_values(repo_root: Path, tmp_path: Path) -> None:
+    header = tmp_path / "h.h"
+    header.write_text("enum pl_status {\n  PL_OK = 0, /* fine */\n  PL_NEXT\n};\n")
+    with pytest.raises(ValueError, match="'PL_NEXT' has no explicit integer value"):
+        bridge_header(repo_root).enum("pl_status", header)
 
 
 def test_column_interface_reaches_the_bridge_through_its_module(repo_root: Path) -> None:
