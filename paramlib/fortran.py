@@ -39,7 +39,9 @@ Statistic = Literal["mean", "spread", "member"]
 
 
 class Status(IntEnum):
-    """The bridge's status codes (enum pl_status in fortran_bridge/src/paramlib_bridge.h)."""
+    """The bridge's status codes: a copy of enum pl_status in fortran_bridge/src/paramlib_bridge.h,
+    the one source (the Fortran module's are generated from it; tests/test_fortran_bindings.py
+    checks this copy and _DEVICES, _STATISTICS against it)."""
 
     OK = 0
     WARN_BAD_INPUT = 1

@@ -127,6 +127,7 @@ def test_cmake_package(prefix: Path, host_dir: Path, example_model_file: ModelFi
 def test_make_fragment(prefix: Path, host_dir: Path, example_model_file: ModelFile) -> None:
     run(["make", "-C", str(host_dir), f"PARAMLIB_PREFIX={prefix}"], env=clean_env())
     check_host_output(host_dir / "host", example_model_file("simple"))
+    check_column_host_output(host_dir / "column_host")
 
 
 def test_pkg_config(prefix: Path, host_dir: Path, example_model_file: ModelFile) -> None:
