@@ -6,6 +6,7 @@ under ctest."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -265,3 +266,26 @@ def test_a_forward_sees_only_its_own_threads_inputs(example_model_file: ModelFil
         assert model.forward() == 0  # the setting thread's call is intact
     assert len(errors) == 1 and errors[0].status == Status.ERR_NOT_READY
     assert "per calling thread" in errors[0].message
+
+
+def test_valid_range_through_the_c_abi(bridge_library: Path, example_model_file: ModelFile) -> None:
+    """pl_model_valid_range: the level count is queried first, the range is the metadata's,
+    and too short a buffer is refused whole (never a part of the range)."""
+    lib = ctypes.CDLL(str(bridge_library))
+    lib.pl_last_error.restype = ctypes.c_char_p
+    path = example_model_file("named")
+    handle = ctypes.c_int64()
+    assert lib.pl_model_load(str(path).encode(), 0, 0, ctypes.byref(handle)) == Status.OK
+    try:
+        nlev = ctypes.c_int()
+        query = lib.pl_model_valid_range(handle, b"T", None, None, 0, ctypes.byref(nlev))
+        assert query == Status.OK and nlev.value == 8
+        lo, hi = (ctypes.c_double * 8)(), (ctypes.c_double * 8)()
+        assert lib.pl_model_valid_range(handle, b"T", lo, hi, 7, None) == Status.ERR_ARGUMENT
+        assert b"buffers of 7 values, the input has 8 levels" in lib.pl_last_error()
+        assert list(lo) == [0.0] * 8 and list(hi) == [0.0] * 8
+        assert lib.pl_model_valid_range(handle, b"T", lo, hi, 8, None) == Status.OK
+        bounds = load_metadata(path)["valid_range"]["T"]
+        assert list(lo) == bounds["min"] and list(hi) == bounds["max"]
+    finally:
+        lib.pl_model_free(handle)

@@ -538,7 +538,11 @@ int pl_model_valid_range(pl_handle model, const char *name, double *lo, double *
       range.lo.assign(f.nlev, -std::numeric_limits<double>::max());
       range.hi.assign(f.nlev, std::numeric_limits<double>::max());
     }
-    if (lo && hi && len >= f.nlev) {
+    if (lo && hi) {
+      // Too short a buffer is an error, never a part of the range.
+      if (len < f.nlev)
+        return fail(PL_ERR_ARGUMENT, "valid_range of input '" + n + "': buffers of " + std::to_string(len) +
+                                         " values, the input has " + std::to_string(f.nlev) + " levels");
       std::copy(range.lo.begin(), range.lo.end(), lo);
       std::copy(range.hi.begin(), range.hi.end(), hi);
     }

@@ -97,7 +97,8 @@ int pl_model_require_units(pl_handle model, int on);
  * *needed with buflen 0 first.
  * valid_range gives the training range of input `name` (metadata "valid_range"), one value
  * per level in the field's level order: *nlev (may be NULL) is set to the input's level count
- * and lo, hi are filled when both are non-NULL and len >= *nlev (query with len 0 first). A
+ * and lo, hi are filled when both are non-NULL (query *nlev with NULL first); buffers of
+ * len < *nlev values are PL_ERR_ARGUMENT, never a part of the range. A
  * model that records no range for the input gives PL_WARN_NO_RANGE with lo = -DBL_MAX and
  * hi = DBL_MAX (no bound); a malformed range is PL_ERR_METADATA, an unknown input PL_ERR_NAME. */
 int pl_model_num_fields(pl_handle model, int kind, int *n);
