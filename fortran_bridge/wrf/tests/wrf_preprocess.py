@@ -72,11 +72,15 @@ def make_values(configure: Path, *expressions: str) -> list[list[str]]:
     targets = "".join(f"v{n}:\n\t@echo {e}\n" for n, e in enumerate(expressions))
     with tempfile.NamedTemporaryFile("w", suffix=".mk", delete=False) as file:
         file.write(f"include {configure.resolve()}\n{targets}")
-    env = {**os.environ, **COMPILE_ENV, "WRF_SRC_ROOT_DIR": str(configure.resolve().parent)}
+    # Run from inside a make (the CMake build), the parent's MAKEFLAGS would add
+    # "make[N]: Entering directory" lines to the output.
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    inherited = {k: v for k, v in os.environ.items() if k not in outer}
+    env = {**inherited, **COMPILE_ENV, "WRF_SRC_ROOT_DIR": str(configure.resolve().parent)}
     try:
         return [
             subprocess.run(
-                ["make", "-s", "-f", file.name, f"v{n}"],
+                ["make", "-s", "--no-print-directory", "-f", file.name, f"v{n}"],
                 capture_output=True,
                 text=True,
                 env=env,
