@@ -1,5 +1,5 @@
 !> The namelist of paramlib_scm (one file, three groups; every entry optional except where
-!> said). paramlib.couple writes it; README.md ("Online coupling in a GCM") documents it with an example.
+!> said). paramlib.couple writes it; docs/gcm-coupling.md ("The column host paramlib_scm") documents it with an example.
 !>
 !>   &scm_run       columns_file (required), output_file, nlev, nsteps, output_every, chunk_size,
 !>                  sst_shift, wtg, device ('cpu' | 'cuda'), torch_threads
