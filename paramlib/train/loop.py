@@ -203,8 +203,14 @@ def train(
                         f"[paramlib train] {out}: finished at step {saved['step']}",
                         file=sys.stderr,
                     )
-                    return 0
-                return _run(config, out, saved, max_steps, group, stop)
+                    status = 0
+                else:
+                    status = _run(config, out, saved, max_steps, group, stop)
+            # Ranks leave together: a rank that tore its process group down while rank 0 was
+            # still exporting once aborted in gloo ("terminate called without an active
+            # exception") under a loaded machine.
+            group.barrier()
+            return status
         finally:
             group.close()
 
