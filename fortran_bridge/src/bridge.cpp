@@ -61,6 +61,19 @@ bool is_sha256_hex(const std::string &s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isxdigit(c); });
 }
 
+// One line of a libtorch error for a status message. c10 errors say what went wrong on their
+// first line (a C++ backtrace follows); the TorchScript interpreter's first line only says that
+// something failed, and the model's own error ("builtins.RuntimeError: ...") is the last line.
+std::string error_summary(const std::string &what) {
+  const std::string first = what.substr(0, what.find('\n'));
+  if (first.find("TorchScript interpreter") == std::string::npos) return first;
+  const auto end = what.find_last_not_of(" \n");
+  if (end == std::string::npos) return first;
+  const auto newline = what.rfind('\n', end);
+  const auto begin = newline == std::string::npos ? 0 : newline + 1;
+  return what.substr(begin, end - begin + 1);
+}
+
 int fail(int status, const std::string &msg) {
   g_last_error = msg;
   return status;
@@ -407,7 +420,7 @@ int pl_model_load_pinned(const char *path, int device, int device_index, const c
       }
     } catch (const std::exception &e) {
       std::string what = e.what();
-      return fail(PL_ERR_LOAD, "'" + p + "' is not a loadable TorchScript model: " + what.substr(0, what.find('\n')));
+      return fail(PL_ERR_LOAD, "'" + p + "' is not a loadable TorchScript model: " + error_summary(what));
     }
     if (extra["paramlib.json"].empty())
       return fail(PL_ERR_METADATA, "model file '" + p + "' has no paramlib.json metadata (export it with paramlib.export.save)");
@@ -646,7 +659,7 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
       result = m->loaded->module.forward(std::move(args));
     } catch (const std::exception &e) {
       std::string what = e.what();
-      return fail(PL_ERR_RUNTIME, "forward of '" + l.path + "' failed: " + what.substr(0, what.find('\n')));
+      return fail(PL_ERR_RUNTIME, "forward of '" + l.path + "' failed: " + error_summary(what));
     }
     std::vector<torch::Tensor> outs;
     if (result.isTensor()) outs.push_back(result.toTensor());

@@ -312,13 +312,14 @@ def case_screen(work: Path) -> None:
 
 
 def case_on_error(work: Path) -> None:
-    from wrf_test_models import odd_tile_failure_model
+    from wrf_test_models import FAILURE, odd_tile_failure_model
 
     model = str(odd_tile_failure_model(work / "models" / "odd_tile_failure.pt", wrf_levels()))
     settings = DriverSettings(mode="screen", wrfout=str(WRFOUT))
     stop = write_namelist(work / "on_error.nml", PluginOptions(model), settings)
     # The bridge's message reaches the user after the tile (a WRITE once overwrote it).
-    bridge = f"forward: forward of '{model}' failed: "
+    # ... with the model's own error, not the interpreter's "The following operation failed".
+    bridge = f"forward: forward of '{model}' failed: builtins.RuntimeError: {FAILURE}"
     expect(
         run_driver(stop, program=DRIVER[0]),
         False,
