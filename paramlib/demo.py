@@ -130,7 +130,7 @@ def replayable(summary: Path, inputs: Sequence[Path], work: Callable[[], None]) 
 
 
 def fortran_bridge(demo: Demo) -> None:
-    """Export a model from Python, run it from a Fortran program, compare with PyTorch."""
+    """Export a model from Python, run it from a Fortran program, compare with PyTorch, pin it."""
     import torch
 
     from paramlib.export import save
@@ -162,6 +162,24 @@ def fortran_bridge(demo: Demo) -> None:
     )
     if diff > TOLERANCE:
         raise DemoError(f"the Fortran and PyTorch outputs differ by {diff:.3e}")
+    pinning(model_file)
+
+
+def pinning(model_file: Path) -> None:
+    """A host pins the file it runs by SHA-256: the right hash loads, another is refused
+    before anything of the file is loaded (a model file is code)."""
+    from paramlib.export import file_sha256
+    from paramlib.fortran import BridgeError, FortranModel
+
+    digest = file_sha256(model_file)
+    with FortranModel(model_file, sha256=digest):
+        say(f"sha256 {digest}: loads when pinned (load(..., sha256=HEX))")
+    try:
+        FortranModel(model_file, sha256="0" * 64)
+    except BridgeError as error:
+        say(f"pinned to another hash: refused, {error.message}")
+    else:
+        raise DemoError(f"{model_file} loaded although pinned to another SHA-256")
 
 
 def testbed(demo: Demo) -> None:
@@ -333,7 +351,7 @@ def evaluation_report(demo: Demo) -> None:
 
 
 STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
-    ("export a model, run it from Fortran, compare with PyTorch", fortran_bridge),
+    ("export a model, run it from Fortran, compare with PyTorch, pin it", fortran_bridge),
     ("testbed (small)", testbed),
     ("read the WRF-format set with the wrfout reader", wrfout_reader),
     ("training stores from the shipped recipes", training_stores),
