@@ -241,13 +241,14 @@ def slow_build(tmp_path: Path) -> tuple[list[str], Path]:
 
 
 def start_writing(command: list[str], out: Path) -> tuple[subprocess.Popen, Path]:
-    """The build started, once its temporary store exists (it is writing)."""
+    """The build started, once its temporary store exists with its writer's record (a kill
+    between the folder's mkdir and the record would leave one without a record)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     build = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.monotonic() + 300
-    while not leftovers(out):
+    while not (leftovers(out) and (leftovers(out)[0] / WRITER_FILE).is_file()):
         assert build.poll() is None, build.communicate()
         assert time.monotonic() < deadline, "the build never started writing"
         time.sleep(0.05)
