@@ -87,6 +87,20 @@ def local_store(small_testbed: Path, tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
+def slurm_build(
+    cluster: SlurmCluster, testbed: Path, cwd: Path, out: Path, *options: str, timeout: float
+) -> subprocess.CompletedProcess:
+    """`paramlib dataset build --out OUT OPTIONS` run to its end in this cluster's environment."""
+    return subprocess.run(
+        build_command(out, *options),
+        capture_output=True,
+        text=True,
+        env=build_env(cluster, testbed),
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
 def test_slurm_workers_build_the_store_the_local_cluster_builds(
     slurm_cluster: SlurmCluster,  # noqa: F811
     small_testbed: Path,
@@ -96,12 +110,14 @@ def test_slurm_workers_build_the_store_the_local_cluster_builds(
     out, scratch, logs = tmp_path / "slurm.zarr", tmp_path / "scratch", tmp_path / "logs"
     logs.mkdir()
     options = ("--slurm-scratch", str(scratch), "--sbatch", f"output={logs}/worker-%j.out")
-    done = subprocess.run(
-        build_command(out, "--slurm", *SMALL_JOBS, *options),
-        capture_output=True,
-        text=True,
-        env=build_env(slurm_cluster, small_testbed),
-        cwd=tmp_path,
+    done = slurm_build(
+        slurm_cluster,
+        small_testbed,
+        tmp_path,
+        out,
+        "--slurm",
+        *SMALL_JOBS,
+        *options,
         timeout=BUILD_TIMEOUT_S,
     )
     assert done.returncode == 0, f"{done.stderr}\n{slurm_cluster.logs()}"
@@ -192,14 +208,7 @@ def test_a_refused_worker_job_is_one_line_and_nothing_is_queued(
     expected: str,
 ) -> None:
     out = tmp_path / "never.zarr"
-    done = subprocess.run(
-        build_command(out, "--slurm", *options),
-        capture_output=True,
-        text=True,
-        env=build_env(slurm_cluster, small_testbed),
-        cwd=tmp_path,
-        timeout=60,
-    )
+    done = slurm_build(slurm_cluster, small_testbed, tmp_path, out, "--slurm", *options, timeout=60)
     assert done.returncode == 1, done.stderr
     lines = error_lines(done.stderr)
     assert len(lines) == 1 and "sbatch refuses a worker job" in lines[0], done.stderr
@@ -216,13 +225,8 @@ def test_no_worker_in_time_names_what_squeue_says_and_cancels_the_jobs(
     out = tmp_path / "never.zarr"
     # Held jobs stay pending: the queue never lets them start.
     held = ("--sbatch", "hold", "--slurm-wait", "3", "--queue", "debug")
-    done = subprocess.run(
-        build_command(out, "--slurm", *SMALL_JOBS, *held),
-        capture_output=True,
-        text=True,
-        env=build_env(slurm_cluster, small_testbed),
-        cwd=tmp_path,
-        timeout=60,
+    done = slurm_build(
+        slurm_cluster, small_testbed, tmp_path, out, "--slurm", *SMALL_JOBS, *held, timeout=60
     )
     assert done.returncode == 1, done.stderr
     lines = error_lines(done.stderr)
@@ -241,12 +245,14 @@ def test_workers_that_cannot_start_fail_at_once_with_their_output(
     (tmp_path / "a-file").write_text("")
     broken = ("--slurm-scratch", str(tmp_path / "a-file" / "scratch"), "--slurm-wait", "100")
     started = time.monotonic()
-    done = subprocess.run(
-        build_command(tmp_path / "never.zarr", "--slurm", *SMALL_JOBS, *broken),
-        capture_output=True,
-        text=True,
-        env=build_env(slurm_cluster, small_testbed),
-        cwd=tmp_path,
+    done = slurm_build(
+        slurm_cluster,
+        small_testbed,
+        tmp_path,
+        tmp_path / "never.zarr",
+        "--slurm",
+        *SMALL_JOBS,
+        *broken,
         timeout=100,
     )
     assert done.returncode == 1, done.stderr
