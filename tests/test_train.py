@@ -17,6 +17,7 @@ import zarr
 from train_stores import bilstm_store, feature_store, run_config, write_config
 
 from paramlib import cli
+from paramlib.models import bilstm
 from paramlib.models.export_wrap import OUTPUT_MODES
 from paramlib.models.mfrpn import COMPOSITIONS
 from paramlib.models.mlp import PAPER_HIDDEN
@@ -125,6 +126,8 @@ def test_config_choices_are_the_models_own() -> None:
     assert config_module.COMPOSITIONS == COMPOSITIONS
     assert sorted(config_module.OUTPUTS) == sorted(OUTPUT_MODES)
     assert config_module.PAPER_HIDDEN == list(PAPER_HIDDEN)
+    assert config_module.REPRESENTATIONS == bilstm.REPRESENTATIONS
+    assert config_module.SCALINGS == bilstm.SCALINGS
 
 
 def test_shipped_configs_load_with_their_small_variant(repo_root: Path) -> None:

@@ -11,6 +11,23 @@ inside the module from the physical inputs, so the host passes only what WRF hol
 - rh = qv / qv_sat;
 - dp: p(k) - p(k+1), the pressure drop to the next level up; the top level repeats the one below.
 
+Representations (`BiLSTMConfig.representation`, `scaling`, `drop_inputs`). The fields above
+are the "physical" representation, every input normalised per level: the original one. A
+warmer climate moves it far out of its training distribution where a field hardly varies at
+a level in training (top-level pressure: a training std of 0.4 Pa; upper-level humidity), so
+the "invariant" representation (after Beucler et al., Sci. Adv. 2024) derives instead
+
+- rh = qv / qv_sat;
+- sigma = p / p at the lowest level, and dsigma, its drop to the next level up;
+- buoyancy = (h_parcel - h_sat(k)) / c_p in K: the lowest level's moist static energy
+  c_p T + g z + L_v qv minus the level's saturation moist static energy c_p T + g z + L_v
+  qv_sat (z from the layer thicknesses `thickness`): the plume buoyancy that convection
+  responds to, which stays in place when the whole profile warms along a moist adiabat;
+
+and the config's `drop_inputs` (e.g. t, th, qv, p, rho, pi) stay host inputs without being
+features. `scaling: field` normalises every feature field by one mean and std over all its
+levels instead of per level, so no level's tiny training spread amplifies a shift.
+
 A bidirectional LSTM (hidden 32, 3 layers by default) runs over the levels, so every level sees
 the whole column. Heads: a kernel-1 Conv1d over the LSTM outputs for the per-level targets
 (RTHCUTEN, RQVCUTEN, RQCCUTEN, RQRCUTEN, RQICUTEN, RQSCUTEN), and, from the LSTM outputs pooled
@@ -86,11 +103,52 @@ def saturation_mixing_ratio(t: Tensor, p: Tensor) -> Tensor:
 def derived_inputs(t: Tensor, p: Tensor, qv: Tensor) -> list[Tensor]:
     """qv_sat, rh and dp (module docstring), each (ncol, nlev), from (ncol, nlev) t, p, qv."""
     qv_sat = saturation_mixing_ratio(t, p)
-    dp = p[:, :-1] - p[:, 1:]
-    return [qv_sat, qv / qv_sat, torch.cat([dp, dp[:, -1:]], dim=1)]
+    return [qv_sat, qv / qv_sat, _level_drop(p)]
 
+
+def _level_drop(x: Tensor) -> Tensor:
+    """x(k) - x(k+1); the top level repeats the one below."""
+    drop = x[:, :-1] - x[:, 1:]
+    return torch.cat([drop, drop[:, -1:]], dim=1)
+
+
+def invariant_inputs(t: Tensor, p: Tensor, qv: Tensor, dz: Tensor) -> list[Tensor]:
+    """rh, sigma, dsigma and buoyancy (`INVARIANT`), each (ncol, nlev), from (ncol, nlev) t,
+    p, qv and the layer thickness dz (m)."""
+    qv_sat = saturation_mixing_ratio(t, p)
+    sigma = p / p[:, :1]
+    z = torch.cumsum(dz, dim=1) - 0.5 * dz  # height of the mass levels above the ground
+    # Literals as in saturation_mixing_ratio: g, L_v and c_p of paramlib.constants.
+    h_sat = 1004.64 * t + 9.80665 * z + 2.501e6 * qv_sat
+    h_parcel = 1004.64 * t[:, :1] + 9.80665 * z[:, :1] + 2.501e6 * qv[:, :1]
+    return [qv / qv_sat, sigma, _level_drop(sigma), (h_parcel - h_sat) / 1004.64]
+
+
+# The climate-invariant representation (`BiLSTMConfig.representation = "invariant"`, after
+# Beucler et al., Sci. Adv. 2024): fields whose distribution a warmer climate keeps in place.
+INVARIANT: tuple[FieldSpec, ...] = (
+    FieldSpec("rh", "1", 1, long_name="relative humidity, qv / qv_sat"),
+    FieldSpec("sigma", "1", 1, long_name="pressure / pressure at the lowest level"),
+    FieldSpec("dsigma", "1", 1, long_name="sigma drop to the next level up"),
+    FieldSpec(
+        "buoyancy",
+        "K",
+        1,
+        long_name="lowest level's moist static energy minus saturation moist static energy, / c_p",
+    ),
+)
+REPRESENTATIONS = ("physical", "invariant")
+SCALINGS = ("level", "field")
 
 Stats = dict[str, dict[str, list[float]]]
+
+
+def pooled(stats: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """Per-level {"mean", "std"} -> the same over all levels together, repeated per level."""
+    mean, std = (np.asarray(stats[k], dtype=np.float64) for k in ("mean", "std"))
+    total = mean.mean()
+    spread = math.sqrt(max(float(np.mean(std**2 + mean**2)) - total**2, 0.0)) or 1.0
+    return {"mean": [float(total)] * len(mean), "std": [spread] * len(mean)}
 
 
 @dataclass(frozen=True)
@@ -116,14 +174,20 @@ class BiLSTMConfig:
     # Per-level stds below this fraction of the field's largest are raised to it: levels where
     # a field hardly varies (tendencies above the highest cloud top) are not blown up to noise.
     std_floor: float = 0.01
+    # Features (module docstring, "Representations"): physical or invariant derived fields,
+    # statistics per level or per field, and inputs the host passes that are not features.
+    representation: str = "physical"
+    scaling: str = "level"
+    drop_inputs: tuple[str, ...] = ()
     temperature: str = "t"
     pressure: str = "p"
     humidity: str = "qv"
+    thickness: str = "dz8w"
     nca: str = "nca"
     nonnegative: tuple[str, ...] = ("pratec", "nca")
 
     def __post_init__(self) -> None:
-        for name in ("inputs", "targets", "nonnegative"):
+        for name in ("inputs", "targets", "nonnegative", "drop_inputs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         nlev = self.nlev
         if nlev < 2:
@@ -132,7 +196,22 @@ class BiLSTMConfig:
         if odd:
             raise ValueError(f"{odd}: expected 1 or {nlev} levels, got {self._levels()}")
         in_nlev = {s.name: s.nlev for s in self.inputs}
-        for role in ("temperature", "pressure", "humidity"):
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"representation: expected one of {REPRESENTATIONS}, got {self.representation!r}"
+            )
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling: expected one of {SCALINGS}, got {self.scaling!r}")
+        unknown = sorted(set(self.drop_inputs) - set(in_nlev))
+        if unknown or len(set(self.drop_inputs)) == len(in_nlev):
+            raise ValueError(
+                f"drop_inputs: {unknown or 'every input'} cannot be dropped; inputs are"
+                f" {', '.join(in_nlev)}"
+            )
+        roles = ["temperature", "pressure", "humidity"]
+        if self.representation == "invariant":
+            roles.append("thickness")
+        for role in roles:
             name = getattr(self, role)
             if in_nlev.get(name) != nlev:
                 raise ValueError(
@@ -165,6 +244,22 @@ class BiLSTMConfig:
         return [s.name for s in self.inputs]
 
     @property
+    def features(self) -> tuple[FieldSpec, ...]:
+        """The inputs the network sees as they are (normalised): all but drop_inputs."""
+        return tuple(s for s in self.inputs if s.name not in self.drop_inputs)
+
+    @property
+    def derived(self) -> tuple[FieldSpec, ...]:
+        """The fields computed inside the module, one value per level each."""
+        return INVARIANT if self.representation == "invariant" else DERIVED
+
+    def feature_stats(self) -> Stats:
+        """`stats` as the features are scaled: per level, or pooled over levels per field."""
+        if self.scaling == "level":
+            return self.stats
+        return {name: pooled(values) for name, values in self.stats.items()}
+
+    @property
     def target_names(self) -> list[str]:
         return [s.name for s in self.targets]
 
@@ -174,6 +269,7 @@ class BiLSTMConfig:
         data["inputs"] = [s.to_dict() for s in self.inputs]
         data["targets"] = [s.to_dict() for s in self.targets]
         data["nonnegative"] = list(self.nonnegative)
+        data["drop_inputs"] = list(self.drop_inputs)
         return data
 
     @classmethod
@@ -217,7 +313,7 @@ def _scan(
     count = ds.sizes["sample"]
     if count == 0:
         raise ValueError(f"{path}: group {group!r} has no samples")
-    total = np.zeros((len(DERIVED), config.nlev))
+    total = np.zeros((len(config.derived), config.nlev))
     square = np.zeros_like(total)
     low = {
         name: np.full(s.nlev, np.inf)
@@ -230,23 +326,33 @@ def _scan(
             values = part[name].values.reshape(part.sizes["sample"], -1)
             low[name] = np.minimum(low[name], values.min(0))
             high[name] = np.maximum(high[name], values.max(0))
-        t, p, qv = (
-            torch.from_numpy(part[name].values.astype(np.float32))
-            for name in (config.temperature, config.pressure, config.humidity)
+        derived = (
+            torch.stack(
+                config_derived(config, {n: torch.from_numpy(part[n].values) for n in part}), dim=1
+            )
+            .double()
+            .numpy()
         )
-        derived = torch.stack(derived_inputs(t, p, qv), dim=1).double().numpy()
         total += derived.sum(0)
         square += (derived**2).sum(0)
     mean = total / count
     std = np.sqrt(np.maximum(square / count - mean**2, 0.0))
     stats = {
         spec.name: {"mean": mean[i].tolist(), "std": std[i].tolist()}
-        for i, spec in enumerate(DERIVED)
+        for i, spec in enumerate(config.derived)
     }
     valid_range = {
         name: {"min": low[name].tolist(), "max": high[name].tolist()} for name in config.input_names
     }
     return stats, valid_range
+
+
+def config_derived(config: BiLSTMConfig, fields: Mapping[str, Tensor]) -> list[Tensor]:
+    """The config's derived fields (`BiLSTMConfig.derived`) from named (ncol, nlev) inputs."""
+    t, p, qv = (fields[n].float() for n in (config.temperature, config.pressure, config.humidity))
+    if config.representation == "invariant":
+        return invariant_inputs(t, p, qv, fields[config.thickness].float())
+    return derived_inputs(t, p, qv)
 
 
 def _rms(values: Sequence[float]) -> float:
@@ -267,7 +373,11 @@ class BiLSTMEmulator(nn.Module):
     i_t: Final[int]
     i_p: Final[int]
     i_qv: Final[int]
+    i_dz: Final[int]
+    invariant: Final[bool]
     in_nlev: list[int]
+    feature_index: list[int]
+    feature_nlev: list[int]
     target_is_profile: list[bool]
     target_slot: list[int]
 
@@ -279,13 +389,22 @@ class BiLSTMEmulator(nn.Module):
         self.i_t, self.i_p, self.i_qv = (
             names.index(n) for n in (config.temperature, config.pressure, config.humidity)
         )
+        self.invariant = config.representation == "invariant"
+        self.i_dz = names.index(config.thickness) if self.invariant else -1
         self.in_nlev = [s.nlev for s in config.inputs]
+        self.feature_index = [names.index(s.name) for s in config.features]
+        self.feature_nlev = [s.nlev for s in config.features]
+        # Per level over every input in forward's order: what the export's order check reads.
         self.input_norm = Normaliser.from_stats(
             FieldLayout(config.inputs), config.stats, config.std_floor
         )
+        scaled = config.feature_stats()
+        self.feature_norm = Normaliser.from_stats(
+            FieldLayout(config.features), scaled, config.std_floor
+        )
         self.derived_norm = Normaliser.from_stats(
-            FieldLayout(tuple(replace(s, nlev=self.nlev) for s in DERIVED)),
-            config.stats,
+            FieldLayout(tuple(replace(s, nlev=self.nlev) for s in config.derived)),
+            scaled,
             config.std_floor,
         )
         profiles = [s.name for s in config.targets if s.nlev == self.nlev]
@@ -304,7 +423,7 @@ class BiLSTMEmulator(nn.Module):
 
         hidden, width = config.hidden, 2 * config.hidden  # width: both directions
         self.lstm = nn.LSTM(
-            len(config.inputs) + len(DERIVED),
+            len(config.features) + len(config.derived),
             hidden,
             num_layers=config.layers,
             batch_first=True,
@@ -321,15 +440,21 @@ class BiLSTMEmulator(nn.Module):
         )
 
     def features(self, fields: list[Tensor]) -> Tensor:
-        """(ncol, nlev, n_inputs + 3): normalised inputs, broadcast, then derived fields."""
+        """(ncol, nlev, n_features + n_derived): normalised feature inputs, broadcast, then
+        the derived fields."""
         if len(fields) != len(self.in_nlev):
             raise ValueError(f"expected {len(self.in_nlev)} input fields, got {len(fields)}")
         ncol = fields[0].shape[0]
-        flat = torch.cat([x.reshape(ncol, -1) for x in fields], dim=1)
+        flat = torch.cat([fields[i].reshape(ncol, -1) for i in self.feature_index], dim=1)
         columns = [
-            x.expand(ncol, self.nlev) for x in torch.split(self.input_norm(flat), self.in_nlev, 1)
+            x.expand(ncol, self.nlev)
+            for x in torch.split(self.feature_norm(flat), self.feature_nlev, 1)
         ]
-        derived = derived_inputs(fields[self.i_t], fields[self.i_p], fields[self.i_qv])
+        t, p, qv = fields[self.i_t], fields[self.i_p], fields[self.i_qv]
+        if self.invariant:
+            derived = invariant_inputs(t, p, qv, fields[self.i_dz])
+        else:
+            derived = derived_inputs(t, p, qv)
         columns.extend(torch.split(self.derived_norm(torch.cat(derived, dim=1)), self.nlev, 1))
         return torch.stack(columns, dim=2)
 

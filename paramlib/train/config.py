@@ -48,6 +48,8 @@ COMPOSITIONS = ("hf_of_lf", "hf_of_lf_and_x", "hf_of_bm_and_x")
 NORMALISATIONS = ("train", "lf")
 LOADERS = ("auto", "memory", "streaming")
 DEVICES = ("auto", "cpu", "cuda")
+REPRESENTATIONS = ("physical", "invariant")  # the Bi-LSTM's features (paramlib.models.bilstm)
+SCALINGS = ("level", "field")
 OUTPUTS = ("mean_spread", "members", "mean", "member")
 PAPER_HIDDEN = [512] * 7
 
@@ -67,6 +69,9 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     "trigger_weight": ("bilstm",),
     "trigger_threshold": ("bilstm",),
     "hold_nca_s": ("bilstm",),
+    "representation": ("bilstm",),
+    "scaling": ("bilstm",),
+    "drop_inputs": ("bilstm",),
 }
 # Keys a resumed run may change: how long and how verbosely it runs, not what it computes.
 RESUMABLE_CHANGES = (
@@ -104,6 +109,9 @@ class ModelConfig:
     trigger_weight: float = 1.0
     trigger_threshold: float = 0.5
     hold_nca_s: float = 300.0
+    representation: str = "physical"
+    scaling: str = "level"
+    drop_inputs: list[str] = field(default_factory=list)  # host inputs that are not features
 
 
 @dataclass
@@ -420,6 +428,8 @@ def _validate(config: Config, tree: _Tree) -> None:
             fail(f"model.{key}", f"not read by kind {model.kind!r} (only by {', '.join(kinds)})")
     choices = {
         "model.composition": (model.composition, COMPOSITIONS),
+        "model.representation": (model.representation, REPRESENTATIONS),
+        "model.scaling": (model.scaling, SCALINGS),
         "data.normalisation": (config.normalisation, NORMALISATIONS),
         "data.loader": (data.loader, LOADERS),
         "train.device": (train.device, DEVICES),

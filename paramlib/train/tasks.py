@@ -613,6 +613,9 @@ def _bilstm_task(config: Config, pinned: str | None = None) -> BiLSTMTask:
             trigger_weight=model.trigger_weight,
             trigger_threshold=model.trigger_threshold,
             hold_nca_s=model.hold_nca_s,
+            representation=model.representation,
+            scaling=model.scaling,
+            drop_inputs=tuple(model.drop_inputs),
         )
     except (KeyError, ValueError) as error:
         raise DataError(f"data.store: {error}") from None
