@@ -188,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = build_store(spec, args.out)
         jobs = [(rep, seed) for rep in reps for seed in seeds]
         with ThreadPoolExecutor(args.jobs) as pool:
-            paths = list(pool.map(lambda job: train(spec, store, *job, args), jobs))
+            futures = [pool.submit(train, spec, store, rep, seed, args) for rep, seed in jobs]
+            paths = [future.result() for future in futures]
         models = {f"{rep}_s{seed}": path for (rep, seed), path in zip(jobs, paths, strict=True)}
         metrics = evaluate(spec, store, models, args.out)
         per_fold: dict[str, Any] = {}
