@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 import zarr
 
-from paramlib.constants import EPSILON, T0
+from paramlib.constants import CP, EPSILON, GRAVITY, LV, T0
 from paramlib.export import load_metadata
 from paramlib.models.bilstm import (
     MODEL_KIND,
@@ -22,12 +22,24 @@ from paramlib.models.bilstm import (
     config_from_store,
     derived_inputs,
     export_bilstm,
+    invariant_inputs,
     saturation_mixing_ratio,
 )
 
 NLEV, NSAMPLE = 6, 40
 # Deliberately not in any sorted order: the config must follow the store's attrs.
-INPUTS = ["hfx", "u", "t", "p", "qv", "rthcuten_prev", "rqvcuten_prev", "pratec_prev", "nca_prev"]
+INPUTS = [
+    "hfx",
+    "u",
+    "t",
+    "p",
+    "qv",
+    "dz8w",
+    "rthcuten_prev",
+    "rqvcuten_prev",
+    "pratec_prev",
+    "nca_prev",
+]
 TARGETS = ["rthcuten", "rqvcuten", "pratec", "nca"]
 UNITS = {
     "hfx": "W m-2",
@@ -35,6 +47,7 @@ UNITS = {
     "t": "K",
     "p": "Pa",
     "qv": "kg kg-1",
+    "dz8w": "m",
     "rthcuten": "K s-1",
     "rqvcuten": "kg kg-1 s-1",
     "pratec": "mm s-1",
@@ -53,7 +66,7 @@ def _columns(rng: np.random.Generator) -> dict[str, np.ndarray]:
     )
     convecting = np.arange(NSAMPLE) % 2 == 0
     data = {"hfx": rng.normal(50.0, 20.0, NSAMPLE), "u": rng.normal(5.0, 3.0, (NSAMPLE, NLEV))}
-    data.update(t=t, p=p, qv=qv)
+    data.update(t=t, p=p, qv=qv, dz8w=np.gradient(z) * rng.uniform(0.99, 1.01, (NSAMPLE, 1)))
     for suffix, active in (("", convecting), ("_prev", rng.random(NSAMPLE) < 0.5)):
         mask = active[:, None]
         data["rthcuten" + suffix] = mask * rng.normal(0.0, 1e-4, (NSAMPLE, NLEV))
@@ -266,3 +279,60 @@ def test_export_round_trip(model: BiLSTMEmulator, batch: tuple, tmp_path: Path) 
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=0.0)
     assert any(bool((y != 0).any()) for y in got)  # not everything post-processed away
+
+
+INVARIANT = {"representation": "invariant", "scaling": "field", "drop_inputs": ("t", "qv", "p")}
+
+
+def test_invariant_fields_by_hand() -> None:
+    t = torch.tensor([[300.0, 250.0]], dtype=torch.float64)
+    p = torch.tensor([[1.0e5, 5.0e4]], dtype=torch.float64)
+    qv = torch.tensor([[0.0113946, 0.0]], dtype=torch.float64)
+    dz = torch.tensor([[200.0, 5000.0]], dtype=torch.float64)  # mass levels at 100 m, 2700 m
+    rh, sigma, dsigma, buoyancy = invariant_inputs(t, p, qv, dz)
+    qs = saturation_mixing_ratio(t, p)
+    torch.testing.assert_close(rh, qv / qs)
+    torch.testing.assert_close(sigma, torch.tensor([[1.0, 0.5]]).double())
+    torch.testing.assert_close(dsigma, torch.tensor([[0.5, 0.5]]).double())
+    parcel = CP * 300.0 + GRAVITY * 100.0 + LV * 0.0113946
+    expected = [parcel - (CP * 300.0 + GRAVITY * 100.0 + LV * qs[0, 0].item())]
+    expected.append(parcel - (CP * 250.0 + GRAVITY * 2700.0 + LV * qs[0, 1].item()))
+    assert buoyancy[0].tolist() == pytest.approx([e / CP for e in expected], rel=1e-9)
+
+
+def test_invariant_representation(store: Path, batch: tuple, tmp_path: Path) -> None:
+    config = config_from_store(store, hidden=8, layers=2, **INVARIANT)
+    for name in ("rh", "sigma", "dsigma", "buoyancy"):  # statistics from the train group
+        assert len(config.stats[name]["mean"]) == NLEV
+    assert [s.name for s in config.features] == [n for n in INPUTS if n not in ("t", "qv", "p")]
+    torch.manual_seed(0)
+    model = BiLSTMEmulator(config)
+    assert model.lstm.input_size == len(INPUTS) - 3 + 4
+    u = slice(1, 1 + NLEV)  # u's levels among the features (after hfx)
+    assert model.feature_norm.std[u].unique().numel() == 1  # one scale per field
+    u_levels = xr.open_zarr(store, group="train", consolidated=False)["u"].values
+    assert model.feature_norm.std[u][0].item() == pytest.approx(u_levels.std(), rel=1e-4)
+    fields, _ = batch
+    with torch.no_grad():
+        model.trigger_head[-1].bias.fill_(5.0)
+        expected = BiLSTMExport(model).eval().forward_fields(fields)
+    path = export_bilstm(model, tmp_path / "invariant.pt")  # the input-order check passes
+    with torch.no_grad():
+        got = torch.jit.load(str(path))(*fields)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=0.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"representation": "warm"}, "representation: expected one of"),
+        ({"scaling": "column"}, "scaling: expected one of"),
+        ({"drop_inputs": ("t", "tk")}, r"drop_inputs: \['tk'\] cannot be dropped"),
+        ({"drop_inputs": tuple(INPUTS)}, "drop_inputs: every input cannot be dropped"),
+        ({"representation": "invariant", "thickness": "dz"}, "thickness: input 'dz'"),
+    ],
+)
+def test_representation_options_are_checked(store: Path, options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config_from_store(store, **options)
