@@ -54,7 +54,8 @@ def open_set(small: Path, name: str) -> xr.Dataset:
 
 def test_the_sets_are_written_and_nothing_else(small: Path) -> None:
     names = sorted(p.name for p in small.iterdir())
-    assert names == sorted([*(f"{s}.nc" for s in SETS), "summary.json", "wrf", OWNED_MARKER])
+    expected = [*(f"{s}.nc" for s in SETS), "summary.json", "wrf", "wrf_plus4k", OWNED_MARKER]
+    assert names == sorted(expected)
     assert not [p for p in small.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 

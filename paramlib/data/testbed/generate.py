@@ -8,7 +8,10 @@ Order (the tuned Betts-Miller parameters must exist before the low-fidelity runs
     5. the contrast: high fidelity historical and +4K with WTG off, on the first
        ``no_wtg_columns`` columns;
     6. Betts-Miller diagnosed on the high-fidelity states; the four datasets and the figures;
-    7. the WRF-format set in ``wrf/`` (unless ``wrf=False``).
+    7. the WRF-format set in ``wrf/`` and its +4K twin in ``wrf_plus4k/`` (unless
+       ``wrf=False``): the same grid, forcing fields and draws, SST and WTG reference SST
+       4 K warmer (``GridForcing.plus4k``, as ``ColumnSet.plus4k`` for the column sets), the
+       same levels (eta, P_TOP); test only, like the high-fidelity +4K set.
 The whole set is written into a temporary folder next to ``out`` and renamed into place at the
 end, so ``out`` holds a complete set or none. The folder gets paramlib's marker
 (`paramlib.guards.OWNED_MARKER`). An earlier set there is replaced only when the folder holds
@@ -33,8 +36,9 @@ import numpy as np
 
 from paramlib.data.testbed import cesm_history, runs, summary
 from paramlib.data.testbed.runs import ColumnRun, Scheme, Timing, run_columns, sample_columns
+from paramlib.data.testbed.sst import PLUS4K_K
 from paramlib.data.testbed.tuning import Tuning, diagnose_betts_miller, tune_betts_miller
-from paramlib.data.testbed.wrf_set import WrfSetConfig, make_wrf_set
+from paramlib.data.testbed.wrf_set import GridForcing, WrfSet, WrfSetConfig, make_wrf_set
 from paramlib.guards import (
     OWNED_MARKER,
     UserInputError,
@@ -45,6 +49,9 @@ from paramlib.guards import (
 
 SUMMARY = "summary.json"
 WRF_DIR = "wrf"
+WRF_PLUS4K_DIR = "wrf_plus4k"
+# summary.json key -> the folder of that WRF-format set
+WRF_SETS = {"wrf": WRF_DIR, "wrf_plus4k": WRF_PLUS4K_DIR}
 T = TypeVar("T")
 USAGE = {
     ("lf", "historical"): "training",
@@ -119,13 +126,16 @@ def generate(
 
 def testbed_entries(folder: Path) -> set[str] | None:
     """What a testbed in ``folder`` consists of (paths relative to it: the files its summary
-    lists, the summary, the marker, the WRF folder); None without a readable summary."""
+    lists, the summary, the marker, the WRF folders); None without a readable summary."""
     try:
         report = json.loads((folder / SUMMARY).read_text())
-        listed = set(report["files"]) | set(report.get("wrf", {}).get("files", {}))
+        listed = set(report["files"])
+        for key, directory in WRF_SETS.items():
+            if key in report:
+                listed |= set(report[key]["files"]) | {directory}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return listed | {SUMMARY, OWNED_MARKER} | ({WRF_DIR} if "wrf" in report else set())
+    return listed | {SUMMARY, OWNED_MARKER}
 
 
 def check_only_testbed(folder: Path) -> None:
@@ -246,23 +256,58 @@ def _build(
         "files": files,
     }
     if wrf:
-        grid_set = stages.run(
-            f"WRF-format set ({preset.wrf.nx} x {preset.wrf.ny} x {preset.wrf.nlev}, "
-            f"{preset.wrf.nframes} frames)",
-            lambda: make_wrf_set(out / WRF_DIR, preset.wrf, wrf_rng),
-        )
-        report["wrf"] = {
-            "files": {f"{WRF_DIR}/{p.name}": p.stat().st_size for p in grid_set.paths},
-            "grid": {"nx": preset.wrf.nx, "ny": preset.wrf.ny, "nz": preset.wrf.nlev},
-            "frames": preset.wrf.nframes,
-            "output_interval_s": preset.wrf.dt_s,
-            "spin_up_days": preset.wrf.spin_up_days,
+        report |= _wrf_sets(out, preset.wrf, wrf_rng, stages)
+    (out / SUMMARY).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _wrf_sets(
+    out: Path, config: WrfSetConfig, rng: np.random.Generator, stages: _Stages
+) -> dict[str, object]:
+    """The WRF-format set and its +4K twin (same draws), and their summary entries."""
+    forcing = GridForcing.draw(config, rng)
+    warm = forcing.plus4k()
+    size = f"{config.nx} x {config.ny} x {config.nlev}, {config.nframes} frames"
+    historical = stages.run(
+        f"WRF-format set ({size})", lambda: make_wrf_set(out / WRF_DIR, config, forcing)
+    )
+    plus4k = stages.run(
+        "WRF-format set, +4K",
+        lambda: make_wrf_set(out / WRF_PLUS4K_DIR, config, warm, "plus4k", USAGE["hf", "plus4k"]),
+    )
+
+    def entry(grid_set: WrfSet, folder: str, grid: GridForcing, usage: str) -> dict[str, object]:
+        return {
+            "files": {f"{folder}/{p.name}": p.stat().st_size for p in grid_set.paths},
+            "usage": usage,
+            "wtg_sst_ref_K": grid.columns.sst_ref,
             "triggered_fraction": grid_set.triggered_fraction,
             "raining_fraction": grid_set.raining_fraction,
             "fresh_fraction_of_active": grid_set.fresh_fraction,
         }
-    (out / SUMMARY).write_text(json.dumps(report, indent=2) + "\n")
-    return report
+
+    return {
+        "wrf": entry(historical, WRF_DIR, forcing, USAGE["hf", "historical"])
+        | {
+            "grid": {"nx": config.nx, "ny": config.ny, "nz": config.nlev},
+            "frames": config.nframes,
+            "output_interval_s": config.dt_s,
+            "spin_up_days": config.spin_up_days,
+        },
+        "wrf_plus4k": entry(plus4k, WRF_PLUS4K_DIR, warm, USAGE["hf", "plus4k"])
+        | {
+            "sst_offset_K": PLUS4K_K,
+            "out_of_range_variables": "t (K), qv (kg kg-1) per eta level (ZNU), top to surface",
+            "out_of_range": {
+                name: summary.by_level(
+                    summary.out_of_range(historical.state[name], plus4k.state[name]),
+                    historical.eta,
+                    digits=4,
+                )
+                for name in historical.state
+            },
+        },
+    }
 
 
 def _figures(values: dict[str, float]) -> dict[str, float | None]:

@@ -48,9 +48,10 @@ def out_of_range(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
     return ((flat < low) | (flat > high)).mean(axis=0)
 
 
-def by_level(values: np.ndarray, lev_hpa: np.ndarray) -> dict[str, float]:
-    """``{"<lev> hPa": value}`` from top to surface, as the datasets order ``lev``."""
-    return {f"{lev:.1f}": float(v) for lev, v in sorted(zip(lev_hpa, values, strict=True))}
+def by_level(values: np.ndarray, lev: np.ndarray, digits: int = 1) -> dict[str, float]:
+    """``{"<lev>": value}`` in increasing ``lev`` (hPa or eta: from top to surface, as the
+    column datasets order ``lev``), the level written with ``digits`` decimals."""
+    return {f"{x:.{digits}f}": float(v) for x, v in sorted(zip(lev, values, strict=True))}
 
 
 def finite_or_none(value: float) -> float | None:

@@ -84,6 +84,7 @@ _VARIABLES: dict[str, tuple[str, str, str, str, str]] = {
     "PBLH": ("2d", _XY, "PBL HEIGHT", "m", ""),
     "ZOL": ("2d", _XY, "z/L", "", ""),
     "XLAND": ("2d", _XY, "LAND MASK (1 FOR LAND, 2 FOR WATER)", "", ""),
+    "SST": ("2d", _XY, "SEA SURFACE TEMPERATURE", "K", ""),
     "RTHCUTEN": ("3d", _XYZ, "THETA TENDENCY DUE TO CUMULUS SCHEME", "K s-1", ""),
     "RQVCUTEN": ("3d", _XYZ, "Q_V TENDENCY DUE TO CUMULUS SCHEME", "kg kg-1 s-1", ""),
     "RQCCUTEN": ("3d", _XYZ, "Q_C TENDENCY DUE TO CUMULUS SCHEME", "kg kg-1 s-1", ""),
@@ -116,7 +117,7 @@ REQUIRED_FIELDS = (
     *CUMULUS_TENDENCIES,
     *("PRATEC", "NCA", "W0AVG", "CUTOP", "CUBOT", "HFX", "UST", "PBLH", "XLAND"),
 )
-OPTIONAL_FIELDS = ("QFX", "ZOL", "RUCUTEN", "RVCUTEN")
+OPTIONAL_FIELDS = ("QFX", "ZOL", "RUCUTEN", "RVCUTEN", "SST")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,8 +302,7 @@ def _trailing(arr: np.ndarray) -> tuple:
 def write_wrfout(out_dir: str | os.PathLike, frames: WrfFrames, config: WrfConfig) -> list[Path]:
     """Write ``frames`` as ``wrfout_d01_<first frame time>`` files; returns their paths."""
     nt, nz, ny, nx = _check_frames(frames)
-    p_top, znw = _eta_levels(frames.p_w)
-    znu = 0.5 * (znw[:-1] + znw[1:])
+    p_top, znw, znu = eta_levels(frames.p_w)
     pb, phb, mub = _base_state(znu, znw, p_top)
     qv = mixing_ratio(frames.q)
     theta = frames.T / exner(frames.p)
@@ -377,8 +377,9 @@ def _check_frames(frames: WrfFrames) -> tuple[int, int, int, int]:
     return nt, nz, ny, nx
 
 
-def _eta_levels(p_w: np.ndarray) -> tuple[float, np.ndarray]:
-    """P_TOP and ZNW from full-level pressure, which must be p_w = ZNW (p_sfc - P_TOP) + P_TOP."""
+def eta_levels(p_w: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """P_TOP, ZNW and ZNU (the mid-points of ZNW, as in WRF) from full-level pressure
+    ``(nt, nz + 1, ny, nx)``, which must be p_w = ZNW (p_sfc - P_TOP) + P_TOP."""
     p_top = float(p_w[:, -1].mean())
     if np.abs(p_w[:, -1] - p_top).max() > 1e-6 * p_top:
         raise ValueError(
@@ -392,7 +393,7 @@ def _eta_levels(p_w: np.ndarray) -> tuple[float, np.ndarray]:
             "WrfFrames.p_w: levels must be terrain-following with one eta per level, "
             "p_w = ZNW (p_sfc - P_TOP) + P_TOP (WRF's HYBRID_OPT = 0)"
         )
-    return p_top, znw
+    return p_top, znw, 0.5 * (znw[:-1] + znw[1:])
 
 
 def _base_state(

@@ -51,6 +51,8 @@ from paramlib.data.testbed.wrf_format import (
     WrfConfig,
     WrfFrames,
     cumulus_to_wrf,
+    eta_levels,
+    mixing_ratio,
     nca_hold,
     w0avg_update,
     write_wrfout,
@@ -117,14 +119,45 @@ class PeriodicField:
 
 
 @dataclasses.dataclass(frozen=True)
-class _GridForcing:
-    """The random fields of one set and how they move."""
+class GridForcing:
+    """The random draws of one WRF-format set: the grid's columns (SST, the WTG reference SST,
+    where and when the SST was taken; row-major over (y, x)) and the fields that travel."""
 
-    sst: np.ndarray  # (ny, nx) K
+    columns: ColumnSet
     omega_travelling: PeriodicField
     u: PeriodicField
     v: PeriodicField
     config: WrfSetConfig
+
+    @classmethod
+    def draw(cls, config: WrfSetConfig, rng: np.random.Generator) -> GridForcing:
+        """A tropical SST from the climatology plus a smooth anomaly; omega, u, v fields."""
+        ny, nx = config.ny, config.nx
+        centre = sample_sst(1, rng)
+        sst = (
+            centre.sst[0]
+            + config.sst_std_k * PeriodicField.draw(rng, ny, nx, config.correlation_cells).at()
+        ).ravel()
+        omega, u, v = (PeriodicField.draw(rng, ny, nx, config.correlation_cells) for _ in range(3))
+        ncol = nx * ny
+        columns = ColumnSet(
+            sst=sst,
+            ps=np.full(ncol, PS_MEAN),  # one surface pressure: WRF's eta levels need one P_TOP
+            omega0=np.zeros(ncol),  # set below: it needs the reference SST
+            lat=np.full(ncol, centre.lat[0]),
+            lon=np.full(ncol, centre.lon[0]),
+            month=np.full(ncol, centre.month[0]),
+            sst_ref=float(sst.mean()),
+        )
+        forcing = cls(columns, omega, u, v, config)
+        return dataclasses.replace(
+            forcing, columns=dataclasses.replace(columns, omega0=forcing.omega0(0.0))
+        )
+
+    def plus4k(self) -> GridForcing:
+        """The same grid and draws in the +4K climate (``ColumnSet.plus4k``: SST and WTG
+        reference SST 4 K warmer; omega follows the unchanged SST anomaly)."""
+        return dataclasses.replace(self, columns=self.columns.plus4k())
 
     def shift(self, time_s: float) -> tuple[float, float]:
         u, v = self.config.steering_wind
@@ -132,7 +165,7 @@ class _GridForcing:
 
     def omega0(self, time_s: float) -> np.ndarray:
         noise = self.config.omega_travelling * self.omega_travelling.at(*self.shift(time_s))
-        return omega_amplitude((self.sst - self.sst.mean()).ravel(), noise.ravel())
+        return omega_amplitude(self.columns.sst - self.columns.sst_ref, noise.ravel())
 
     def winds(self, time_s: float, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """u, v at mass points, ``(ncol, nlev)``: a sheared profile (the steering wind near
@@ -177,50 +210,36 @@ def lcl_height(t: np.ndarray, q: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class WrfSet:
-    """The files written and how much of the grid convects (over all frames)."""
+    """The files written, how much of the grid convects (over all frames) and the state the
+    files hold (for the out-of-range figures of a warmer twin)."""
 
     paths: list[Path]
     triggered_fraction: float  # the scheme triggered at the frame's call (shallow included)
     raining_fraction: float  # PRATEC > 0 in the frame
     fresh_fraction: float  # of the columns with NCA > 0, those the frame's call recomputed
+    eta: np.ndarray  # (nlev,) ZNU, surface first
+    state: dict[str, np.ndarray]  # t (K), qv (kg kg-1): (frames, ncol, nlev) float32
 
 
 def make_wrf_set(
-    out_dir: str | os.PathLike, config: WrfSetConfig, rng: np.random.Generator
+    out_dir: str | os.PathLike,
+    config: WrfSetConfig,
+    forcing: GridForcing,
+    scenario: str = "historical",
+    usage: str = "training",
 ) -> WrfSet:
-    """Run the grid's columns and write the ``wrfout_d01_*`` files."""
-    ny, nx, nz = config.ny, config.nx, config.nlev
-    centre = sample_sst(1, rng)
-    sst = (
-        centre.sst[0]
-        + config.sst_std_k * PeriodicField.draw(rng, ny, nx, config.correlation_cells).at()
-    )
-    forcing = _GridForcing(
-        sst=sst,
-        omega_travelling=PeriodicField.draw(rng, ny, nx, config.correlation_cells),
-        u=PeriodicField.draw(rng, ny, nx, config.correlation_cells),
-        v=PeriodicField.draw(rng, ny, nx, config.correlation_cells),
-        config=config,
-    )
-    ncol = nx * ny
-    grid = ColumnSet(
-        sst=sst.ravel(),
-        ps=np.full(ncol, PS_MEAN),  # one surface pressure: WRF's eta levels need one P_TOP
-        omega0=forcing.omega0(0.0),
-        lat=np.full(ncol, centre.lat[0]),
-        lon=np.full(ncol, centre.lon[0]),
-        month=np.full(ncol, centre.month[0]),
-        sst_ref=float(sst.mean()),
-    )
-    model_settings = model_config(grid, wtg=True, dt_s=config.dt_s, nlev=nz)
+    """Run the grid's columns under ``forcing`` and write the ``wrfout_d01_*`` files;
+    ``scenario`` and ``usage`` go into DATASET_NOTE."""
+    grid = forcing.columns
+    model_settings = model_config(grid, wtg=True, dt_s=config.dt_s, nlev=config.nlev)
     with ColumnModel(model_settings) as model:
         frames = _run(model, forcing, config)
         p, p_int = model.pressure()
         p_omega_top = model.get_parameter("p_omega_top")
         ustar = np.sqrt(model_settings.exchange_coefficient) * model_settings.surface_wind
-    start = datetime(2000, int(centre.month[0]), 1)
+    start = datetime(2000, int(grid.month[0]), 1)
     times = [start + timedelta(seconds=float(s)) for s in frames["time_s"]]
-    wrf_frames, fresh = _wrf_frames(frames, p, p_int, p_omega_top, ustar, times, config)
+    wrf_frames, fresh = _wrf_frames(frames, p, p_int, p_omega_top, ustar, grid.sst, times, config)
     wrf_config = WrfConfig(
         simulation_start=start,
         scheme=Scheme.EMANUEL.value,
@@ -232,7 +251,8 @@ def make_wrf_set(
         note=(
             "Columns of the paramlib column model (WTG, prescribed omega and winds as smooth "
             "random fields, SST from the NOAA OI SST climatology plus a smooth anomaly); the "
-            "state evolves with the scheme's output of every call."
+            "state evolves with the scheme's output of every call. Scenario: "
+            f"{scenario}, WTG reference SST {grid.sst_ref:.2f} K; usage: {usage}."
         ),
     )
     active = wrf_frames.fields["NCA"].reshape(fresh.shape) > 0
@@ -241,10 +261,15 @@ def make_wrf_set(
         triggered_fraction=float(np.mean(frames["triggered"])),
         raining_fraction=float(np.mean(wrf_frames.fields["PRATEC"] > 0)),
         fresh_fraction=float(np.mean(fresh[active])),
+        eta=eta_levels(wrf_frames.p_w)[2],
+        state={
+            "t": frames["t"].astype(np.float32),
+            "qv": mixing_ratio(frames["q"]).astype(np.float32),
+        },
     )
 
 
-def _run(model: ColumnModel, forcing: _GridForcing, config: WrfSetConfig) -> dict[str, np.ndarray]:
+def _run(model: ColumnModel, forcing: GridForcing, config: WrfSetConfig) -> dict[str, np.ndarray]:
     """Spin up, then one frame per step: the state, the winds and omega0 it saw, the Emanuel
     call on it and the surface fluxes of the step."""
     p, p_int = model.pressure()
@@ -285,6 +310,7 @@ def _wrf_frames(
     p_int: np.ndarray,
     p_omega_top: float,
     ustar: float,
+    sst: np.ndarray,
     times: list[datetime],
     config: WrfSetConfig,
 ) -> tuple[WrfFrames, np.ndarray]:
@@ -343,6 +369,7 @@ def _wrf_frames(
         "UST": np.full((nt, ny, nx), ustar),
         "PBLH": grid2(level1 + lcl_height(t1, q1, p1)),
         "XLAND": np.full((nt, ny, nx), 2.0),
+        "SST": grid2(sst),
     }
     frames = WrfFrames(
         times=times,
