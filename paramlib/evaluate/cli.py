@@ -10,6 +10,7 @@ from pathlib import Path
 
 from paramlib.cli import Subparsers
 from paramlib.doctor import build_dir
+from paramlib.guards import UserInputError
 
 SPLITS = ("val", "test")  # the testbed's historical and +4K
 
@@ -42,6 +43,23 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--workers", type=int, default=2, help="dask threads (default 2)")
     parser.add_argument(
         "--chunk-samples", type=int, default=4096, help="samples per chunk (default 4096)"
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        choices=("persistence", "climatology"),
+        help="score this baseline beside the models (repeatable; MODELs may then be left out;"
+        " default: both when a model is an MSKF emulator and the store has the *_prev fields)",
+    )
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="no default baselines for MSKF emulators"
+    )
+    parser.add_argument(
+        "--ood-bands",
+        type=int,
+        default=4,
+        help="level bands of the out-of-distribution report (default 4)",
     )
     parser.add_argument(
         "--compare", action="store_true", help="the MF-RPN comparison instead of MODELs"
@@ -100,19 +118,35 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     import zarr
 
+    from paramlib.evaluate.baselines import BASELINES, available
     from paramlib.evaluate.engine import evaluate
     from paramlib.evaluate.report import write_report
-    from paramlib.evaluate.sources import load_model, resolve_store
+    from paramlib.evaluate.sources import Predictor, load_model, resolve_store
 
-    if not args.models or not args.dataset:
-        raise ValueError("give MODEL(s) and --dataset (or --compare)")
+    if not (args.models or args.baseline) or not args.dataset:
+        raise UserInputError("give MODEL(s) or --baseline, and --dataset (or --compare)")
+    if args.baseline and args.no_baselines:
+        raise UserInputError("--baseline and --no-baselines: give one of them")
+    if args.ood_bands < 1:
+        raise UserInputError(f"--ood-bands {args.ood_bands}: expected at least 1")
     labels = _labels(args.label, args.models)
     store = resolve_store(args.dataset)
     groups = set(zarr.open_group(str(store), mode="r").group_keys())
     splits = args.split or [s for s in SPLITS if s in groups]
-    models = [load_model(model, labels.get(model)) for model in args.models]
+    if not splits:
+        raise UserInputError(f"--dataset {store}: no val or test split; name one with --split")
+    models: list[Predictor] = [load_model(model, labels.get(model)) for model in args.models]
+    names = list(dict.fromkeys(args.baseline))
+    if not names and not args.no_baselines and any(model.is_mskf for model in models):
+        names = available(store, splits[0])
+    models += [BASELINES[name](store, splits[0]) for name in names]
     results = evaluate(
-        models, store, splits, chunk_samples=args.chunk_samples, workers=args.workers
+        models,
+        store,
+        splits,
+        chunk_samples=args.chunk_samples,
+        workers=args.workers,
+        ood_bands=args.ood_bands,
     )
     report = write_report(results, args.out)
     print(f"[paramlib evaluate] {report}, {Path(args.out) / 'report.md'}, metrics.json")

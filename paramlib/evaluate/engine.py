@@ -12,10 +12,11 @@ What is scored, per model, split, WRF run (store coordinate ``run``, names in th
   ensemble mean), and the ensemble scores when the model returns its members;
 - NAME_column: for heating and moistening with a layer mass, the column integral
   sum_k c x_k dp_k / g (W m-2) over the levels the model predicts, scored the same way;
-- for the Bi-LSTM MSKF emulators: ``trigger``, the convection trigger (a column triggers when
-  its NCA > 0 or any per-level output is non-zero: the rule of `BiLSTMEmulator.trigger`, and
-  what the exported model's post-processing leaves of its own trigger), and NAME_triggered,
-  the per-level scores on the columns that truly triggered.
+- for the Bi-LSTM MSKF emulators and the baselines: ``trigger``, the convection trigger, and
+  NAME_triggered, the per-level scores on the columns that truly triggered.
+
+Per model that carries a training range, split and input field (all runs together): the
+out-of-distribution counts per level band. Every definition: `paramlib.evaluate.metrics`.
 """
 
 from __future__ import annotations
@@ -41,21 +42,27 @@ from paramlib.evaluate.metrics import (
     energy_units,
     ensemble_scores,
     ensemble_sums,
+    level_bands,
+    ood_scores,
+    ood_sums,
     r2_all_levels,
     trigger_scores,
     trigger_sums,
 )
-from paramlib.evaluate.sources import Model, layer_mass, levels, open_split
+from paramlib.evaluate.sources import Predictor, layer_mass, levels, open_split
 from paramlib.models.bilstm import BiLSTMConfig
 
 MASS = "__layer_mass__"  # the layer mass among a chunk's fields
 RUN = "run"
 ALL = "all"
 NCA = BiLSTMConfig.nca  # the MSKF emulators' convective time field (the config's default)
+OOD_BANDS = 4  # level bands of the out-of-distribution report
+# Per model label and input field: the training range's (low, high, sigma) per level and bands.
+OODSpecs = dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]]]
 
 
-def _triggered(values: Mapping[str, np.ndarray], profiles: Sequence[str]) -> np.ndarray:
-    """(sample,) bool: NCA > 0 or any per-level field non-zero."""
+def triggered(values: Mapping[str, np.ndarray], profiles: Sequence[str]) -> np.ndarray:
+    """(sample,) bool: NCA > 0 or any per-level field non-zero (the trigger rule, `metrics`)."""
     active = np.asarray(values[NCA]).reshape(-1) > 0
     for name in profiles:
         active |= (np.asarray(values[name]) != 0).any(axis=-1)
@@ -74,7 +81,7 @@ def _field_sums(
 
 
 def _model_sums(
-    model: Model,
+    model: Predictor,
     preds: Mapping[str, np.ndarray],
     fields: Mapping[str, np.ndarray],
     units: Mapping[str, str],
@@ -106,8 +113,8 @@ def _model_sums(
     if model.is_mskf and NCA in raw_true:
         profiles = [spec["name"] for spec in model.outputs if spec["nlev"] > 1]
         profiles = [name for name in profiles if name in raw_true]
-        truth = _triggered(raw_true, profiles)
-        sums["trigger"] = {"trigger": trigger_sums(_triggered(raw_pred, profiles), truth)}
+        truth = triggered(raw_true, profiles)
+        sums["trigger"] = {"trigger": trigger_sums(triggered(raw_pred, profiles), truth)}
         for name in profiles:
             pred_e, true_e = scaled[name]
             sums[name + "_triggered"] = _field_sums(pred_e[truth], true_e[truth], False, rng)
@@ -115,13 +122,15 @@ def _model_sums(
 
 
 def _chunk_sums(
-    models: Sequence[Model],
+    models: Sequence[Predictor],
     fields: Mapping[str, np.ndarray],
     units: Mapping[str, str],
     run_names: Sequence[str],
+    ood: OODSpecs,
     seed: int,
 ) -> dict[str, dict]:
-    """{model: {run: {field: {part: sums}}}} of one chunk."""
+    """{"scores": {model: {run: {field: {part: sums}}}}, "ood": {model: {field: sums}}} of
+    one chunk."""
     rng = np.random.default_rng(seed)
     runs = np.asarray(fields[RUN]).astype(np.int64) if RUN in fields else None
     groups = (
@@ -129,12 +138,17 @@ def _chunk_sums(
         if runs is None
         else {_run_name(run_names, code): runs == code for code in np.unique(runs)}
     )
-    result: dict[str, dict] = {}
+    result: dict[str, dict] = {"scores": {}, "ood": {}}
     for model in models:
         preds = model.predict(fields)
-        result[model.label] = {
+        result["scores"][model.label] = {
             group: _model_sums(model, preds, fields, units, rows, rng)
             for group, rows in groups.items()
+        }
+    for label, specs in ood.items():
+        result["ood"][label] = {
+            name: ood_sums(levels(fields[name], len(low)), low, high, sigma, bands)
+            for name, (low, high, sigma, bands) in specs.items()
         }
     return result
 
@@ -186,18 +200,22 @@ def _scores(sums: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def score_split(
-    models: Sequence[Model],
+    models: Sequence[Predictor],
     ds: xr.Dataset,
     run_names: Sequence[str],
+    ood: OODSpecs | None = None,
     *,
     workers: int = 2,
     progress: bool = True,
-) -> dict[str, dict[str, Any]]:
-    """{model: {"all": scores, "runs": {run: scores}}} of every model on one split (`ds` from
-    `sources.open_split`, chunked along sample)."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, list[dict[str, Any]]]]]:
+    """({model: {"all": scores, "runs": {run: scores}}}, {model: {field: bands}}) of every
+    model on one split (`ds` from `sources.open_split`, chunked along sample): the scores and
+    the out-of-distribution table of the models in `ood` (`ood_specs`)."""
+    ood = ood or {}
     mass, _ = layer_mass(ds)
     needed = {name for model in models for name in model.input_names}
     needed |= {spec["name"] for model in models for spec in model.outputs} & set(ds.data_vars)
+    needed |= {name for specs in ood.values() for name in specs}
     missing = sorted(needed - set(ds.variables))
     if missing:
         raise ValueError(f"the store has no variable(s) {missing} that the models take")
@@ -221,6 +239,7 @@ def score_split(
             {name: array[lo:hi] for name, array in arrays.items()},
             units,
             list(run_names),
+            ood,
             index,
             dask_key_name=f"evaluate-chunk-{index}",
         )
@@ -232,16 +251,52 @@ def score_split(
         (total,) = dask.compute(_tree_sum(parts), scheduler="threads", num_workers=workers)
     result = {}
     for model in models:
-        groups = total[model.label]
+        groups = total["scores"][model.label]
         whole = groups[ALL] if ALL in groups else functools.reduce(add, groups.values())
         result[model.label] = {
             ALL: _scores(whole),
             "runs": {run: _scores(group) for run, group in groups.items() if run != ALL},
         }
-    return result
+    table = {
+        label: {
+            name: _ood_bands(ood_scores(sums), ood[label][name][3])
+            for name, sums in by_field.items()
+        }
+        for label, by_field in total["ood"].items()
+    }
+    return result, table
 
 
-def field_info(models: Sequence[Model], ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+def _ood_bands(
+    scores: Mapping[str, np.ndarray], bands: Sequence[tuple[int, int]]
+) -> list[dict[str, Any]]:
+    """One entry per band, levels 1-based and inclusive."""
+    return [
+        {"levels": [start + 1, stop], **{k: _as_list(v[i])[0] for k, v in scores.items()}}
+        for i, (start, stop) in enumerate(bands)
+    ]
+
+
+def ood_specs(
+    models: Sequence[Predictor], ds: xr.Dataset, normalisation: Mapping[str, Any], bands: int
+) -> OODSpecs:
+    """The OOD check of every model with a valid_range, for its input fields the split holds:
+    range and sigma (the store's training std, NaN where the store has none) per level."""
+    specs: OODSpecs = {}
+    for model in models:
+        ranges = model.metadata.get("valid_range") or {}
+        specs[model.label] = {}
+        for name, bounds in ranges.items():
+            if name not in ds.data_vars:
+                continue
+            low, high = (np.asarray(bounds[k], np.float64) for k in ("min", "max"))
+            std = normalisation.get(name, {}).get("std", [np.nan] * len(low))
+            sigma = np.asarray(std, np.float64)[: len(low)]
+            specs[model.label][name] = (low, high, sigma, level_bands(len(low), bands))
+    return {label: spec for label, spec in specs.items() if spec}
+
+
+def field_info(models: Sequence[Predictor], ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """Per scored field: its units after conversion and its levels (the lev coordinate)."""
     with_mass = layer_mass(ds)[0] is not None
     lev = ds["lev"] if "lev" in ds.coords else None
@@ -266,15 +321,20 @@ def field_info(models: Sequence[Model], ds: xr.Dataset) -> dict[str, dict[str, A
 
 
 def evaluate(
-    models: Sequence[Model],
+    models: Sequence[Predictor],
     store: Path,
     splits: Sequence[str],
     *,
     chunk_samples: int = 4096,
     workers: int = 2,
     progress: bool = True,
+    ood_bands: int = OOD_BANDS,
 ) -> dict[str, Any]:
-    """Every model scored on every split of `store`: the content of metrics.json."""
+    """Every model scored on every split of `store`: the content of metrics.json. Scores:
+    ["scores"][label][split]["all"][field][score] (["runs"][run][field][score] per WRF run);
+    the out-of-distribution table (`ood_bands` level bands):
+    ["ood"][label][split][input field][band], a band {"levels": [first, last], "n",
+    "outside", "fraction", "median_sigma", "max_sigma"}."""
     labels = [model.label for model in models]
     if len(set(labels)) != len(labels):
         raise ValueError(f"model labels repeat: {labels}; name them with --label")
@@ -294,12 +354,17 @@ def evaluate(
             for model in models
         },
         "scores": {label: {} for label in labels},
+        "ood": {},
     }
+    normalisation = dict(attrs.get("normalisation", {}))
     for split in splits:
         ds = open_split(store, split, chunk_samples)
         if progress:
             print(f"[paramlib evaluate] {split}: {ds.sizes['sample']} samples", flush=True)
-        scores = score_split(models, ds, run_names, workers=workers, progress=progress)
+        ood = ood_specs(models, ds, normalisation, ood_bands)
+        scores, table = score_split(models, ds, run_names, ood, workers=workers, progress=progress)
+        for label, by_field in table.items():
+            result["ood"].setdefault(label, {})[split] = by_field
         runs = sorted({run for s in scores.values() for run in s["runs"]})
         result["splits"][split] = {
             "samples": int(ds.sizes["sample"]),

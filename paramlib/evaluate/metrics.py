@@ -24,7 +24,22 @@ lev). Per level, with e = prediction - target and n samples:
   assumption, unlike `paramlib calibrate`'s mean +- 1.645 spread).
 - rank histogram: the number of members below the target (ties broken at random), M + 1
   bins, pooled over levels, as frequencies; flat (1 / (M + 1) each) when calibrated.
-- trigger: accuracy, precision, recall and F1 of a yes/no prediction per column.
+- trigger: accuracy, precision, recall and F1 of a yes/no prediction per column. For the MSKF
+  emulators a column triggers when its NCA > 0 or any per-level output is non-zero, for
+  targets and predictions alike (the rule of `BiLSTMEmulator.trigger`, and what the exported
+  model's post-processing leaves of its own trigger; `engine`); NAME_triggered is NAME's
+  per-level scores on the columns whose target triggered.
+- out of distribution (`ood_sums`), per input field and band of levels, for a model that
+  carries the training range (its metadata's valid_range, min and max per level): the
+  fraction of columns with any level of the band outside [min, max]; per such column its
+  excess, the largest over the band's levels of (distance beyond the range) / sigma, sigma the
+  level's training std (the normalisation attrs of the store evaluated); the median (from a
+  histogram of `OOD_BINS_PER_DECADE` log bins per decade: within one bin, 6 %) and the
+  largest excess of those columns. A level whose training std is 0 counts in the fraction,
+  not in the excess. Bands: `level_bands`.
+
+Baselines (persistence, climatology) are defined in `paramlib.evaluate.baselines`; they are
+scored with these definitions like any model.
 
 Energy units (`energy_factor`, `layer_mass_*`): heating (K s-1) x cp and moistening
 (kg kg-1 s-1) x Lv, times the layer's mass dp/g (kg m-2) where it is known, give each level's
@@ -45,6 +60,9 @@ from paramlib.constants import CP, LV, RHO_WATER
 Sums = dict[str, np.ndarray]
 QUANTILES = (0.05, 0.25, 0.75, 0.95)  # the central 90 % and 50 % intervals
 NO_VARIANCE = 1e-12  # relative: below this the target is constant and R^2 undefined
+OOD_BINS_PER_DECADE = 40  # excess histogram: bin edges 6 % apart
+# Excess histogram edges in sigma, 1e-4 to 1e8: smaller and larger excesses go to the end bins.
+OOD_EDGES = np.logspace(-4.0, 8.0, 12 * OOD_BINS_PER_DECADE + 1)
 
 # units -> (factor, weighted by layer mass): the conversions to energy units.
 ENERGY_FACTORS: dict[str, tuple[float, bool]] = {
@@ -83,13 +101,16 @@ def sigma_thickness(sigma: np.ndarray) -> np.ndarray:
 
 
 def add(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """Nested sums added key by key; a key in one alone is kept (a run absent from a chunk)."""
+    """Nested sums added key by key; a key in one alone is kept (a run absent from a chunk);
+    keys named max_* take the larger value (NaN ignored) instead of the sum."""
     out = dict(a)
     for key, value in b.items():
         if key not in out:
             out[key] = value
         elif isinstance(value, Mapping):
             out[key] = add(out[key], value)
+        elif key.startswith("max_"):
+            out[key] = np.fmax(out[key], value)
         else:
             out[key] = out[key] + value
     return out
@@ -229,4 +250,74 @@ def trigger_scores(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         "f1": _divide(2 * tp, 2 * tp + fp + fn),
         "triggered": tp + fn,
         "n": tp + fp + fn + tn,
+    }
+
+
+def level_bands(nlev: int, bands: int) -> list[tuple[int, int]]:
+    """[start, stop) level indices of `bands` bands of near-equal size, surface first (levels
+    1-10, 11-20, 21-30, 31-40 for 40 levels and 4 bands); one band per level when fewer."""
+    if bands < 1:
+        raise ValueError(f"level bands: expected at least 1, got {bands}")
+    split = np.array_split(np.arange(nlev), min(bands, nlev))
+    return [(int(part[0]), int(part[-1]) + 1) for part in split]
+
+
+def ood_sums(
+    values: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    sigma: np.ndarray,
+    bands: list[tuple[int, int]],
+) -> Sums:
+    """Counts per band (leading axis) of (sample, lev) `values` against the per-level training
+    range [low, high] and std `sigma` (module docstring): n, outside, the excess histogram
+    over `OOD_EDGES` and the largest excess."""
+    values = np.asarray(values, np.float64)
+    distance = np.maximum(np.maximum(low - values, values - high), 0.0)
+    outside = distance > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = np.where(outside & (sigma > 0), distance / np.where(sigma > 0, sigma, 1.0), np.nan)
+    count, hist, largest = [], [], []
+    for start, stop in bands:
+        columns = outside[:, start:stop].any(axis=1)
+        worst = np.fmax.reduce(excess[:, start:stop], axis=1)
+        worst = worst[np.isfinite(worst)]
+        bins = np.clip(np.searchsorted(OOD_EDGES, worst, side="right") - 1, 0, len(OOD_EDGES) - 2)
+        count.append(columns.sum())
+        hist.append(np.bincount(bins, minlength=len(OOD_EDGES) - 1))
+        largest.append(worst.max() if worst.size else np.nan)
+    return {
+        "n": np.full(len(bands), float(len(values))),
+        "outside": np.asarray(count, np.float64),
+        "excess_hist": np.asarray(hist, np.float64),
+        "max_excess": np.asarray(largest, np.float64),
+    }
+
+
+def _hist_median(hist: np.ndarray) -> float:
+    """The median of the values a histogram over `OOD_EDGES` counts (numpy's: the mean of the
+    two middle ones for an even count), each value placed log-linearly inside its bin by its
+    rank there: within one bin (6 %) of the exact value."""
+    total = int(hist.sum())
+    if total == 0:
+        return float("nan")
+    cumulative = np.cumsum(hist)
+
+    def value(rank: int) -> float:  # the rank-th smallest (0-based)
+        k = int(np.searchsorted(cumulative, rank, side="right"))
+        position = (rank - (cumulative[k] - hist[k]) + 0.5) / hist[k]
+        low, high = np.log10(OOD_EDGES[k]), np.log10(OOD_EDGES[k + 1])
+        return float(10.0 ** (low + position * (high - low)))
+
+    return 0.5 * (value((total - 1) // 2) + value(total // 2))
+
+
+def ood_scores(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per band: n, outside, fraction outside, median and largest excess in sigma."""
+    return {
+        "n": sums["n"],
+        "outside": sums["outside"],
+        "fraction": _divide(sums["outside"], sums["n"]),
+        "median_sigma": np.array([_hist_median(h) for h in sums["excess_hist"]]),
+        "max_sigma": sums["max_excess"],
     }

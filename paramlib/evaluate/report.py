@@ -387,25 +387,62 @@ def _trigger_blocks(results: Mapping[str, Any]) -> list[Block]:
     return [
         Heading("Convection trigger (MSKF emulators)"),
         Paragraph(
-            "A column triggers when its NCA > 0 or any per-level output is non-zero (targets"
-            " and predictions alike). Tendency R² (all levels) on the columns that truly"
-            " triggered; precipitation on all columns. Per WRF run of each split, and all."
+            "Trigger scores (the trigger rule: paramlib/evaluate/metrics.py); tendency R² (all"
+            " levels) on the columns that truly triggered; precipitation on all columns. Per WRF"
+            " run of each split, and all. Baselines (persistence, climatology:"
+            " paramlib/evaluate/baselines.py) are scored the same way, on the same columns."
         ),
         Table(headers, rows),
     ]
 
 
 DEFINITIONS = (
-    "Units: heating (K s-1) x cp and moistening (kg kg-1 s-1) x Lv, times each layer's mass"
-    " dp/g where the store gives it, are W m-2 per level (ClimSim's convention; W kg-1 without"
-    " the layer mass); 'R² column' scores the column integral sum(c x dp/g) in W m-2;"
-    " precipitation (mm s-1) x Lv is W m-2. Scores of ensembles are of the ensemble mean;"
-    " CRPS is the fair ensemble estimator (Ferro 2014; for one member it would be the MAE);"
-    " spread/skill = sqrt((M+1)/M) spread / RMSE (1 when calibrated); coverage: fraction of"
-    " targets inside the members' central 50 % and 90 % empirical intervals. For profiles, R²"
-    " is over all levels (1 - sum SSE / sum SST, the levels' R² weighted by their variance),"
-    " other scores their mean over levels. Definitions: paramlib/evaluate/metrics.py."
+    "Every score, the energy units, the trigger rule and the out-of-distribution counts are"
+    " defined once, in the docstring of paramlib/evaluate/metrics.py; the baselines in"
+    " paramlib/evaluate/baselines.py. In the tables, a profile's R² is over all levels (1 - sum"
+    " SSE / sum SST), its other scores their mean over levels; 'R² column' scores the column"
+    " integral (W m-2)."
 )
+
+
+def _ood_blocks(results: Mapping[str, Any]) -> list[Block]:
+    """The out-of-distribution table; models whose tables are equal (same training range)
+    share rows."""
+    shared: dict[str, list[str]] = {}
+    for label, table in results.get("ood", {}).items():
+        key = json.dumps(table, sort_keys=True)
+        shared.setdefault(key, []).append(label)
+    if not shared:
+        return []
+    headers = ["models", "split", "input", "levels", "outside / n", "fraction"]
+    headers += ["median excess (σ)", "max excess (σ)"]
+    rows = []
+    for labels in shared.values():
+        for split, by_field in results["ood"][labels[0]].items():
+            for name, bands in by_field.items():
+                rows += [
+                    [
+                        ", ".join(labels),
+                        split,
+                        name,
+                        "{}-{}".format(*band["levels"]),
+                        f"{band['outside']:.0f} / {band['n']:.0f}",
+                        fmt(band["fraction"]),
+                        fmt(band["median_sigma"]),
+                        fmt(band["max_sigma"]),
+                    ]
+                    for band in bands
+                ]
+    return [
+        Heading("Out of distribution"),
+        Paragraph(
+            "Per split, input field and band of levels: the columns with any level outside the"
+            " model's training range (its valid_range), and by how far beyond it, in training"
+            " standard deviations of the level (the store's normalisation): median and largest"
+            " excess of those columns (definitions: paramlib/evaluate/metrics.py)."
+        ),
+        Table(headers, rows),
+    ]
 
 
 def report_blocks(results: Mapping[str, Any], out: Path) -> list[Block]:
@@ -452,6 +489,7 @@ def report_blocks(results: Mapping[str, Any], out: Path) -> list[Block]:
             Table(SUMMARY_HEADERS, _summary_rows(results, split)),
         ]
     blocks += _trigger_blocks(results)
+    blocks += _ood_blocks(results)
     blocks.append(Heading("Figures"))
     for name, draw, caption in FIGURES:
         if draw(results, out / name):

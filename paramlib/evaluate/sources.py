@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,31 @@ from paramlib.models.export_wrap import SPREAD_SUFFIX
 
 STORES_ENV = "PARAMLIB_STORES"
 MODEL_FILES = ("model.pt", "checkpoint.pt")  # named by their run directory
+
+
+class Predictor(Protocol):
+    """What the engine scores: a `Model`, or a baseline (`paramlib.evaluate.baselines`)."""
+
+    label: str
+    source: str
+    metadata: Mapping[str, Any]
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def members(self) -> int: ...
+
+    @property
+    def is_mskf(self) -> bool: ...
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def input_names(self) -> list[str]: ...
+
+    def predict(self, fields: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
