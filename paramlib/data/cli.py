@@ -34,7 +34,9 @@ def register(subparsers: Subparsers) -> None:
         "--size", choices=TESTBED_SIZES, default="small", help="default: small (< 1 min)"
     )
     testbed.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    testbed.add_argument("--no-wrf", action="store_true", help="skip the WRF-format set")
+    testbed.add_argument(
+        "--no-wrf", action="store_true", help="skip the WRF-format sets (historical and +4K)"
+    )
     testbed.set_defaults(func=run_testbed)
 
 

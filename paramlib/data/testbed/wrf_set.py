@@ -22,7 +22,11 @@ Surface and boundary-layer fields the column model has no scheme for are diagnos
 from the model's bulk fluxes, UST = sqrt(C) U from the same bulk formula (one value: the model's
 surface wind is one constant), PBLH = the height of the lowest level's lifting condensation
 level, XLAND = 2 (water). W0AVG is WRF's running mean of w, updated every WRF step (w held
-between frames).
+between frames). SST is written too (WRF's history field of that name).
+
+``GridForcing.draw`` makes a set's random draws; ``GridForcing.plus4k`` gives its +4K twin: the
+same draws with SST and WTG reference SST 4 K warmer (``ColumnSet.plus4k``), so omega, winds,
+surface pressure and hence the eta levels and P_TOP are the historical set's.
 """
 
 from __future__ import annotations
