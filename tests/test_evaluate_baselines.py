@@ -149,6 +149,11 @@ def test_baseline_errors_are_one_line(
     assert error.count("\n") == 0 and "no 'nca' target" in error and str(stores["hf"]) in error
     assert cli.main(["evaluate", "--dataset", str(stores["bilstm"]), "--out", str(out)]) == 2
     assert "give MODEL(s) or --baseline" in capsys.readouterr().err
+    bilstm = ["evaluate", "--dataset", str(stores["bilstm"]), "--out", str(out)]
+    assert cli.main([*bilstm, "--baseline", "climatology", "--no-baselines"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert cli.main([*bilstm, "--baseline", "climatology", "--ood-bands", "0"]) == 2
+    assert "--ood-bands 0: expected at least 1" in capsys.readouterr().err
     assert not out.exists()  # nothing written
 
 
@@ -173,6 +178,10 @@ def test_ood_bands_and_counts_by_hand() -> None:
     assert scores["max_sigma"][0] == pytest.approx(3.0)
     assert np.isnan(scores["max_sigma"][1]) and np.isnan(scores["median_sigma"][1])
     assert scores["median_sigma"][0] == pytest.approx(2.0, rel=0.06)  # of 1, 1, 2, 2, 3, 3
+    one = metrics.ood_scores(
+        metrics.ood_sums(np.array([[2.0]]), low[:1], high[:1], sigma[:1], [(0, 1)])
+    )
+    assert one["median_sigma"][0] == one["max_sigma"][0] == 2.0  # one column: its excess
 
 
 def test_ood_report_matches_a_direct_count(

@@ -318,6 +318,9 @@ def ood_scores(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         "n": sums["n"],
         "outside": sums["outside"],
         "fraction": _divide(sums["outside"], sums["n"]),
-        "median_sigma": np.array([_hist_median(h) for h in sums["excess_hist"]]),
+        # The bin's placement can overshoot the exact largest excess (one column: its value).
+        "median_sigma": np.fmin(
+            np.array([_hist_median(h) for h in sums["excess_hist"]]), sums["max_excess"]
+        ),
         "max_sigma": sums["max_excess"],
     }
