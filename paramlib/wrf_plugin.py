@@ -6,7 +6,8 @@ module_cu_paramlib as WRF does on a real WRF state and, with ``output``, writes 
 inputs and every call's outputs to netCDF. `first_call_parity` rebuilds the model inputs from
 that file the way the plugin does (w at mass levels, W0AVG's running mean, the scheme's *_prev
 copies), runs the TorchScript file in PyTorch and applies the plugin's rules (held columns
-untouched, NCA rounded to a multiple of DT, PRATEC >= 0, RAINCV = PRATEC DT).
+untouched, the physical limits of `limit_columns`, NCA rounded to a multiple of DT,
+PRATEC >= 0, RAINCV = PRATEC DT).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from paramlib.doctor import build_dir
 PARITY_RTOL = 1e-6
 TARGETS = ["rthcuten", "rqvcuten", "rqccuten", "rqrcuten", "rqicuten", "rqscuten", "pratec", "nca"]
 TENDENCIES = tuple(TARGETS[:6])  # MSKF's outputs on mass levels
+HYDROMETEORS = TENDENCIES[2:]
+# The plugin's constants (module_cu_paramlib.F), in its float32 arithmetic.
+TOP_FRACTION = 5e-4  # paramlib_cu_top_fraction's default
+XLV_CP = np.float32(2.5e6) / np.float32(3.5 * 287.0)  # L/cp of WRF's module_model_constants
+DRY_MARGIN = np.float32(1.0) - np.float32(1e-5)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ class PluginOptions:
     threads: int = 1
     sha256: str = "none"  # the model file's expected SHA-256; none: not pinned
     on_error: int = 0  # a failed model call on a tile: 0 stops WRF, 1 zero outputs there
+    top_fraction: float = TOP_FRACTION  # cloud top: activity >= this x the column's largest
+    water_closure: int = 0  # 1: PRATEC = the column's net water loss
+    ood_every: int = 0  # cumulus calls between out-of-range logs; 0: the calls in one hour
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,7 @@ class Parity:
         )
 
 
-def _columns(da: xr.DataArray) -> np.ndarray:
+def columns(da: xr.DataArray) -> np.ndarray:
     """(south_north, level, west_east) or (south_north, west_east) -> (ncol, nlev) in the
     plugin's column order (west_east fastest)."""
     values = np.asarray(da.values, dtype=np.float32)
@@ -146,8 +155,48 @@ def _nint(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
-def first_call_parity(output: Path, model_path: Path) -> Parity:
-    """Compare the driver's first call (its ``output`` file) with the model run in PyTorch."""
+def limitcolumns(
+    ten: dict[str, np.ndarray],
+    pratec: np.ndarray,
+    state: Mapping[str, np.ndarray],
+    period: np.ndarray,
+    top_fraction: float = TOP_FRACTION,
+    water_closure: bool = False,
+) -> np.ndarray:
+    """The plugin's physical limits (limit_column in module_cu_paramlib.F) on recomputed
+    columns, in place: ten holds the six (ncol, nlev) tendencies, pratec (ncol,), state qv,
+    rho and dz8w (ncol, nlev), period (ncol,) the seconds WRF applies them. Returns PRATEC."""
+    f32 = np.float32
+    activity = np.maximum(np.abs(ten["rthcuten"]), XLV_CP * np.abs(ten["rqvcuten"]))
+    threshold = f32(top_fraction) * activity.max(axis=1, keepdims=True)
+    marks = (activity > 0) & (activity >= threshold)
+    levels = np.arange(1, activity.shape[1] + 1)
+    top = np.where(marks, levels, 0).max(axis=1)
+    above = levels[None, :] > top[:, None]
+    for name in TENDENCIES:
+        ten[name] = np.where(above, f32(0), ten[name])
+    qv, t = state["qv"], period.astype(f32)[:, None]
+    drying = ten["rqvcuten"]
+    short = (drying < 0) & (qv + t * drying < 0)
+    ratio = np.where(short, np.maximum(qv, f32(0)) / np.where(short, -t * drying, f32(1)), f32(1))
+    scale = np.where(short.any(axis=1), ratio.min(axis=1) * DRY_MARGIN, f32(1)).astype(f32)
+    for name in TENDENCIES:
+        ten[name] = scale[:, None] * ten[name]
+    pratec = scale * pratec
+    for name in HYDROMETEORS:
+        ten[name] = np.maximum(ten[name], f32(0))
+    if water_closure:
+        mass = state["rho"] * state["dz8w"]
+        loss = -sum((ten[name] * mass).sum(axis=1) for name in TENDENCIES[1:])
+        pratec = np.maximum(loss, f32(0))
+    return pratec.astype(f32)
+
+
+def first_call_parity(
+    output: Path, model_path: Path, options: PluginOptions | None = None
+) -> Parity:
+    """Compare the driver's first call (its ``output`` file) with the model run in PyTorch;
+    options: the plugin's settings in that run (default: the defaults)."""
     import torch
 
     from paramlib.export import load_metadata
@@ -157,18 +206,18 @@ def first_call_parity(output: Path, model_path: Path) -> Parity:
         ds = ds.load()
     dt = float(ds.attrs["DT"])
     first = ds.isel(call=0)
-    w = _columns(ds["w"])
+    w = columns(ds["w"])
     state = {
-        name: _columns(ds[name])
+        name: columns(ds[name])
         for name in ("u", "v", "th", "t", "qv", "p", "pi", "rho", "dz8w", "hfx", "ust", "pblh")
     }
     state.update(
-        xland=_columns(ds["xland"]),
+        xland=columns(ds["xland"]),
         w=(np.float32(0.5) * (w[:, :-1] + w[:, 1:])).astype(np.float32),
-        w0avg=_columns(first["w0avg"]),  # after MSKF's update, as the model saw it
-        pratec_prev=_columns(ds["pratec_before"]),
-        nca_prev=_columns(ds["nca_prev"]),
-        **{f"{name}_prev": _columns(ds[f"{name}_prev"]) for name in TENDENCIES},
+        w0avg=columns(first["w0avg"]),  # after MSKF's update, as the model saw it
+        pratec_prev=columns(ds["pratec_before"]),
+        nca_prev=columns(ds["nca_prev"]),
+        **{f"{name}_prev": columns(ds[f"{name}_prev"]) for name in TENDENCIES},
     )
     missing = [f["name"] for f in metadata["inputs"] if f["name"] not in state]
     if missing:
@@ -182,18 +231,26 @@ def first_call_parity(output: Path, model_path: Path) -> Parity:
         f["name"]: np.asarray(y.numpy()) for f, y in zip(metadata["outputs"], raw, strict=True)
     }
 
-    nca_before = _columns(ds["nca_before"])[:, 0]
+    options = options or PluginOptions(str(model_path))
+    nca_before = columns(ds["nca_before"])[:, 0]
     held = nca_before >= 0.5 * dt
     fresh = ~held
+    rounded = (_nint(predicted["nca"][:, 0] / np.float32(dt)) * np.float32(dt)).astype(np.float32)
+    zeros = np.zeros_like(state["qv"])
+    limited = {name: predicted.get(name, zeros) for name in TENDENCIES}
+    pratec = predicted["pratec"][:, 0] if "pratec" in predicted else zeros[:, 0]
+    period = np.maximum(rounded, np.float32(int(ds.attrs["STEPCU"]) * dt))
+    pratec = limitcolumns(
+        limited, pratec, state, period, options.top_fraction, options.water_closure == 1
+    )
     expected: dict[str, np.ndarray] = {}
     for name in TENDENCIES:
-        before = _columns(ds[f"{name}_prev"])  # held columns kept their (uncounted) tendencies
-        model = predicted.get(name, np.zeros_like(before))
-        expected[name] = np.where(fresh[:, None], model, before)
-    pratec = np.maximum(predicted["pratec"][:, 0], 0.0) if "pratec" in predicted else 0.0
-    expected["pratec"] = np.where(fresh, pratec, _columns(ds["pratec_before"])[:, 0])
+        before = columns(ds[f"{name}_prev"])  # held columns kept their (uncounted) tendencies
+        expected[name] = np.where(fresh[:, None], limited[name], before)
+    expected["pratec"] = np.where(
+        fresh, np.maximum(pratec, 0.0), columns(ds["pratec_before"])[:, 0]
+    )
     expected["raincv"] = np.where(fresh, expected["pratec"] * np.float32(dt), np.nan)
-    rounded = (_nint(predicted["nca"][:, 0] / np.float32(dt)) * np.float32(dt)).astype(np.float32)
     expected["nca"] = np.where(fresh & (rounded >= 0.5 * dt), rounded, nca_before)
     # Cloud top and base, 1-based levels: the scheme's diagnosis from the new tendencies.
     nlev = expected["rthcuten"].shape[1]
@@ -207,7 +264,7 @@ def first_call_parity(output: Path, model_path: Path) -> Parity:
 
     parity = Parity(columns=int(held.size), recomputed=int(fresh.sum()), held=int(held.sum()))
     for name, want in expected.items():
-        got = _columns(first[name])
+        got = columns(first[name])
         got = got[:, 0] if want.ndim == 1 else got
         keep = ~np.isnan(want)
         diff = np.abs(got[keep] - want[keep])
@@ -229,7 +286,7 @@ def state_vs_reader(output: Path, wrfout: Path) -> dict[str, float]:
     reader = open_wrfout([wrfout]).isel(time=frame).load()
     differences = {}
     for name in ("u", "v", "th", "t", "qv", "p", "pi", "rho", "dz8w", "hfx", "ust", "pblh"):
-        ours = _columns(ds[name])
+        ours = columns(ds[name])
         theirs = np.asarray(reader[name].values, dtype=np.float64).reshape(ours.shape)
         scale = np.abs(theirs).max() or 1.0
         differences[name] = float(np.abs(ours - theirs).max() / scale)

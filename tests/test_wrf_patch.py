@@ -80,6 +80,11 @@ def test_apply_wires_the_scheme_where_mskf_is(wrf: Path) -> None:
     assert "ON_ERROR=config_flags%paramlib_cu_on_error" in init
     assert re.search(r"rconfig integer +paramlib_cu_on_error +namelist,physics 1 0 ", registry)
     assert re.search(r'rconfig character paramlib_cu_sha256 +namelist,physics 1 "none"', registry)
+    # the physical limits' and the out-of-range log's settings, namelist to cu_paramlib_init
+    top = r"rconfig real +paramlib_cu_top_fraction +namelist,physics 1 0.0005 "
+    assert re.search(top, registry)
+    for option in ("top_fraction", "water_closure", "ood_every"):
+        assert f"{option.upper()}=config_flags%paramlib_cu_{option}" in init
     addtendc = (wrf / "phys/module_physics_addtendc.F").read_text()
     tendencies = addtendc[: addtendc.index("END SUBROUTINE phy_cu_ten")]
     assert "MSKFSCHEME, PARAMLIBSCHEME)" in tendencies
@@ -379,7 +384,9 @@ def test_the_plugin_compiles_after_wrfs_preprocessing(tmp_path: Path, bridge_lib
     text = wrf_preprocess.preprocess(KIT / "module_cu_paramlib.F", FAKE / "configure.wrf")
     assert "tid = omp_get_thread_num()" in text and "nthreads = omp_get_max_threads()" in text
     assert "USE omp_lib" in text and "CALL wrf_error_fatal3(" in text
-    assert not [line for line in text.splitlines() if line.lstrip().startswith("!")]
+    # Only OpenMP directives stay of the comments: the out-of-range tally's critical section.
+    comments = [line for line in text.splitlines() if line.lstrip().startswith("!")]
+    assert comments == ["!$omp critical (paramlib_cu_ood)", "!$omp end critical (paramlib_cu_ood)"]
     source = tmp_path / "module_cu_paramlib.f90"
     source.write_text(text)
     # configure.wrf's compile line: $(FC) -c $(FCFLAGS) $(OMP) ... (FC = time gfortran)

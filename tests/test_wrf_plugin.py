@@ -2,9 +2,10 @@
 a small Bi-LSTM trained on the real control run, the WRF-shaped driver's runs (tiles vs one
 tile and OpenMP vs serial bit for bit, halos untouched, NCA holds and countdown, NaN columns,
 cold start), the first call against PyTorch on the same columns, the initialisation errors,
-a failed model call on a tile (stops WRF unless paramlib_cu_on_error = 1) and the runs again
-with the plugin preprocessed as WRF does on 2 OpenMP threads. Skipped with the reason where
-../shared/data is absent."""
+a failed model call on a tile (stops WRF unless paramlib_cu_on_error = 1), the physical limits
+(cloud top, no negative water, PRATEC closure) and the out-of-range counts in the log, and the
+runs again with the plugin preprocessed as WRF does on 2 OpenMP threads. Skipped with the
+reason where ../shared/data is absent."""
 
 import importlib.util
 import re
@@ -23,6 +24,8 @@ CASES = (
     "wrf_plugin_errors",
     "wrf_plugin_screen",
     "wrf_plugin_on_error",
+    "wrf_plugin_limits",
+    "wrf_plugin_ood",
     "wrf_plugin_wrfpp",
 )
 KIT = Path(__file__).resolve().parents[1] / "fortran_bridge" / "wrf"

@@ -69,6 +69,9 @@ NAMELIST = [  # (type, name, default, description)
     ("integer", "paramlib_cu_threads", "1", "libtorch intra-op threads (0: its default)"),
     ("character", "paramlib_cu_sha256", '"none"', "expected SHA-256 of the model (none: no check)"),
     ("integer", "paramlib_cu_on_error", "0", "failed model call: 0 stop, 1 zero that tile"),
+    ("real", "paramlib_cu_top_fraction", "0.0005", "cloud top: activity >= this x column max"),
+    ("integer", "paramlib_cu_water_closure", "0", "1: PRATEC = the column's net water loss"),
+    ("integer", "paramlib_cu_ood_every", "0", "calls between out-of-range logs (0: 1 hour)"),
 ]
 # Arguments of cu_paramlib taken from MSKF's CALL in the cumulus driver, by keyword.
 FROM_MSKF = (
@@ -311,9 +314,10 @@ def physics_init(lines: list[str], path: str, n: int) -> str:
     case = find_line(
         lines, r"^\s*CASE\s*\(.*\bMSKFSCHEME\b", path, "CASE (MSKFSCHEME) in cu_init", first, last
     )
+    # Every namelist option, by keyword: the dummy is the option's name without its prefix.
     args = [
-        f"{k}=config_flags%paramlib_cu_{k.lower()}"
-        for k in ("MODEL", "DEVICE", "DEVICE_INDEX", "FALLBACK", "THREADS", "SHA256", "ON_ERROR")
+        f"{name.removeprefix('paramlib_cu_').upper()}=config_flags%{name}"
+        for _, name, _, _ in NAMELIST
     ]
     args[0] = "MODEL_FILE=config_flags%paramlib_cu_model"
     use = find_line(

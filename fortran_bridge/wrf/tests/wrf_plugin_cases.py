@@ -15,6 +15,14 @@ CASE:
   on_error  a model whose call fails on some tiles: WRF stops naming the tile and the model's
           error (paramlib_cu_on_error = 0, the default); with 1, a warning per failed tile and
           zero outputs there, the other tiles keep the model's
+  limits  a model whose outputs the physical limits must catch (wrf_test_models.py
+          limit_probe_model), runs A-E with paramlib_cu_water_closure 0 and 1: exact zeros
+          above the diagnosed cloud top, CUTOP there, QV + T RQVCUTEN >= 0, no negative
+          hydrometeor tendency, PRATEC closed on the net water loss (1), the counts in the
+          log, the first call equal to paramlib.wrf_plugin.limit_columns in PyTorch
+  ood     the same model, whose valid_range puts level 1 of t out of range: one line of
+          out-of-range counts every paramlib_cu_ood_every calls (and at finalize), the
+          default (the calls in one hour) too; a model without ranges says so once
   wrfpp   runs A-E with the driver built on the plugin preprocessed as WRF does
           (wrf_preprocess.py) on 2 OpenMP threads: one model handle per thread, tiles in
           threads equal to one serial tile bit for bit
@@ -41,8 +49,11 @@ sys.path.insert(0, str(ROOT))
 
 from paramlib.catalog import data_root  # noqa: E402
 from paramlib.wrf_plugin import (  # noqa: E402
+    HYDROMETEORS,
+    TENDENCIES,
     DriverSettings,
     PluginOptions,
+    columns,
     first_call_parity,
     run_driver,
     state_vs_reader,
@@ -241,6 +252,27 @@ def case_errors(work: Path) -> None:
         ),
         ("the pinned file", PluginOptions(model, sha256=digest), 40, True, ("init ok",)),
         (
+            "a cloud-top fraction of 1.5",
+            PluginOptions(model, top_fraction=1.5),
+            40,
+            False,
+            ("FATAL CALLED", "paramlib_cu_top_fraction =  1.500E+00 in &physics: expected 0 <="),
+        ),
+        (
+            "a water closure of 2",
+            PluginOptions(model, water_closure=2),
+            40,
+            False,
+            ("FATAL CALLED", "paramlib_cu_water_closure = 2 in &physics: expected 0"),
+        ),
+        (
+            "an out-of-range log every -1 calls",
+            PluginOptions(model, ood_every=-1),
+            40,
+            False,
+            ("FATAL CALLED", "paramlib_cu_ood_every = -1 in &physics: expected >= 0"),
+        ),
+        (
             "a model path filling its buffer (cut short when read)",
             PluginOptions("/" + "m" * 1100),
             40,
@@ -354,6 +386,115 @@ def case_on_error(work: Path) -> None:
     )
 
 
+LIMITS = re.compile(
+    r"limits on tile i = 1\.\.\d+, j = 1\.\.\d+, columns \(levels\): cut above cloud top"
+    r" (\d+) \((\d+)\), drying scaled (\d+) \((\d+)\), negative hydrometeor tendencies zeroed"
+    r" (\d+) \((\d+)\), PRATEC closed (\d+)"
+)
+OOD = re.compile(
+    r"inputs outside the training range in (\d+) recomputed columns over (\d+) cumulus calls"
+    r" \(KTAU \d+\.\.\d+\): (.*)"
+)
+
+
+def case_limits(work: Path) -> None:
+    import numpy as np
+    import torch
+    import xarray as xr
+    from wrf_test_models import PROBE_TOP, dries_out, limit_probe_model
+
+    nlev = wrf_levels()
+    model = limit_probe_model(work / "models" / "limit_probe.pt", nlev)
+    for closure in (0, 1):
+        options = PluginOptions(str(model), water_closure=closure)
+        settings = DriverSettings(wrfout=str(WRFOUT), output=str(work / "limits.nc"))
+        result = run_driver(
+            write_namelist(work / "limits.nml", options, settings), program=DRIVER[0]
+        )
+        what = f"the limit probe, water_closure = {closure}"
+        expect(result, True, "all checks passed", what=f"{what}: runs A-E")
+        with xr.open_dataset(work / "limits.nc") as ds:
+            ds = ds.load()
+        dt, stepcu = float(ds.attrs["DT"]), int(ds.attrs["STEPCU"])
+        first = ds.isel(call=0)
+        fresh = columns(ds["nca_before"])[:, 0] < 0.5 * dt
+        surface = torch.from_numpy(columns(ds["t"])[:, 0])
+        dry = dries_out(surface).numpy()  # the probe dries twice what is there
+        ten = {name: columns(first[name])[fresh] for name in TENDENCIES}
+        period = np.maximum(columns(first["nca"])[fresh], np.float32(stepcu * dt))
+        water = columns(ds["qv"])[fresh] + period * ten["rqvcuten"]
+        checks = {
+            "every tendency exactly 0 above the cloud top": all(
+                (ten[name][:, PROBE_TOP:] == 0).all() for name in TENDENCIES
+            ),
+            "heating below it": (ten["rthcuten"][:, :PROBE_TOP] > 0).all(),
+            "CUTOP at the diagnosed top": (columns(first["cutop"])[fresh] == PROBE_TOP).all(),
+            "QV + T RQVCUTEN >= 0 at every level": (water >= 0).all(),
+            "no negative hydrometeor tendency": all(
+                (ten[name] >= 0).all() for name in HYDROMETEORS
+            ),
+        }
+        if closure:
+            mass = columns(ds["rho"])[fresh] * columns(ds["dz8w"])[fresh]
+            loss = -sum((ten[name] * mass).sum(axis=1) for name in TENDENCIES[1:])
+            pratec = columns(first["pratec"])[fresh, 0]
+            checks["PRATEC = the net water loss"] = np.allclose(pratec, loss, rtol=1e-5)
+        counts = LIMITS.search(result.stdout)
+        n = int(fresh.sum())
+        logged = tuple(map(int, counts.groups())) if counts else ()
+        want = (
+            n,
+            n * (nlev - PROBE_TOP),
+            int((fresh & dry).sum()),
+            int((fresh & dry).sum()) * PROBE_TOP,
+            n,
+            3 * n,
+            n * closure,
+        )
+        checks[f"run A's first limits line counts {want}"] = logged == want
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed or n == 0:
+            raise SystemExit(f"FAIL {what}: {failed} ({n} recomputed columns):\n{result.stdout}")
+        print(f"  ok    {what}: {'; '.join(checks)}")
+        parity = first_call_parity(work / "limits.nc", model, options)
+        print(parity.summary())
+        if not parity.ok:
+            raise SystemExit(f"FAIL {what}: the first call differs from limit_columns")
+
+
+def ood_lines(output: str) -> list[tuple[int, int, str]]:
+    return [(int(a), int(b), c) for a, b, c in OOD.findall(output)]
+
+
+def case_ood(work: Path) -> None:
+    from wrf_test_models import limit_probe_model, nan_heating_model
+
+    nlev = wrf_levels()
+    model = str(limit_probe_model(work / "models" / "limit_probe.pt", nlev))
+    settings = DriverSettings(wrfout=str(WRFOUT))
+    # Runs A-E: 11 cumulus calls; with a log every 2 calls: five lines at the start of calls
+    # 3, 5, ..., 11 and one at finalize. Only level 1 of t is out of range, for every column.
+    for every, periods in ((2, [2] * 5 + [1]), (0, [11])):
+        options = PluginOptions(model, ood_every=every)
+        result = run_driver(write_namelist(work / "ood.nml", options, settings), program=DRIVER[0])
+        expect(result, True, "all checks passed", what=f"runs A-E, paramlib_cu_ood_every = {every}")
+        lines = ood_lines(result.stdout)
+        band = f"t[1-{nlev // 4}]"
+        if [calls for _, calls, _ in lines] != periods or any(
+            counts != f"{band} {checked}" or checked == 0 for checked, _, counts in lines
+        ):
+            raise SystemExit(f"FAIL expected {periods} calls a line, each {band} N:\n{lines}")
+        print(f"  ok    paramlib_cu_ood_every = {every}: {len(lines)} lines, {lines[0]}")
+    bare = nan_heating_model(work / "models" / "nan_heating.pt", nlev)
+    screen = DriverSettings(mode="screen", wrfout=str(WRFOUT))
+    namelist = write_namelist(work / "ood.nml", PluginOptions(str(bare)), screen)
+    result = run_driver(namelist, program=DRIVER[0])
+    unavailable = result.stdout.count("out-of-range counts unavailable")
+    if unavailable != 1 or ood_lines(result.stdout):
+        raise SystemExit(f"FAIL a model without ranges: said {unavailable} times:\n{result.stdout}")
+    print("  ok    a model without valid_range: out-of-range counts unavailable, said once")
+
+
 def case_wrfpp(work: Path) -> None:
     settings = DriverSettings(wrfout=str(WRFOUT))
     namelist = write_namelist(
@@ -378,6 +519,8 @@ CASES: dict[str, Callable[[Path], None]] = {
     "errors": case_errors,
     "screen": case_screen,
     "on_error": case_on_error,
+    "limits": case_limits,
+    "ood": case_ood,
     "wrfpp": case_wrfpp,
 }
 

@@ -32,7 +32,8 @@ program wrf_plugin_driver
   use, intrinsic :: iso_fortran_env, only: error_unit
   use, intrinsic :: ieee_arithmetic, only: ieee_value, ieee_quiet_nan, ieee_is_finite
   use netcdf
-  use module_cu_paramlib, only: cu_paramlib_init, cu_paramlib_finalize
+  use module_cu_paramlib, only: cu_paramlib_init, cu_paramlib_finalize, &
+    PARAMLIB_CU_TOP_FRACTION_DEFAULT
   use wrf_domain
   use paramlib_check, only: check
   implicit none
@@ -41,8 +42,11 @@ program wrf_plugin_driver
   integer :: paramlib_cu_device = 0, paramlib_cu_device_index = 0, paramlib_cu_fallback = 0
   integer :: paramlib_cu_threads = 1, paramlib_cu_on_error = 0
   character(len=80) :: paramlib_cu_sha256 = 'none'
+  real :: paramlib_cu_top_fraction = PARAMLIB_CU_TOP_FRACTION_DEFAULT
+  integer :: paramlib_cu_water_closure = 0, paramlib_cu_ood_every = 0
   namelist /physics/ paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
-    paramlib_cu_fallback, paramlib_cu_threads, paramlib_cu_sha256, paramlib_cu_on_error
+    paramlib_cu_fallback, paramlib_cu_threads, paramlib_cu_sha256, paramlib_cu_on_error, &
+    paramlib_cu_top_fraction, paramlib_cu_water_closure, paramlib_cu_ood_every
   character(len=16) :: mode = 'run'
   character(len=1024) :: wrfout = '', output = ''
   integer :: first_frame = 2, ncalls = 3, tiles_x = 3, tiles_y = 2, halo = 3, nan_columns = 3
@@ -77,7 +81,9 @@ program wrf_plugin_driver
   if (mode == 'init') then
     call cu_paramlib_init(paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
                           paramlib_cu_fallback, paramlib_cu_threads, 1, levels + 1, &
-                          SHA256=paramlib_cu_sha256, ON_ERROR=paramlib_cu_on_error)
+                          SHA256=paramlib_cu_sha256, ON_ERROR=paramlib_cu_on_error, &
+                        TOP_FRACTION=paramlib_cu_top_fraction, WATER_CLOSURE=paramlib_cu_water_closure, &
+                        OOD_EVERY=paramlib_cu_ood_every)
     print '(a)', 'wrf_plugin_driver: init ok'
     call cu_paramlib_finalize()
     stop
@@ -101,7 +107,9 @@ program wrf_plugin_driver
 
   call cu_paramlib_init(paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
                         paramlib_cu_fallback, paramlib_cu_threads, 1, nz + 1, &
-                        SHA256=paramlib_cu_sha256, ON_ERROR=paramlib_cu_on_error)
+                        SHA256=paramlib_cu_sha256, ON_ERROR=paramlib_cu_on_error, &
+                        TOP_FRACTION=paramlib_cu_top_fraction, WATER_CLOSURE=paramlib_cu_water_closure, &
+                        OOD_EVERY=paramlib_cu_ood_every)
   allocate (ref(ncalls))
   block
     type(domain) :: d

@@ -14,6 +14,8 @@ module module_configure
     integer :: paramlib_cu_fallback = 0, paramlib_cu_threads = 1
     character(len=256) :: paramlib_cu_sha256 = 'none'
     integer :: paramlib_cu_on_error = 0
+    real :: paramlib_cu_top_fraction = 0.0005
+    integer :: paramlib_cu_water_closure = 0, paramlib_cu_ood_every = 0
   end type grid_config_rec_type
 end module module_configure
 
