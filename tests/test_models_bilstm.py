@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -336,3 +337,23 @@ def test_invariant_representation(store: Path, batch: tuple, tmp_path: Path) -> 
 def test_representation_options_are_checked(store: Path, options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         config_from_store(store, **options)
+
+
+def test_a_target_constant_in_training_is_predicted_exactly_zero(
+    config: BiLSTMConfig, batch: tuple
+) -> None:
+    # The testbed's condensate tendencies are 0 everywhere: std 0 must not mean scale 1.
+    still = {"mean": [0.0] * NLEV, "std": [0.0] * NLEV}
+    torch.manual_seed(0)
+    model = BiLSTMEmulator(replace(config, stats={**config.stats, "rqvcuten": still}))
+    fields, targets = batch
+    with torch.no_grad():
+        model.trigger_head[-1].bias.fill_(5.0)
+        outputs = BiLSTMExport(model).eval().forward_fields(fields)
+    assert bool((outputs[TARGETS.index("rqvcuten")] == 0).all())
+    assert bool((outputs[TARGETS.index("rthcuten")] != 0).any())
+    zeroed = [
+        torch.zeros_like(y) if n == "rqvcuten" else y for n, y in zip(TARGETS, targets, strict=True)
+    ]
+    loss, _ = bilstm_loss(model, model(fields), zeroed)
+    assert torch.isfinite(loss)

@@ -359,6 +359,11 @@ def _rms(values: Sequence[float]) -> float:
     return float(np.sqrt(np.mean(np.square(values))))
 
 
+def _divisor(scale: Tensor) -> Tensor:
+    """A target scale to divide by: a zero one (a constant target) divides by 1."""
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 class BiLSTMEmulator(nn.Module):
     """The network: physical inputs in, normalised predictions out (module docstring).
 
@@ -413,7 +418,9 @@ class BiLSTMEmulator(nn.Module):
         self.target_slot = [
             (profiles if s.nlev == self.nlev else scalars).index(s.name) for s in config.targets
         ]
-        scale = {name: _rms(config.stats[name]["std"]) or 1.0 for name in config.target_names}
+        # A target that never varies in training (the testbed's condensate tendencies) gets
+        # scale 0: the model returns exactly 0 for it rather than unscaled noise.
+        scale = {name: _rms(config.stats[name]["std"]) for name in config.target_names}
         self.register_buffer(
             "profile_scale", torch.tensor([[scale[n]] for n in profiles], dtype=torch.float32)
         )
@@ -483,8 +490,8 @@ class BiLSTMEmulator(nn.Module):
             t.reshape(ncol) for t, p in zip(targets, self.target_is_profile, strict=True) if not p
         ]
         return (
-            torch.stack(profiles, dim=1) / self.profile_scale,
-            torch.stack(scalars, dim=1) / self.scalar_scale,
+            torch.stack(profiles, dim=1) / _divisor(self.profile_scale),
+            torch.stack(scalars, dim=1) / _divisor(self.scalar_scale),
         )
 
     def trigger(self, targets: Sequence[Tensor]) -> Tensor:
