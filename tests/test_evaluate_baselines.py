@@ -155,6 +155,12 @@ def test_baseline_errors_are_one_line(
     assert cli.main([*bilstm, "--baseline", "climatology", "--ood-bands", "0"]) == 2
     assert "--ood-bands 0: expected at least 1" in capsys.readouterr().err
     assert not out.exists()  # nothing written
+    taken = tmp_path / "a_file"
+    taken.write_text("kept")
+    assert cli.main([*bilstm[:3], "--baseline", "persistence", "--out", str(taken)]) == 2
+    error = capsys.readouterr().err
+    assert f"--out {taken} exists and is not a folder" in error and error.count("\n") == 1
+    assert taken.read_text() == "kept"
 
 
 def test_ood_bands_and_counts_by_hand() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from paramlib.cli import Subparsers
 from paramlib.doctor import build_dir
-from paramlib.guards import UserInputError
+from paramlib.guards import UserInputError, check_output_path
 
 SPLITS = ("val", "test")  # the testbed's historical and +4K
 
@@ -129,6 +129,7 @@ def _score(args: argparse.Namespace) -> int:
         raise UserInputError("--baseline and --no-baselines: give one of them")
     if args.ood_bands < 1:
         raise UserInputError(f"--ood-bands {args.ood_bands}: expected at least 1")
+    check_output_path(args.out, "--out", "dir")
     labels = _labels(args.label, args.models)
     store = resolve_store(args.dataset)
     groups = set(zarr.open_group(str(store), mode="r").group_keys())

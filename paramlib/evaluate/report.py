@@ -23,6 +23,7 @@ matplotlib.use("Agg")  # files only: no display on build machines and clusters
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 import numpy as np  # noqa: E402
 
+from paramlib.atomic import write_atomic  # noqa: E402
 from paramlib.evaluate.engine import ALL  # noqa: E402
 
 R2_FLOOR = -1.0  # profiles show R^2 from here to 1; lower values are drawn at the floor
@@ -519,12 +520,14 @@ def write_report(
     `out`, with `extra` blocks after the title; returns the path of report.html."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(
-        json.dumps(_jsonable(metrics or results), indent=1, allow_nan=False)
-    )
+    # Each file whole or not at all: an earlier report stays readable until replaced.
+    text = json.dumps(_jsonable(metrics or results), indent=1, allow_nan=False)
+    write_atomic(out / "metrics.json", lambda handle: handle.write(text.encode()))
     blocks = report_blocks(results, out)
     blocks[1:1] = list(extra)
-    (out / "report.md").write_text(render_markdown(blocks))
+    markdown = render_markdown(blocks)
+    write_atomic(out / "report.md", lambda handle: handle.write(markdown.encode()))
     title = blocks[0].text if isinstance(blocks[0], Heading) else "paramlib evaluation"
-    (out / "report.html").write_text(render_html(blocks, title))
+    page = render_html(blocks, title)
+    write_atomic(out / "report.html", lambda handle: handle.write(page.encode()))
     return out / "report.html"
