@@ -20,9 +20,10 @@ CASE:
           above the diagnosed cloud top, CUTOP there, QV + T RQVCUTEN >= 0, no negative
           hydrometeor tendency, PRATEC closed on the net water loss (1), the counts in the
           log, the first call equal to paramlib.wrf_plugin.limit_columns in PyTorch
-  ood     the same model, whose valid_range puts level 1 of t out of range: one line of
-          out-of-range counts every paramlib_cu_ood_every calls (and at finalize), the
-          default (the calls in one hour) too; a model without ranges says so once
+  ood     the same model, whose valid_range (t only) puts level 1 of t out of range: one
+          line of out-of-range counts every paramlib_cu_ood_every calls (and at finalize),
+          the default (the calls in one hour) too; inputs without a range are named once, a
+          model without any says so once
   wrfpp   runs A-E with the driver built on the plugin preprocessed as WRF does
           (wrf_preprocess.py) on 2 OpenMP threads: one model handle per thread, tiles in
           threads equal to one serial tile bit for bit
@@ -477,7 +478,13 @@ def case_ood(work: Path) -> None:
     for every, periods in ((2, [2] * 5 + [1]), (0, [11])):
         options = PluginOptions(model, ood_every=every)
         result = run_driver(write_namelist(work / "ood.nml", options, settings), program=DRIVER[0])
-        expect(result, True, "all checks passed", what=f"runs A-E, paramlib_cu_ood_every = {every}")
+        expect(
+            result,
+            True,
+            "all checks passed",
+            "records no training range (valid_range) for qv: left out of the out-of-range counts",
+            what=f"runs A-E, paramlib_cu_ood_every = {every}; qv named as without a range",
+        )
         lines = ood_lines(result.stdout)
         band = f"t[1-{nlev // 4}]"
         if [calls for _, calls, _ in lines] != periods or any(

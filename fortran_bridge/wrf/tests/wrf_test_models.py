@@ -13,8 +13,7 @@ limit_probe_model(path, nlev)   t and qv in; what the plugin's physical limits m
                                 dries_out(t at level 1), else qv / (2 PROBE_NCA); RQCCUTEN
                                 -1e-8 on levels 1-3, the other hydrometeors 1e-9 on every
                                 level; PRATEC 1e-3 mm s-1, NCA PROBE_NCA. Its valid_range
-                                puts level 1 of t out of range for every column (the other
-                                levels and qv in)
+                                (t only) puts level 1 of t out of range for every column
 """
 
 # (no `from __future__ import annotations`: TorchScript reads the Final annotations)
@@ -111,9 +110,8 @@ def nan_heating_model(path: Path, nlev: int) -> Path:
 
 def limit_probe_model(path: Path, nlev: int) -> Path:
     t_range = {"min": [0.0] * nlev, "max": [0.0] + [1000.0] * (nlev - 1)}
-    qv_range = {"min": [-1.0] * nlev, "max": [1.0] * nlev}
     inputs = [FieldSpec("t", "K", nlev), FieldSpec("qv", "kg kg-1", nlev)]
-    return _save(LimitProbe(nlev), path, nlev, inputs, {"t": t_range, "qv": qv_range})
+    return _save(LimitProbe(nlev), path, nlev, inputs, {"t": t_range})
 
 
 def odd_tile_failure_model(path: Path, nlev: int) -> Path:
