@@ -155,7 +155,7 @@ def _nint(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
-def limitcolumns(
+def limit_columns(
     ten: dict[str, np.ndarray],
     pratec: np.ndarray,
     state: Mapping[str, np.ndarray],
@@ -240,7 +240,7 @@ def first_call_parity(
     limited = {name: predicted.get(name, zeros) for name in TENDENCIES}
     pratec = predicted["pratec"][:, 0] if "pratec" in predicted else zeros[:, 0]
     period = np.maximum(rounded, np.float32(int(ds.attrs["STEPCU"]) * dt))
-    pratec = limitcolumns(
+    pratec = limit_columns(
         limited, pratec, state, period, options.top_fraction, options.water_closure == 1
     )
     expected: dict[str, np.ndarray] = {}

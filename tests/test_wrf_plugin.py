@@ -12,10 +12,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
-from wrf_data import CTL
+import xarray as xr
+from wrf_data import CTL, WRF_DIR
 
 from paramlib import doctor
+from paramlib.wrf_plugin import TENDENCIES, TOP_FRACTION, limit_columns
 
 CASES = (
     "wrf_plugin_model",
@@ -85,3 +88,41 @@ def test_wrf_plugin_ctest_cases_pass() -> None:
     assert result.returncode == 0, f"ctest failed:\n{output}"
     for case in CASES:  # each ran and passed: none skipped, none missing
         assert any(case in line and "Passed" in line for line in output.splitlines()), output
+
+
+def mskf_active_columns() -> dict[str, np.ndarray]:
+    """MSKF's six tendencies of every active column (any heating or moistening) of the four
+    shared runs, (column, level), float32 as the plugin sees them."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in TENDENCIES}
+    for path in sorted(WRF_DIR.glob("wrfout_d01_*.nc")):
+        with xr.open_dataset(path) as ds:
+            frames = {
+                name: ds[name.upper()]
+                .transpose("Time", "south_north", "west_east", "bottom_top")
+                .values.astype(np.float32)
+                .reshape(-1, ds.sizes["bottom_top"])
+                for name in TENDENCIES
+            }
+        active = (frames["rthcuten"] != 0).any(axis=1) | (frames["rqvcuten"] != 0).any(axis=1)
+        for name in TENDENCIES:
+            parts[name].append(frames[name][active])
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
+
+def test_the_default_cloud_top_cuts_no_mskf_column() -> None:
+    """paramlib_cu_top_fraction's default (5e-4) keeps every level of every active MSKF column
+    of the shared runs (measured: the activity at MSKF's CUTOP is >= 5.74e-4 of the column's
+    largest), while twice the measured bound would cut some: the default is no guess."""
+    mskf = mskf_active_columns()
+    ncol, nlev = mskf["rthcuten"].shape
+    assert ncol > 10000
+    state = {name: np.ones((ncol, nlev), np.float32) for name in ("qv", "rho", "dz8w")}
+    no_period = np.zeros(ncol, np.float32)  # the drying limit left out: the top alone
+
+    def cut(fraction: float) -> int:
+        ten = {name: values.copy() for name, values in mskf.items()}
+        limit_columns(ten, np.zeros(ncol, np.float32), state, no_period, fraction)
+        return int(sum((ten[name] != mskf[name]).any(axis=1) for name in TENDENCIES).sum())
+
+    assert cut(TOP_FRACTION) == 0
+    assert cut(2 * 5.74e-4) > 0
