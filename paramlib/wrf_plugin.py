@@ -185,10 +185,10 @@ def limit_columns(
     pratec = scale * pratec
     for name in HYDROMETEORS:
         ten[name] = np.maximum(ten[name], f32(0))
-    if water_closure:
-        mass = state["rho"] * state["dz8w"]
+    if water_closure:  # summed in float64, as the plugin does
+        mass = state["rho"].astype(np.float64) * state["dz8w"]
         loss = -sum((ten[name] * mass).sum(axis=1) for name in TENDENCIES[1:])
-        pratec = np.maximum(loss, f32(0))
+        pratec = np.maximum(loss, 0.0)
     return pratec.astype(f32)
 
 
