@@ -85,6 +85,8 @@ def test_apply_wires_the_scheme_where_mskf_is(wrf: Path) -> None:
     assert re.search(top, registry)
     for option in ("top_fraction", "water_closure", "ood_every"):
         assert f"{option.upper()}=config_flags%paramlib_cu_{option}" in init
+    # WRF's .F rule drops comment lines holding an apostrophe; none in what the kit writes
+    assert not [line for line in registry.splitlines() if "paramlib" in line and "'" in line]
     addtendc = (wrf / "phys/module_physics_addtendc.F").read_text()
     tendencies = addtendc[: addtendc.index("END SUBROUTINE phy_cu_ten")]
     assert "MSKFSCHEME, PARAMLIBSCHEME)" in tendencies

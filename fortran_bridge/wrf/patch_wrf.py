@@ -70,7 +70,7 @@ NAMELIST = [  # (type, name, default, description)
     ("character", "paramlib_cu_sha256", '"none"', "expected SHA-256 of the model (none: no check)"),
     ("integer", "paramlib_cu_on_error", "0", "failed model call: 0 stop, 1 zero that tile"),
     ("real", "paramlib_cu_top_fraction", "0.0005", "cloud top: activity >= this x column max"),
-    ("integer", "paramlib_cu_water_closure", "0", "1: PRATEC = the column's net water loss"),
+    ("integer", "paramlib_cu_water_closure", "0", "1: PRATEC = net column water loss"),
     ("integer", "paramlib_cu_ood_every", "0", "calls between out-of-range logs (0: 1 hour)"),
 ]
 # Arguments of cu_paramlib taken from MSKF's CALL in the cumulus driver, by keyword.
