@@ -37,13 +37,18 @@ def test_demo_runs_the_model_from_fortran_and_matches_torch(tmp_path: Path) -> N
     bridge = re.search(r"max \|Fortran - PyTorch\| / scale = (\S+)", result.stdout)
     assert bridge is not None and float(bridge.group(1)) <= demo.BRIDGE_TOLERANCE, result.stdout
 
+    # The Bi-LSTMs on held-out data beside the baselines, with the out-of-distribution report.
+    plus4k = tmp_path / "emulators" / "bilstm_testbed_wrf_plus4k" / "report.md"
+    assert "## Out of distribution" in plus4k.read_text()
+    for label in ("bilstm_testbed_wrf_plus4k (small variant)", "persistence", "climatology"):
+        assert re.search(rf"  {re.escape(label)} +trigger F1 ", result.stdout), label
     assert (tmp_path / "evaluation" / "report.html").is_file()
     assert re.search(r"\| MF-RPN HF\(LF\(x\)\) \| mfrpn_hf_of_lf \| ", result.stdout), result.stdout
 
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("up to date") >= 2 + len(demo.TESTBED_RECIPES), again.stdout
-    # coupling, WRF plugin and evaluation say their kept summaries again
+    # coupling, WRF plugin, held-out emulators and evaluation say their kept summaries again
     kept = re.findall(r"^ +up to date \(.*summary\.txt\):$", again.stdout, re.MULTILINE)
-    assert len(kept) == 3, again.stdout
+    assert len(kept) == 4, again.stdout
     assert again.stderr.count("finished at step") >= len(demo.TRAINED) - 1, again.stderr
