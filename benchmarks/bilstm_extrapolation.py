@@ -125,9 +125,10 @@ def train(spec: Fold, store: Path, rep: str, seed: int, args: argparse.Namespace
         *REPRESENTATIONS[rep],
         *args.set,
     ]
+    resume = ["--resume"] if (folder / "checkpoint.pt").exists() else []  # an interrupted run
     start = time.monotonic()
     run(
-        [*PARAMLIB, "train", str(spec.config), *overrides, "--out", str(folder)],
+        [*PARAMLIB, "train", str(spec.config), *overrides, "--out", str(folder), *resume],
         args.out / "logs" / f"{spec.name}_{rep}_s{seed}.log",
     )
     print(f"  {spec.name} {rep} seed {seed}: {time.monotonic() - start:.0f} s", flush=True)
