@@ -2,9 +2,10 @@
 
 Each case is `Task.step_loss`, backward and Adam on the real MSKF store through the task code
 ``paramlib train`` runs (training/configs/bilstm_wrf_mskf.yaml, its network as configured),
-with the LSTM on oneDNN (PyTorch's default on x86 CPUs) or on ATen's own kernels, for each
-batch size. Cases alternate for --rounds rounds and keep their best; one torch thread. The
-last column is the full config's training time at that rate (its steps x its batch size).
+with the LSTM on oneDNN (PyTorch's default on x86 CPUs) or on ATen's own kernels, in float32
+or with the forward pass in bfloat16 (train.precision), for each batch size. Cases alternate
+for --rounds rounds and keep their best; one torch thread. The last column is the full
+config's training time at that rate (its steps x its batch size).
 
     .venv/bin/python benchmarks/bilstm_training_speed.py \\
         --store build/demo/stores/bilstm_wrf_mskf.zarr --json build/bench/bilstm_training_speed.json
@@ -34,14 +35,19 @@ from paramlib.train.config import load_config  # noqa: E402
 from paramlib.train.tasks import task_from_stores  # noqa: E402
 
 CONFIG = ROOT / "training" / "configs" / "bilstm_wrf_mskf.yaml"
-BACKENDS = {"onednn": True, "aten": False}  # torch.backends.mkldnn.enabled
+# LSTM kernels (torch.backends.mkldnn.enabled) and train.precision of each case.
+CASES = {
+    "onednn float32": (True, "float32"),
+    "aten float32": (False, "float32"),
+    "onednn bfloat16": (True, "bfloat16"),
+}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     config = load_config(CONFIG, [f"data.store={args.store}", *args.set])
     task = task_from_stores(config)
     task.prepare(torch.device("cpu"), 0, 1, 0, 1)
-    cases = [(backend, batch) for batch in args.batch for backend in BACKENDS]
+    cases = [(name, batch) for batch in args.batch for name in CASES]
     nets = {}
     for case in cases:
         torch.manual_seed(0)
@@ -49,9 +55,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         nets[case] = (net, torch.optim.Adam(net.parameters(), lr=config.train.lr))
 
     def steps(case: tuple[str, int], count: int) -> float:
-        (backend, batch), (net, optimizer) = case, nets[case]
+        (name, batch), (net, optimizer) = case, nets[case]
+        onednn, task.config.train.precision = CASES[name]
         task.batch_size = batch
-        with torch.backends.mkldnn.flags(enabled=BACKENDS[backend]):
+        with torch.backends.mkldnn.flags(enabled=onednn):
             start = time.perf_counter()
             for step in range(count):
                 loss, _ = task.step_loss(net, net, step)
@@ -68,11 +75,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seconds[case].append(steps(case, args.steps))
     full = config.train.steps * config.train.batch_size
     rows = []
-    for (backend, batch), times in seconds.items():
+    for (name, batch), times in seconds.items():
         rate = args.steps * batch / min(times)
         rows.append(
             {
-                "backend": backend,
+                "case": name,
                 "batch": batch,
                 "samples_per_s": rate,
                 "steps_per_s": rate / batch,
@@ -105,10 +112,11 @@ def print_table(report: dict[str, Any]) -> None:
         f"{s['network']}, {s['representation']}; full config {s['full_config']}; "
         f"{report['machine']['intra_op_threads']} torch thread(s)"
     )
-    print(f"{'LSTM kernels':<14}{'batch':>6}{'samples/s':>11}{'steps/s':>9}{'full (min)':>12}")
+    header = f"{'LSTM kernels, precision':<25}{'batch':>6}{'samples/s':>11}{'steps/s':>9}"
+    print(f"{header}{'full (min)':>12}")
     for row in report["cases"]:
         print(
-            f"{row['backend']:<14}{row['batch']:>6}{row['samples_per_s']:>11.0f}"
+            f"{row['case']:<25}{row['batch']:>6}{row['samples_per_s']:>11.0f}"
             f"{row['steps_per_s']:>9.2f}{row['full_config_minutes']:>12.1f}"
         )
 

@@ -50,6 +50,7 @@ LOADERS = ("auto", "memory", "streaming")
 DEVICES = ("auto", "cpu", "cuda")
 REPRESENTATIONS = ("physical", "invariant")  # the Bi-LSTM's features (paramlib.models.bilstm)
 SCALINGS = ("level", "field")
+PRECISIONS = ("float32", "bfloat16")  # train.precision: the forward pass's (autocast)
 OUTPUTS = ("mean_spread", "members", "mean", "member")
 PAPER_HIDDEN = [512] * 7
 
@@ -147,6 +148,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     device: str = "auto"  # auto: cuda when available
     threads: int | None = None  # torch intra-op threads per process; default torch's
+    # bfloat16: the Bi-LSTM's forward pass under autocast (oneDNN's bf16 kernels on CPUs with
+    # AVX512-BF16/AMX, tensor cores on GPUs); weights, optimizer and loss stay float32.
+    precision: str = "float32"
     progress: bool = True
 
 
@@ -433,6 +437,7 @@ def _validate(config: Config, tree: _Tree) -> None:
         "data.normalisation": (config.normalisation, NORMALISATIONS),
         "data.loader": (data.loader, LOADERS),
         "train.device": (train.device, DEVICES),
+        "train.precision": (train.precision, PRECISIONS),
         "export.output": (config.export_output, OUTPUTS),
     }
     for dotted, (value, allowed) in choices.items():
@@ -480,6 +485,8 @@ def _validate(config: Config, tree: _Tree) -> None:
     )
     if needs_lf and not data.lf_store:
         fail("data.lf_store", "required: the LF store (its statistics, or the LF-RPN's data)")
+    if train.precision != "float32" and model.kind != "bilstm":
+        fail("train.precision", f"{train.precision} is implemented for kind bilstm only")
     if model.kind == "bilstm" and config.export_output != "mean":
         fail("export.output", "a Bi-LSTM exports one model: mean (or leave it unset)")
     if config.export_output == "mean_spread" and not config.ensemble:

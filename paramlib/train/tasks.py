@@ -575,7 +575,13 @@ class BiLSTMTask(Task):
             index = self.batch_index(step)["train"]
             inputs = [x[index] for x in self.data["train"][0]]
             targets = [y[index] for y in self.data["train"][1]]
-        loss, parts = bilstm_loss(net, model(inputs), targets)
+        if self.config.train.precision == "bfloat16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                raw = model(inputs)
+            raw = tuple(part.float() for part in raw)  # the loss in float32
+        else:
+            raw = model(inputs)
+        loss, parts = bilstm_loss(net, raw, targets)
         return loss, torch.stack([loss.detach(), parts["mae"], parts["bce"]])
 
     def val_losses(self, net: nn.Module) -> Tensor:
