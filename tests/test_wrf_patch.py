@@ -31,6 +31,7 @@ SOURCES = (
     "phys/module_physics_init.F",
     "phys/module_physics_addtendc.F",
     "dyn_em/module_em.F",
+    "dyn_em/start_em.F",
 )
 
 
@@ -85,6 +86,18 @@ def test_apply_wires_the_scheme_where_mskf_is(wrf: Path) -> None:
     assert re.search(top, registry)
     for option in ("top_fraction", "water_closure", "ood_every"):
         assert f"{option.upper()}=config_flags%paramlib_cu_{option}" in init
+    # A cold start in cu_paramlib_init: MSKF's arrays and the *_pl copies, which start_em passes
+    # through phy_init and cu_init as optional arguments (cu_init sees no grid)
+    assert "RESTART=restart" in init and "NCA_PREV=NCA_PL" in init and "ITS=its" in init
+    pl = "RTHCUTEN_PL, RQVCUTEN_PL, RQCCUTEN_PL, RQRCUTEN_PL, RQICUTEN_PL, RQSCUTEN_PL"
+    assert (
+        init.count(f"OPTIONAL, INTENT(INOUT) :: &   ! paramlib cumulus plugin\n        {pl}\n") == 2
+    )
+    assert init.count(f"{pl}, NCA_PL)   ! paramlib cumulus plugin") == 2  # both headers
+    assert "NCA_PL=NCA_PL)   ! paramlib cumulus plugin" in init  # phy_init's CALL cu_init
+    start = (wrf / "dyn_em/start_em.F").read_text()
+    assert ", NCA_PL=grid%nca_pl)   ! paramlib cumulus plugin" in start
+    assert start.count("RTHCUTEN_PL=grid%rthcuten_pl") == 1
     # WRF's .F rule drops comment lines holding an apostrophe; none in what the kit writes
     assert not [line for line in registry.splitlines() if "paramlib" in line and "'" in line]
     addtendc = (wrf / "phys/module_physics_addtendc.F").read_text()
@@ -113,7 +126,7 @@ def test_apply_twice_and_dry_run_change_nothing(wrf: Path) -> None:
     assert kit("apply", "--wrf", wrf).returncode == 0
     patched = snapshot(wrf)
     again = kit("apply", "--wrf", wrf)
-    assert again.returncode == 0 and again.stdout.count("already applied") == 7
+    assert again.returncode == 0 and again.stdout.count("already applied") == 8
     assert snapshot(wrf) == patched
 
 
@@ -155,16 +168,20 @@ def test_cu_init_with_preprocessor_lines_in_its_argument_list(wrf: Path) -> None
     result = kit("apply", "--wrf", wrf)
     assert result.returncode == 0, result.stderr
     after = init.read_text()
-    assert "CALL cu_paramlib_init(" in after and "KDS=kds, KDE=kde)" in after
-    head = after[after.index("SUBROUTINE cu_init") : after.index("IMPLICIT NONE")]
+    assert "CALL cu_paramlib_init(" in after and "KDS=kds, KDE=kde, RESTART=restart" in after
+    start = after.index("SUBROUTINE cu_init")  # phy_init comes first in the file
+    head = after[start : after.index("IMPLICIT NONE", start)]
     # MSKF's module is used outside any #if there: the plugin's USE gets an EM_CORE guard
     assert re.search(
         r"USE module_cu_mskf\n#if \(EM_CORE == 1\)\n   USE module_cu_paramlib, ONLY : "
         r"cu_paramlib_init.*\n.*PARAMLIBSCHEME\n#endif\n",
         head,
     )
-    arguments = before[before.index("SUBROUTINE cu_init") : before.index("   USE ")]
-    assert arguments in after  # the argument list itself untouched
+    start = before.index("SUBROUTINE cu_init")
+    arguments = before[start : before.index("   USE ", start)]
+    kept, last = arguments.rstrip("\n").rsplit("\n", 1)
+    assert kept in after  # the argument list itself untouched, the *_pl arrays appended
+    assert last.removesuffix(")") + ", &\n        RTHCUTEN_PL, " in after
 
 
 def test_untouched_bytes_stay_and_no_registry_copy_is_made(wrf: Path) -> None:

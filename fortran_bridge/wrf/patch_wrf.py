@@ -16,7 +16,10 @@ anchored on MSKF's own lines (cu_physics = 11), so the plugin is wired exactly w
   phys/module_cumulus_driver.F  USE + CASE (PARAMLIBSCHEME) calling cu_paramlib with the actual
                                 arguments MSKF's CALL passes, plus grid%*_pl
   phys/module_physics_init.F    USE + CASE (PARAMLIBSCHEME) in cu_init calling cu_paramlib_init
-                                with config_flags%paramlib_cu_*
+                                with config_flags%paramlib_cu_*, restart and the arrays it
+                                starts cold (MSKF's and the *_pl copies); the *_pl arrays as
+                                optional arguments of cu_init and phy_init, passed from
+  dyn_em/start_em.F             start_em's CALL phy_init (grid%*_pl)
   phys/module_physics_addtendc.F  PARAMLIBSCHEME next to MSKFSCHEME in phy_cu_ten's CASE: its
                                 default branch is silent, without this the tendencies are never
                                 applied
@@ -73,6 +76,12 @@ NAMELIST = [  # (type, name, default, description)
     ("integer", "paramlib_cu_water_closure", "0", "1: PRATEC = net column water loss"),
     ("integer", "paramlib_cu_ood_every", "0", "calls between out-of-range logs (0: 1 hour)"),
 ]
+# The scheme's state as optional dummies of phy_init and cu_init (RTHCUTEN_PL ...), which
+# start_em passes from grid% so that cu_paramlib_init can start it cold.
+PL_ARGUMENTS = [name.upper() for name, _, _ in PREV_STATE]
+# cu_init's own arguments that cu_paramlib_init starts cold, and the bounds it needs.
+COLD_START = "RTHCUTEN RQVCUTEN RQCCUTEN RQRCUTEN RQICUTEN RQSCUTEN NCA W0AVG".split()
+BOUNDS = "ids ide jds jde ims ime jms jme kms kme its ite jts jte kts kte".split()
 # Arguments of cu_paramlib taken from MSKF's CALL in the cumulus driver, by keyword.
 FROM_MSKF = (
     "DT KTAU STEPCU U V W TH T QV PCPS PI RHO DZ8W W0AVG HFX UST PBLH XLAND RTHCUTEN RQVCUTEN"
@@ -223,6 +232,50 @@ def continued(head: str, items: list[str], indent: str, limit: int = 96) -> list
     return [line + " &" for line in out[:-1]] + [out[-1] + ")"]
 
 
+def append_arguments(lines: list[str], first: int, last: int, items: list[str], what: str) -> None:
+    """items at the end of the argument list of the statement lines[first..last] (a CALL or a
+    SUBROUTINE header ending in `)`), on continuation lines of their own; the `)` may sit on a
+    line of its own after an #if block, as in WRF's phy_init."""
+    i = next(
+        k
+        for k in range(last, first - 1, -1)
+        if not directive(lines[k]) and code_part(lines[k]).strip()
+    )
+    code, comment = code_part(lines[i]).rstrip(), lines[i][len(code_part(lines[i])) :].strip()
+    if not code.endswith(")"):
+        raise PatchError(f"{what} does not end in `)`")
+    indent = re.match(r"\s*", lines[first]).group(0) + "     "
+    head = code[:-1].rstrip() or code[:-1]
+    rows = continued("", items, indent)
+    rows[0] = indent + rows[0][1:]  # continued's first row starts with `(`
+    rows[-1] = f"{rows[-1]}   ! {MARK}"
+    lines[i : i + 1] = [f"{head}, &" + (f" {comment}" if comment else ""), *rows]
+
+
+def declare_state(lines: list[str], routine: str, path: str) -> None:
+    """The *_pl arrays as optional dummies of `routine`: appended to its arguments, declared
+    after the statement that declares its memory bounds (ims ...)."""
+    first, last = routine_span(lines, routine, path)
+    header = statements(lines, first, last)[0]
+    bounds = next(
+        (
+            b
+            for a, b in statements(lines, header[1] + 1, last)
+            if re.match(r"\s*INTEGER\b.*::.*\bims\b.*\bkme\b", joined(lines, a, b), re.I)
+        ),
+        None,
+    )
+    if bounds is None:
+        raise PatchError(f"{path}: {routine} declares no INTEGER ims ... kme")
+    profiles = ", ".join(PL_ARGUMENTS[:-1])
+    lines[bounds + 1 : bounds + 1] = [
+        f"   REAL, DIMENSION(ims:ime, kms:kme, jms:jme), OPTIONAL, INTENT(INOUT) :: &   ! {MARK}",
+        f"        {profiles}",
+        f"   REAL, DIMENSION(ims:ime, jms:jme), OPTIONAL, INTENT(INOUT) :: {PL_ARGUMENTS[-1]}",
+    ]
+    append_arguments(lines, *header, PL_ARGUMENTS, f"{path}: SUBROUTINE {routine}")
+
+
 def em_core_guarded(lines: list[str], at: int, body: list[str]) -> list[str]:
     """body inside #if (EM_CORE == 1) unless line `at` already sits in such a block (MSKF is
     EM-only, and so is its neighbourhood)."""
@@ -308,7 +361,7 @@ def cumulus_driver(lines: list[str], path: str, n: int) -> str:
 def physics_init(lines: list[str], path: str, n: int) -> str:
     first, last = routine_span(lines, "cu_init", path)
     head = joined(lines, *statements(lines, first, last)[0])
-    for name in ("config_flags", "kds", "kde"):
+    for name in ("config_flags", "restart", "kds", "kde", *COLD_START, *BOUNDS):
         if not re.search(rf"\b{name}\b", head, re.I):
             raise PatchError(f"{path}: cu_init has no argument {name}")
     case = find_line(
@@ -323,11 +376,26 @@ def physics_init(lines: list[str], path: str, n: int) -> str:
     use = find_line(
         lines, r"^\s*USE\s+module_cu_mskf\b", path, "USE module_cu_mskf in cu_init", first, case
     )
-    call = continued(
-        "          CALL cu_paramlib_init", [*args, "KDS=kds", "KDE=kde"], "               "
-    )
+    # A cold start (restart false) sets MSKF's arrays and the scheme's *_pl copies on the tile.
+    args += ["KDS=kds", "KDE=kde", "RESTART=restart", *(f"{a}={a}" for a in COLD_START)]
+    args += [f"{a[:-3]}_PREV={a}" for a in PL_ARGUMENTS]
+    args += [f"{b.upper()}={b}" for b in BOUNDS]
+    call = continued("          CALL cu_paramlib_init", args, "               ")
     add_use_and_case(lines, use, case, "cu_paramlib_init", call)
-    return f"USE and CASE ({SCHEME}) in cu_init"
+    declare_state(lines, "cu_init", path)
+    first, last = routine_span(lines, "phy_init", path)
+    call_cu_init = find_line(lines, r"^\s*CALL\s+cu_init\s*\(", path, "CALL cu_init", first, last)
+    statement = statements(lines, call_cu_init)[0]
+    append_arguments(lines, *statement, [f"{a}={a}" for a in PL_ARGUMENTS], f"{path}: CALL cu_init")
+    declare_state(lines, "phy_init", path)
+    return f"USE and CASE ({SCHEME}) in cu_init; the *_pl arrays through phy_init and cu_init"
+
+
+def start_em(lines: list[str], path: str, n: int) -> str:
+    call = find_line(lines, r"^\s*CALL\s+phy_init\s*\(", path, "CALL phy_init")
+    items = [f"{a}=grid%{a.lower()}" for a in PL_ARGUMENTS]
+    append_arguments(lines, *statements(lines, call)[0], items, f"{path}: CALL phy_init")
+    return "grid%*_pl into CALL phy_init"
 
 
 def physics_addtendc(lines: list[str], path: str, n: int) -> str:
@@ -469,6 +537,7 @@ def apply(root: Path, n: int, dry_run: bool) -> int:
         "Registry/Registry.EM_COMMON": [registry],
         "phys/module_cumulus_driver.F": [cumulus_driver],
         "phys/module_physics_init.F": [physics_init],
+        "dyn_em/start_em.F": [start_em],
         "phys/module_physics_addtendc.F": [physics_addtendc],
         "phys/Makefile": [next_to_mskf_object(".o")],
         "main/depend.common": [next_to_mskf_object(".o")],

@@ -24,7 +24,7 @@
 !>   C  the same tiles in OpenMP threads       equal to A bit for bit
 !>   D  A's first call with NaN in qv of nan_columns recomputed columns: those get zero
 !>      outputs, every other column equals A
-!>   E  a cold start (KTAU = 1): MSKF's initial values first
+!>   E  a cold start: cu_paramlib_init with RESTART = .false. (MSKF's initial values), KTAU = 1
 !> Every check prints a line; the first failure stops the program with status 1. Fatal
 !> initialisation errors stop it through wrf_error_fatal (wrf_error_shim.F90). A path that
 !> fills its 1024-character buffer (it may have been cut short) stops it with status 2.
@@ -295,14 +295,33 @@ contains
     error stop 2
   end subroutine fits
 
-  !> KTAU = 1: tendencies, NCA and W0AVG start from MSKF's initial values.
+  !> A cold start: init with RESTART = .false. on each tile (as WRF's phy_init loops over them)
+  !> gives MSKF's initial values; then KTAU = 1.
   subroutine cold_start_run()
     type(domain) :: d
     real :: wm
     logical :: w0_ok
-    integer :: i, j
+    integer :: i, j, n
     d = start_domain()
     call load_state(first_frame, d)
+    do n = 1, size(tiles%i_start)
+      call cu_paramlib_init(paramlib_cu_model, paramlib_cu_device, paramlib_cu_device_index, &
+                            paramlib_cu_fallback, paramlib_cu_threads, d%kds, d%kde, RESTART=.false., &
+                            RTHCUTEN=d%rthcuten, RQVCUTEN=d%rqvcuten, RQCCUTEN=d%rqccuten,           &
+                            RQRCUTEN=d%rqrcuten, RQICUTEN=d%rqicuten, RQSCUTEN=d%rqscuten,           &
+                            NCA=d%nca, W0AVG=d%w0avg, RTHCUTEN_PREV=d%rthcuten_prev,                 &
+                            RQVCUTEN_PREV=d%rqvcuten_prev, RQCCUTEN_PREV=d%rqccuten_prev,            &
+                            RQRCUTEN_PREV=d%rqrcuten_prev, RQICUTEN_PREV=d%rqicuten_prev,            &
+                            RQSCUTEN_PREV=d%rqscuten_prev, NCA_PREV=d%nca_prev,                      &
+                            IDS=d%ids, IDE=d%ide, JDS=d%jds, JDE=d%jde, IMS=d%ims, IME=d%ime,        &
+                            JMS=d%jms, JME=d%jme, KMS=d%kms, KME=d%kme, ITS=tiles%i_start(n),        &
+                            ITE=tiles%i_end(n), JTS=tiles%j_start(n), JTE=tiles%j_end(n),            &
+                            KTS=d%kds, KTE=d%kde)
+    end do
+    call check(all(d%nca(1:nx, 1:ny) == -100.) .and. all(d%nca_prev(1:nx, 1:ny) == -100.) .and. &
+               all(d%rthcuten_prev(1:nx, 1:nz, 1:ny) == 0.) .and. all(d%w0avg(1:nx, 1:nz, 1:ny) == 0.), &
+               'E: init with RESTART = .false.: NCA = -100, *_PREV and W0AVG 0 on every tile')
+    call check(halo_intact(d, HALO_MARK), 'E: init with RESTART = .false.: halo and level kde untouched')
     call cumulus_step(d, tiles, 1, .true.)
     w0_ok = .true.
     do j = d%jds, d%jde - 1
