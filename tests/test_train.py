@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -99,6 +100,27 @@ def test_config_errors_name_the_source_and_key(tmp_path: Path, stores: dict[str,
     bilstm = write_config(tmp_path / "b.yaml", run_config("bilstm", stores))
     with pytest.raises(ConfigError, match="export.output: a Bi-LSTM exports one model"):
         load_config(bilstm, ["export.output=members"])
+    with pytest.raises(ConfigError, match="train.precision: bfloat16 is implemented for kind"):
+        load_config(good, ["train.precision=bfloat16"])
+    with pytest.raises(ConfigError, match="model.representation: expected one of physical"):
+        load_config(bilstm, ["model.representation=warm"])
+    with pytest.raises(ConfigError, match="model.scaling: not read by kind 'rpn'"):
+        load_config(good, ["model.scaling=field"])
+
+
+def test_bilstm_features_and_bfloat16_forward_train_and_export(
+    tmp_path: Path, stores: dict[str, Path]
+) -> None:
+    options = ["model.scaling=field", "model.drop_inputs=[hfx]", "train.precision=bfloat16"]
+    config = config_of(tmp_path, stores, "bilstm", *options)
+    assert run(config, tmp_path / "run") == 0
+    saved = checkpoint.load(tmp_path / "run" / checkpoint.CHECKPOINT_FILE)
+    features = saved["spec"]["bilstm"]
+    assert features["scaling"] == "field" and features["drop_inputs"] == ["hfx"]
+    losses = [float(row["loss"]) for row in metric_rows(tmp_path / "run") if row["loss"]]
+    assert losses and all(np.isfinite(losses))
+    model = torch.jit.load(str(tmp_path / "run" / MODEL_FILE))
+    assert model.emulator.lstm.input_size == 6 - 1 + 3  # 6 inputs, hfx not a feature; 3 derived
 
 
 def test_overrides_are_typed_by_the_field_and_follow_the_variant(
