@@ -122,7 +122,7 @@ struct Model : std::enable_shared_from_this<Model> {
   std::unordered_map<uint64_t, std::unique_ptr<CallState>> calls;  // by ThreadCalls::token
 
   explicit Model(std::shared_ptr<const Loaded> l) : loaded(std::move(l)) {}
-  CallState &state();      // the calling thread's, created on first use; mu held
+  CallState &state();       // the calling thread's, created on first use; mu held
   CallState *find_state();  // nullptr before this thread's first set_input; mu held
 };
 
@@ -188,8 +188,8 @@ pl_handle register_model(std::shared_ptr<Model> m) {
 const std::string kPerThread = " (inputs and outputs are kept per calling thread)";
 
 int bad_handle(pl_handle h) {
-  return fail(PL_ERR_HANDLE, "model handle " + std::to_string(h) +
-                                 " is not a loaded model (never loaded, or already freed)");
+  return fail(PL_ERR_HANDLE,
+              "model handle " + std::to_string(h) + " is not a loaded model (never loaded, or already freed)");
 }
 
 std::string field_list(const std::vector<FieldSpec> &fields) {
@@ -200,9 +200,7 @@ std::string field_list(const std::vector<FieldSpec> &fields) {
 
 const char *kind_name(int kind) { return kind == 0 ? "input" : "output"; }
 
-const std::vector<FieldSpec> &fields_of(const ModelMetadata &m, int kind) {
-  return kind == 0 ? m.inputs : m.outputs;
-}
+const std::vector<FieldSpec> &fields_of(const ModelMetadata &m, int kind) { return kind == 0 ? m.inputs : m.outputs; }
 
 bool blank(const char *s) {
   if (!s) return true;
@@ -222,21 +220,20 @@ int check_field(const Model &m, int kind, const char *name, int nlev, const char
   const std::string n = name ? name : "";
   auto it = map.find(n);
   if (it == map.end())
-    return fail(PL_ERR_NAME, std::string("model '") + l.path + "' has no " + kind_name(kind) +
-                                 " named '" + n + "'; its " + kind_name(kind) +
-                                 "s are: " + field_list(fields));
+    return fail(PL_ERR_NAME, std::string("model '") + l.path + "' has no " + kind_name(kind) + " named '" + n +
+                                 "'; its " + kind_name(kind) + "s are: " + field_list(fields));
   const FieldSpec &f = fields[it->second];
   if (nlev != f.nlev)
-    return fail(PL_ERR_LEVELS, std::string(kind_name(kind)) + " '" + n + "': host field has " +
-                                   std::to_string(nlev) + " levels, model expects " +
-                                   std::to_string(f.nlev));
+    return fail(PL_ERR_LEVELS, std::string(kind_name(kind)) + " '" + n + "': host field has " + std::to_string(nlev) +
+                                   " levels, model expects " + std::to_string(f.nlev));
   if (blank(units)) {
     if (m.require_units)
-      return fail(PL_ERR_UNITS, std::string(kind_name(kind)) + " '" + n + "': no units given, and this handle requires them " +
+      return fail(PL_ERR_UNITS, std::string(kind_name(kind)) + " '" + n +
+                                    "': no units given, and this handle requires them " +
                                     "(require_units is on); model expects '" + f.units + "'");
   } else if (!paramlib::same_units(units, f.units)) {
-    return fail(PL_ERR_UNITS, std::string(kind_name(kind)) + " '" + n + "': host units '" +
-                                  units + "', model expects '" + f.units + "'");
+    return fail(PL_ERR_UNITS, std::string(kind_name(kind)) + " '" + n + "': host units '" + units +
+                                  "', model expects '" + f.units + "'");
   }
   if (!blank(level_order)) {
     if (!paramlib::known_level_order(level_order))
@@ -268,14 +265,10 @@ struct HostView {
     return torch::from_blob(data, {ncol, nlev}, {s_col, s_lev}, opt);
   }
   // Same memory seen with the column index split as the model tensor's rows.
-  torch::Tensor as_rows(const torch::Tensor &t) const {
-    return rank == 3 ? t.reshape({nj, ni, nlev}) : t;
-  }
+  torch::Tensor as_rows(const torch::Tensor &t) const { return rank == 3 ? t.reshape({nj, ni, nlev}) : t; }
 };
 
-std::string label(int kind, const char *name) {
-  return std::string(kind_name(kind)) + " '" + (name ? name : "") + "'";
-}
+std::string label(int kind, const char *name) { return std::string(kind_name(kind)) + " '" + (name ? name : "") + "'"; }
 
 int describe(int kind, const char *name, int rank, const int64_t *shape, const int64_t *strides, HostView *v) {
   if (!shape || !strides) return fail(PL_ERR_ARGUMENT, label(kind, name) + ": shape and strides are required");
@@ -285,11 +278,25 @@ int describe(int kind, const char *name, int rank, const int64_t *shape, const i
                                     std::to_string(d + 1) + " (must be >= 1)");
   v->rank = rank;
   switch (rank) {
-    case 1: v->ncol = shape[0]; v->nlev = 1; v->s_col = strides[0]; v->s_lev = 1; break;
-    case 2: v->nlev = shape[0]; v->ncol = shape[1]; v->s_lev = strides[0]; v->s_col = strides[1]; break;
+    case 1:
+      v->ncol = shape[0];
+      v->nlev = 1;
+      v->s_col = strides[0];
+      v->s_lev = 1;
+      break;
+    case 2:
+      v->nlev = shape[0];
+      v->ncol = shape[1];
+      v->s_lev = strides[0];
+      v->s_col = strides[1];
+      break;
     case 3:
-      v->ni = shape[0]; v->nlev = shape[1]; v->nj = shape[2];
-      v->s_i = strides[0]; v->s_lev = strides[1]; v->s_j = strides[2];
+      v->ni = shape[0];
+      v->nlev = shape[1];
+      v->nj = shape[2];
+      v->s_i = strides[0];
+      v->s_lev = strides[1];
+      v->s_j = strides[2];
       v->ncol = v->ni * v->nj;
       break;
     default:
@@ -300,15 +307,17 @@ int describe(int kind, const char *name, int rank, const int64_t *shape, const i
 }
 
 // The checks shared by pl_set_input and pl_get_output: layout, dtype, name, levels, units.
-int resolve_host(const Model &m, int kind, const char *name, const char *units, const void *data, int dtype,
-                 int rank, const int64_t *shape, const int64_t *strides, HostView *v, torch::ScalarType *t,
-                 int *index) {
+int resolve_host(const Model &m, int kind, const char *name, const char *units, const void *data, int dtype, int rank,
+                 const int64_t *shape, const int64_t *strides, HostView *v, torch::ScalarType *t, int *index) {
   int st = describe(kind, name, rank, shape, strides, v);
   if (st != PL_OK) return st;
-  if (dtype == PL_FLOAT32) *t = torch::kFloat32;
-  else if (dtype == PL_FLOAT64) *t = torch::kFloat64;
-  else return fail(PL_ERR_ARGUMENT, label(kind, name) + ": dtype " + std::to_string(dtype) +
-                                        " is not PL_FLOAT32 (0) or PL_FLOAT64 (1)");
+  if (dtype == PL_FLOAT32)
+    *t = torch::kFloat32;
+  else if (dtype == PL_FLOAT64)
+    *t = torch::kFloat64;
+  else
+    return fail(PL_ERR_ARGUMENT,
+                label(kind, name) + ": dtype " + std::to_string(dtype) + " is not PL_FLOAT32 (0) or PL_FLOAT64 (1)");
   st = check_field(m, kind, name, static_cast<int>(v->nlev), units, nullptr, index);
   if (st != PL_OK) return st;
   if (!data) return fail(PL_ERR_ARGUMENT, label(kind, name) + ": data pointer is NULL");
@@ -364,7 +373,9 @@ int pl_set_num_threads(int n) {
   });
 }
 
-int pl_cuda_device_count(void) { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+int pl_cuda_device_count(void) {
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
 
 int pl_model_load(const char *path, int device, int device_index, pl_handle *out) {
   return pl_model_load_pinned(path, device, device_index, nullptr, out);
@@ -376,7 +387,8 @@ int pl_model_load_pinned(const char *path, int device, int device_index, const c
   const std::string p = path ? path : "";
   const std::string want = lower(sha256 ? sha256 : "");
   if (!want.empty() && !is_sha256_hex(want))
-    return fail(PL_ERR_ARGUMENT, "expected SHA-256 of '" + p + "' must be 64 hexadecimal characters, got '" + want + "'");
+    return fail(PL_ERR_ARGUMENT,
+                "expected SHA-256 of '" + p + "' must be 64 hexadecimal characters, got '" + want + "'");
   return guarded("pl_model_load", [&]() -> int {
     IntraOpScope threads;
     std::ifstream file(p, std::ios::binary);
@@ -408,7 +420,8 @@ int pl_model_load_pinned(const char *path, int device, int device_index, const c
                                                : std::to_string(n) + " CUDA device(s) are visible"));
       l->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device_index));
     } else if (device != PL_DEVICE_CPU) {
-      return fail(PL_ERR_DEVICE, "device " + std::to_string(device) + " is not PL_DEVICE_CPU (0) or PL_DEVICE_CUDA (1)");
+      return fail(PL_ERR_DEVICE,
+                  "device " + std::to_string(device) + " is not PL_DEVICE_CPU (0) or PL_DEVICE_CUDA (1)");
     }
     torch::jit::ExtraFilesMap extra{{"paramlib.json", ""}};
     try {
@@ -423,7 +436,8 @@ int pl_model_load_pinned(const char *path, int device, int device_index, const c
       return fail(PL_ERR_LOAD, "'" + p + "' is not a loadable TorchScript model: " + error_summary(what));
     }
     if (extra["paramlib.json"].empty())
-      return fail(PL_ERR_METADATA, "model file '" + p + "' has no paramlib.json metadata (export it with paramlib.export.save)");
+      return fail(PL_ERR_METADATA,
+                  "model file '" + p + "' has no paramlib.json metadata (export it with paramlib.export.save)");
     try {
       l->meta = paramlib::parse_metadata(extra["paramlib.json"]);
     } catch (const std::exception &e) {
@@ -477,26 +491,30 @@ int pl_model_require_units(pl_handle model, int on) {
 int pl_model_num_fields(pl_handle model, int kind, int *n) {
   auto m = lookup(model);
   if (!m) return bad_handle(model);
-  if ((kind != 0 && kind != 1) || !n) return fail(PL_ERR_ARGUMENT, "pl_model_num_fields: kind must be 0 or 1 and n non-NULL");
+  if ((kind != 0 && kind != 1) || !n)
+    return fail(PL_ERR_ARGUMENT, "pl_model_num_fields: kind must be 0 or 1 and n non-NULL");
   *n = static_cast<int>(fields_of(m->loaded->meta, kind).size());
   return PL_OK;
 }
 
-int pl_model_field_info(pl_handle model, int kind, int index, char *name, int name_len, char *units,
-                        int units_len, int *nlev) {
+int pl_model_field_info(pl_handle model, int kind, int index, char *name, int name_len, char *units, int units_len,
+                        int *nlev) {
   auto m = lookup(model);
   if (!m) return bad_handle(model);
   if (kind != 0 && kind != 1) return fail(PL_ERR_ARGUMENT, "field kind must be 0 (input) or 1 (output)");
   const auto &fields = fields_of(m->loaded->meta, kind);
   if (index < 0 || index >= static_cast<int>(fields.size()))
-    return fail(PL_ERR_ARGUMENT, std::string(kind_name(kind)) + " index " + std::to_string(index) + " out of range 0.." +
-                                     std::to_string(fields.size() - 1));
+    return fail(PL_ERR_ARGUMENT, std::string(kind_name(kind)) + " index " + std::to_string(index) +
+                                     " out of range 0.." + std::to_string(fields.size() - 1));
   const FieldSpec &f = fields[index];
   // Too short a buffer is an error, never a truncated name.
-  const auto fits = [](const std::string &s, const char *buf, int len) { return !buf || static_cast<std::size_t>(len) > s.size(); };
+  const auto fits = [](const std::string &s, const char *buf, int len) {
+    return !buf || static_cast<std::size_t>(len) > s.size();
+  };
   if (!fits(f.name, name, name_len) || !fits(f.units, units, units_len))
-    return fail(PL_ERR_ARGUMENT, std::string(kind_name(kind)) + " '" + f.name + "': name needs " + std::to_string(f.name.size() + 1) +
-                                     " and units " + std::to_string(f.units.size() + 1) + " bytes, buffers have " +
+    return fail(PL_ERR_ARGUMENT, std::string(kind_name(kind)) + " '" + f.name + "': name needs " +
+                                     std::to_string(f.name.size() + 1) + " and units " +
+                                     std::to_string(f.units.size() + 1) + " bytes, buffers have " +
                                      std::to_string(name_len) + " and " + std::to_string(units_len));
   const auto put = [](const std::string &s, char *buf) {
     if (buf) std::memcpy(buf, s.c_str(), s.size() + 1);
@@ -522,8 +540,10 @@ int pl_model_metadata_json(pl_handle model, char *buf, int buflen, int *needed) 
   if (needed) *needed = static_cast<int>(s.size()) + 1;
   if (buf && buflen > 0) {
     // Whole or nothing: a truncated JSON would parse as garbage or not at all.
-    if (static_cast<std::size_t>(buflen) > s.size()) std::memcpy(buf, s.c_str(), s.size() + 1);
-    else buf[0] = '\0';
+    if (static_cast<std::size_t>(buflen) > s.size())
+      std::memcpy(buf, s.c_str(), s.size() + 1);
+    else
+      buf[0] = '\0';
   }
   return PL_OK;
 }
@@ -535,8 +555,8 @@ int pl_model_valid_range(pl_handle model, const char *name, double *lo, double *
   const std::string n = name ? name : "";
   const auto it = meta.input_index.find(n);
   if (it == meta.input_index.end())
-    return fail(PL_ERR_NAME, "model '" + m->loaded->path + "' has no input named '" + n + "'; its inputs are: " +
-                                 field_list(meta.inputs));
+    return fail(PL_ERR_NAME, "model '" + m->loaded->path + "' has no input named '" + n +
+                                 "'; its inputs are: " + field_list(meta.inputs));
   const FieldSpec &f = meta.inputs[it->second];
   if (nlev) *nlev = f.nlev;
   return guarded("pl_model_valid_range", [&]() -> int {
@@ -587,8 +607,8 @@ int pl_set_input(pl_handle model, const char *name, const char *units, const voi
     const int st = resolve_host(*m, 0, name, units, data, dtype, rank, shape, strides, &v, &t, &index);
     if (st != PL_OK) return st;
     if (cs.ncol >= 0 && cs.ncol != v.ncol)
-      return fail(PL_ERR_SHAPE, label(0, name) + ": " + std::to_string(v.ncol) + " columns, but inputs already set for this call have " +
-                                    std::to_string(cs.ncol));
+      return fail(PL_ERR_SHAPE, label(0, name) + ": " + std::to_string(v.ncol) +
+                                    " columns, but inputs already set for this call have " + std::to_string(cs.ncol));
     cs.ncol = v.ncol;
     // Flags per input, so setting a field again replaces its earlier verdict.
     auto &flags = cs.input_bad[index];
@@ -662,21 +682,24 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
       return fail(PL_ERR_RUNTIME, "forward of '" + l.path + "' failed: " + error_summary(what));
     }
     std::vector<torch::Tensor> outs;
-    if (result.isTensor()) outs.push_back(result.toTensor());
+    if (result.isTensor())
+      outs.push_back(result.toTensor());
     else if (result.isTuple())
       for (const auto &x : result.toTupleRef().elements()) outs.push_back(x.toTensor());
     else if (result.isTensorList())
       outs = result.toTensorVector();
     const int ens = l.meta.ensemble_size;
     if (outs.size() != l.meta.outputs.size())
-      return fail(PL_ERR_RUNTIME, "model '" + l.path + "' returned " + std::to_string(outs.size()) + " outputs, metadata lists " +
-                                      std::to_string(l.meta.outputs.size()));
+      return fail(PL_ERR_RUNTIME, "model '" + l.path + "' returned " + std::to_string(outs.size()) +
+                                      " outputs, metadata lists " + std::to_string(l.meta.outputs.size()));
     for (std::size_t o = 0; o < outs.size(); ++o) {
       const auto nlev = l.meta.outputs[o].nlev;
-      const std::vector<int64_t> want = ens > 1 ? std::vector<int64_t>{ens, ncol, nlev} : std::vector<int64_t>{ncol, nlev};
+      const std::vector<int64_t> want =
+          ens > 1 ? std::vector<int64_t>{ens, ncol, nlev} : std::vector<int64_t>{ncol, nlev};
       if (outs[o].sizes().vec() != want)
         return fail(PL_ERR_RUNTIME, "model '" + l.path + "' output '" + l.meta.outputs[o].name + "' has shape " +
-                                        c10::str(outs[o].sizes()) + ", metadata implies " + c10::str(c10::IntArrayRef(want)));
+                                        c10::str(outs[o].sizes()) + ", metadata implies " +
+                                        c10::str(c10::IntArrayRef(want)));
     }
     int64_t nbad = 0;
     for (auto b : cs.last_bad) nbad += b;
@@ -690,8 +713,9 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
     cs.outputs = std::move(outs);
     if (n_bad) *n_bad = nbad;
     if (nbad > 0)
-      return fail(PL_WARN_BAD_INPUT, std::to_string(nbad) + " of " + std::to_string(ncol) +
-                                         " columns had NaN/Inf inputs; they were run on zeros and their outputs set to zero");
+      return fail(PL_WARN_BAD_INPUT,
+                  std::to_string(nbad) + " of " + std::to_string(ncol) +
+                      " columns had NaN/Inf inputs; they were run on zeros and their outputs set to zero");
     return PL_OK;
   });
 }
@@ -705,8 +729,8 @@ int pl_bad_columns(pl_handle model, int32_t *flags, int64_t ncol) {
     return fail(PL_ERR_NOT_READY, "pl_bad_columns: no forward has run on this handle in this thread" + kPerThread);
   const CallState &cs = *found;
   if (!flags || ncol != cs.last_ncol)
-    return fail(PL_ERR_SHAPE, "pl_bad_columns: flags array has " + std::to_string(ncol) + " entries, last forward had " +
-                                  std::to_string(cs.last_ncol) + " columns");
+    return fail(PL_ERR_SHAPE, "pl_bad_columns: flags array has " + std::to_string(ncol) +
+                                  " entries, last forward had " + std::to_string(cs.last_ncol) + " columns");
   for (int64_t c = 0; c < ncol; ++c) flags[c] = cs.last_bad.empty() ? 0 : cs.last_bad[c];
   return PL_OK;
 }
@@ -729,8 +753,8 @@ int pl_get_output(pl_handle model, const char *name, const char *units, void *da
       return fail(PL_ERR_NOT_READY, label(1, name) + ": no outputs yet (call forward first)" + kPerThread);
     CallState &cs = *found;
     if (v.ncol != cs.last_ncol)
-      return fail(PL_ERR_SHAPE, label(1, name) + ": host array has " + std::to_string(v.ncol) + " columns, the last forward had " +
-                                    std::to_string(cs.last_ncol));
+      return fail(PL_ERR_SHAPE, label(1, name) + ": host array has " + std::to_string(v.ncol) +
+                                    " columns, the last forward had " + std::to_string(cs.last_ncol));
     const int ens = l.meta.ensemble_size;
     c10::InferenceMode guard;
     const torch::Tensor &out = cs.outputs[index];
@@ -738,15 +762,18 @@ int pl_get_output(pl_handle model, const char *name, const char *units, void *da
     if (statistic == PL_MEAN) {
       src = ens > 1 ? out.mean(0) : out;
     } else if (statistic == PL_SPREAD) {
-      if (ens == 1) return fail(PL_ERR_ARGUMENT, label(1, name) + ": the model is deterministic (ensemble_size 1), it has no spread");
+      if (ens == 1)
+        return fail(PL_ERR_ARGUMENT,
+                    label(1, name) + ": the model is deterministic (ensemble_size 1), it has no spread");
       src = out.std(0, /*unbiased=*/false);
     } else if (statistic == PL_MEMBER) {
       if (member < 0 || member >= ens)
-        return fail(PL_ERR_ARGUMENT, label(1, name) + ": member " + std::to_string(member) + " out of range 0.." + std::to_string(ens - 1) +
-                                         " (0-based here; Fortran's member= counts from 1)");
+        return fail(PL_ERR_ARGUMENT, label(1, name) + ": member " + std::to_string(member) + " out of range 0.." +
+                                         std::to_string(ens - 1) + " (0-based here; Fortran's member= counts from 1)");
       src = ens > 1 ? out[member] : out;
     } else {
-      return fail(PL_ERR_ARGUMENT, label(1, name) + ": statistic " + std::to_string(statistic) + " is not PL_MEAN, PL_SPREAD or PL_MEMBER");
+      return fail(PL_ERR_ARGUMENT, label(1, name) + ": statistic " + std::to_string(statistic) +
+                                       " is not PL_MEAN, PL_SPREAD or PL_MEMBER");
     }
     if (src.is_cuda()) {
       auto opt = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true);

@@ -11,17 +11,14 @@ namespace {
 using nlohmann::json;
 
 const json &require(const json &obj, const char *key, const std::string &where) {
-  if (!obj.is_object() || !obj.contains(key))
-    throw std::runtime_error(where + ": missing key '" + key + "'");
+  if (!obj.is_object() || !obj.contains(key)) throw std::runtime_error(where + ": missing key '" + key + "'");
   return obj.at(key);
 }
 
-std::vector<FieldSpec> parse_fields(const json &root, const char *key,
-                                    std::unordered_map<std::string, int> &index) {
+std::vector<FieldSpec> parse_fields(const json &root, const char *key, std::unordered_map<std::string, int> &index) {
   const json &list = require(root, key, "paramlib.json");
   if (!list.is_array() || list.empty())
-    throw std::runtime_error(std::string("paramlib.json: '") + key +
-                             "' must be a non-empty list of fields");
+    throw std::runtime_error(std::string("paramlib.json: '") + key + "' must be a non-empty list of fields");
   std::vector<FieldSpec> fields;
   for (std::size_t i = 0; i < list.size(); ++i) {
     const std::string where = std::string("paramlib.json: ") + key + "[" + std::to_string(i) + "]";
@@ -108,8 +105,7 @@ bool find_valid_range(const std::string &text, const FieldSpec &field, ValidRang
   out.lo = levels("min");
   out.hi = levels("max");
   for (int k = 0; k < field.nlev; ++k)
-    if (!(out.lo[k] <= out.hi[k]))
-      throw std::runtime_error(where + ": min > max at level " + std::to_string(k));
+    if (!(out.lo[k] <= out.hi[k])) throw std::runtime_error(where + ": min > max at level " + std::to_string(k));
   return true;
 }
 
@@ -125,8 +121,6 @@ std::string level_order_list() {
   return s;
 }
 
-bool same_units(const std::string &a, const std::string &b) {
-  return collapse_spaces(a) == collapse_spaces(b);
-}
+bool same_units(const std::string &a, const std::string &b) { return collapse_spaces(a) == collapse_spaces(b); }
 
 }  // namespace paramlib

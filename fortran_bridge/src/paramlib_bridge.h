@@ -42,21 +42,21 @@ extern "C" {
 
 enum pl_status {
   PL_OK = 0,
-  PL_WARN_BAD_INPUT = 1,   /* forward ran; some columns had NaN/Inf inputs */
-  PL_WARN_NO_RANGE = 2,    /* the metadata records no valid range for this input */
-  PL_ERR_FILE = 10,        /* model file missing or unreadable */
-  PL_ERR_LOAD = 11,        /* file is not a loadable TorchScript model */
-  PL_ERR_METADATA = 12,    /* paramlib.json missing or invalid */
-  PL_ERR_NAME = 13,        /* unknown input or output name */
-  PL_ERR_LEVELS = 14,      /* level count or level order differs from the metadata */
-  PL_ERR_UNITS = 15,       /* units differ from the metadata, or are missing where required */
-  PL_ERR_SHAPE = 16,       /* wrong rank, column count or output shape */
-  PL_ERR_DEVICE = 17,      /* device not available (e.g. CUDA on a CPU node) */
-  PL_ERR_NOT_READY = 18,   /* forward before every input is set, or output before forward */
-  PL_ERR_HANDLE = 19,      /* invalid or freed model handle */
-  PL_ERR_ARGUMENT = 20,    /* bad argument (dtype, statistic, member index, ...) */
-  PL_ERR_RUNTIME = 21,     /* libtorch raised an error while running the model */
-  PL_ERR_HASH = 22         /* model file's SHA-256 differs from the pinned one */
+  PL_WARN_BAD_INPUT = 1, /* forward ran; some columns had NaN/Inf inputs */
+  PL_WARN_NO_RANGE = 2,  /* the metadata records no valid range for this input */
+  PL_ERR_FILE = 10,      /* model file missing or unreadable */
+  PL_ERR_LOAD = 11,      /* file is not a loadable TorchScript model */
+  PL_ERR_METADATA = 12,  /* paramlib.json missing or invalid */
+  PL_ERR_NAME = 13,      /* unknown input or output name */
+  PL_ERR_LEVELS = 14,    /* level count or level order differs from the metadata */
+  PL_ERR_UNITS = 15,     /* units differ from the metadata, or are missing where required */
+  PL_ERR_SHAPE = 16,     /* wrong rank, column count or output shape */
+  PL_ERR_DEVICE = 17,    /* device not available (e.g. CUDA on a CPU node) */
+  PL_ERR_NOT_READY = 18, /* forward before every input is set, or output before forward */
+  PL_ERR_HANDLE = 19,    /* invalid or freed model handle */
+  PL_ERR_ARGUMENT = 20,  /* bad argument (dtype, statistic, member index, ...) */
+  PL_ERR_RUNTIME = 21,   /* libtorch raised an error while running the model */
+  PL_ERR_HASH = 22       /* model file's SHA-256 differs from the pinned one */
 };
 
 enum pl_dtype { PL_FLOAT32 = 0, PL_FLOAT64 = 1 };
@@ -78,8 +78,7 @@ int pl_model_load(const char *path, int device, int device_index, pl_handle *out
  * characters (any case); NULL or "" = no check. The file is read once and hashed
  * before anything of it is loaded: a mismatch is PL_ERR_HASH (message names the
  * file, expected and actual hash), a malformed sha256 PL_ERR_ARGUMENT. */
-int pl_model_load_pinned(const char *path, int device, int device_index, const char *sha256,
-                         pl_handle *out);
+int pl_model_load_pinned(const char *path, int device, int device_index, const char *sha256, pl_handle *out);
 int pl_model_clone(pl_handle model, pl_handle *out);
 int pl_model_free(pl_handle model);
 /* Input screening for NaN/Inf (default on). */
@@ -102,25 +101,24 @@ int pl_model_require_units(pl_handle model, int on);
  * model that records no range for the input gives PL_WARN_NO_RANGE with lo = -DBL_MAX and
  * hi = DBL_MAX (no bound); a malformed range is PL_ERR_METADATA, an unknown input PL_ERR_NAME. */
 int pl_model_num_fields(pl_handle model, int kind, int *n);
-int pl_model_field_info(pl_handle model, int kind, int index, char *name, int name_len,
-                        char *units, int units_len, int *nlev);
+int pl_model_field_info(pl_handle model, int kind, int index, char *name, int name_len, char *units, int units_len,
+                        int *nlev);
 int pl_model_ensemble_size(pl_handle model, int *n);
 int pl_model_metadata_json(pl_handle model, char *buf, int buflen, int *needed);
-int pl_model_valid_range(pl_handle model, const char *name, double *lo, double *hi, int len,
-                         int *nlev);
+int pl_model_valid_range(pl_handle model, const char *name, double *lo, double *hi, int len, int *nlev);
 
 /* Check a host field against the metadata without data (at host start-up).
  * units may be NULL or "" to skip the units check (unless required, see
  * pl_model_require_units); level_order ("surface_to_top" or "top_to_surface")
  * NULL or "" skips the order check; an order other than the metadata's is
  * PL_ERR_LEVELS. */
-int pl_model_check_field(pl_handle model, int kind, const char *name, int nlev,
-                         const char *units, const char *level_order);
+int pl_model_check_field(pl_handle model, int kind, const char *name, int nlev, const char *units,
+                         const char *level_order);
 
 /* Provide an input for the next forward. A contiguous float32 array on a CPU
  * model is wrapped without a copy and must stay valid until pl_forward returns. */
-int pl_set_input(pl_handle model, const char *name, const char *units, const void *data,
-                 int dtype, int rank, const int64_t *shape, const int64_t *strides);
+int pl_set_input(pl_handle model, const char *name, const char *units, const void *data, int dtype, int rank,
+                 const int64_t *shape, const int64_t *strides);
 
 /* Run the model on the inputs set since the last forward. n_bad (may be NULL)
  * receives the number of columns with non-finite inputs; those columns are
@@ -131,9 +129,8 @@ int pl_forward(pl_handle model, int64_t *n_bad);
 int pl_bad_columns(pl_handle model, int32_t *flags, int64_t ncol);
 
 /* Copy an output of the last forward into a host array (described as above). */
-int pl_get_output(pl_handle model, const char *name, const char *units, void *data, int dtype,
-                  int rank, const int64_t *shape, const int64_t *strides, int statistic,
-                  int member);
+int pl_get_output(pl_handle model, const char *name, const char *units, void *data, int dtype, int rank,
+                  const int64_t *shape, const int64_t *strides, int statistic, int member);
 
 #ifdef __cplusplus
 }

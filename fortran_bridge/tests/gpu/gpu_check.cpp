@@ -19,6 +19,7 @@
 #include <c10/core/CachingDeviceAllocator.h>
 #endif
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,7 +33,6 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -221,7 +221,8 @@ std::vector<float> read_field(const std::string &path, int64_t nlev, int64_t &nc
   std::vector<float> x(static_cast<std::size_t>(std::max<int64_t>(ncol, 0) * nlev));
   if (!f || dims[0] != nlev || dims[1] != ncol ||
       !f.read(reinterpret_cast<char *>(x.data()), static_cast<std::streamsize>(x.size() * sizeof(float))))
-    throw std::runtime_error("cannot read " + path + " as a (" + std::to_string(nlev) + ", " + std::to_string(ncol) + ") field");
+    throw std::runtime_error("cannot read " + path + " as a (" + std::to_string(nlev) + ", " + std::to_string(ncol) +
+                             ") field");
   return x;
 }
 
@@ -277,7 +278,9 @@ class Plain {
   }
 
  private:
-  static torch::Tensor host(float *p, int64_t ncol, int64_t nlev) { return torch::from_blob(p, {ncol, nlev}, torch::kFloat32); }
+  static torch::Tensor host(float *p, int64_t ncol, int64_t nlev) {
+    return torch::from_blob(p, {ncol, nlev}, torch::kFloat32);
+  }
   static std::vector<torch::Tensor> outputs(const torch::IValue &r) {
     if (r.isTensor()) return {r.toTensor()};
     std::vector<torch::Tensor> v;
@@ -298,7 +301,8 @@ struct Mem {
 Mem sample_memory(const Dev &d) {
   Mem m;
   long pages = 0, resident = 0;
-  if (std::ifstream statm("/proc/self/statm"); statm >> pages >> resident) m.rss_kib = resident * (sysconf(_SC_PAGESIZE) / 1024);
+  if (std::ifstream statm("/proc/self/statm"); statm >> pages >> resident)
+    m.rss_kib = resident * (sysconf(_SC_PAGESIZE) / 1024);
   if (d.kind != PL_DEVICE_CUDA) return m;
   torch::cuda::synchronize(d.index);
 #ifndef GPUKIT_NO_ALLOC_STATS
@@ -318,15 +322,20 @@ Mem sample_memory(const Dev &d) {
 }
 
 json to_json(const Mem &m) {
-  return {{"rss_kib", m.rss_kib}, {"allocator_allocated_bytes", m.allocated},
-          {"allocator_reserved_bytes", m.reserved}, {"device_used_bytes", m.device_used}};
+  return {{"rss_kib", m.rss_kib},
+          {"allocator_allocated_bytes", m.allocated},
+          {"allocator_reserved_bytes", m.reserved},
+          {"device_used_bytes", m.device_used}};
 }
 
 std::string precision_name(at::Float32MatmulPrecision p) {
   switch (p) {
-    case at::Float32MatmulPrecision::HIGHEST: return "highest";
-    case at::Float32MatmulPrecision::HIGH: return "high";
-    default: return "medium";
+    case at::Float32MatmulPrecision::HIGHEST:
+      return "highest";
+    case at::Float32MatmulPrecision::HIGH:
+      return "high";
+    default:
+      return "medium";
   }
 }
 
@@ -394,7 +403,8 @@ void check_errors(Kit &k) {
   expect("error: load on cuda:" + std::to_string(bad_index), k.path("named"), PL_DEVICE_CUDA, bad_index, PL_ERR_DEVICE);
   expect("error: load on cuda:-1", k.path("named"), PL_DEVICE_CUDA, -1, PL_ERR_DEVICE);
   if (n == 0) expect("error: cuda:0 without CUDA", k.path("named"), PL_DEVICE_CUDA, 0, PL_ERR_DEVICE);
-  expect("error: corrupt file on " + k.target.name, k.opt.models + "/corrupt.pt", k.target.kind, k.target.index, PL_ERR_LOAD);
+  expect("error: corrupt file on " + k.target.name, k.opt.models + "/corrupt.pt", k.target.kind, k.target.index,
+         PL_ERR_LOAD);
   expect("error: no metadata on " + k.target.name, k.opt.models + "/no_metadata.pt", k.target.kind, k.target.index,
          PL_ERR_METADATA);
   k.rep.guard("error: load after errors", [&] {
@@ -421,8 +431,7 @@ void check_reference(Kit &k) {
       json d = {{"ncol", ncol}, {"rel_mean", rel}, {"tol", kDeviceTol}};
       if (s.ens > 1) {  // the spread is reduced on the device too
         Arrays spread;
-        for (const auto &f : s.out)
-          spread.push_back(read_field(stem + "_out_" + f.name + "_spread.bin", f.nlev, ncol));
+        for (const auto &f : s.out) spread.push_back(read_field(stem + "_out_" + f.name + "_spread.bin", f.nlev, ncol));
         get_outputs(h, s, got, ncol, PL_SPREAD);
         d["rel_spread"] = max_rel(got, spread);
         rel = std::max(rel, d["rel_spread"].get<double>());
@@ -455,8 +464,9 @@ void check_device_vs_cpu(Kit &k) {
             }
           }
         }
-        k.rep.check(name, rel <= kDeviceTol,
-                    {{"model", kind}, {"ncol", ncol}, {"max_rel_diff", rel}, {"max_abs_diff", abs}, {"tol", kDeviceTol}});
+        k.rep.check(
+            name, rel <= kDeviceTol,
+            {{"model", kind}, {"ncol", ncol}, {"max_rel_diff", rel}, {"max_abs_diff", abs}, {"tol", kDeviceTol}});
       });
     }
   }
@@ -483,7 +493,8 @@ void tf32_info(Kit &k) {
       for (const char *p : {"highest", "high"}) {
         at::globalContext().setFloat32MatmulPrecision(p);
         const Timing t = time_calls([&] { call(hd, s, in, yd, ncol); }, k.opt.time_s);
-        info[std::string("mfrpn_size_4096_") + p] = {{"max_rel_diff_vs_cpu", max_rel(yd, yc)}, {"median_us", t.median_us}};
+        info[std::string("mfrpn_size_4096_") + p] = {{"max_rel_diff_vs_cpu", max_rel(yd, yc)},
+                                                     {"median_us", t.median_us}};
       }
       at::globalContext().setFloat32MatmulPrecision(precision_name(before));
     }
@@ -539,10 +550,15 @@ void check_screening(Kit &k) {
     ok(pl_bad_columns(h.get(), flags.data(), ncol), "bad_columns");
     bool flags_ok = true;
     for (int64_t c = 0; c < ncol; ++c) flags_ok = flags_ok && flags[c] == (c == bad_a || c == bad_b ? 1 : 0);
-    const bool zeroed = column(got, bad_a, [](float v) { return v == 0.0f; }) && column(got, bad_b, [](float v) { return v == 0.0f; });
+    const bool zeroed =
+        column(got, bad_a, [](float v) { return v == 0.0f; }) && column(got, bad_b, [](float v) { return v == 0.0f; });
     const double rel = good_rel(got);
     k.rep.check(name, st == PL_WARN_BAD_INPUT && n_bad == 2 && flags_ok && zeroed && rel <= kSameTol,
-                {{"forward_status", st}, {"n_bad", n_bad}, {"flags_ok", flags_ok}, {"bad_columns_zero", zeroed}, {"good_columns_rel_diff", rel}});
+                {{"forward_status", st},
+                 {"n_bad", n_bad},
+                 {"flags_ok", flags_ok},
+                 {"bad_columns_zero", zeroed},
+                 {"good_columns_rel_diff", rel}});
 
     const std::string off = "screening off on " + k.target.name;
     ok(pl_model_set_screening(h.get(), 0), "screening off");
@@ -552,7 +568,10 @@ void check_screening(Kit &k) {
     ok(pl_model_set_screening(h.get(), 1), "screening on");
     const bool propagated = column(got, bad_a, [](float v) { return !std::isfinite(v); });
     k.rep.check(off, st_off == PL_OK && n_bad == 0 && propagated && good_rel(got) <= kSameTol,
-                {{"forward_status", st_off}, {"n_bad", n_bad}, {"nan_column_nonfinite", propagated}, {"good_columns_rel_diff", good_rel(got)}});
+                {{"forward_status", st_off},
+                 {"n_bad", n_bad},
+                 {"nan_column_nonfinite", propagated},
+                 {"good_columns_rel_diff", good_rel(got)}});
   });
 }
 
@@ -618,7 +637,9 @@ void check_clones(Kit &k) {
     int nm = 0, nf = 0;
     for (int t = 0; t < nthreads; ++t) nm += mismatches[t], nf += failures[t];
     k.rep.check(tname, nm == 0 && nf == 0,
-                {{"calls", nthreads * niter}, {"mismatches", nm}, {"failures", nf},
+                {{"calls", nthreads * niter},
+                 {"mismatches", nm},
+                 {"failures", nf},
                  {"max_rel_diff", *std::max_element(worst.begin(), worst.end())}});
   });
 }
@@ -629,7 +650,7 @@ void check_memory(Kit &k) {
   const std::string name = "memory: " + std::to_string(k.opt.mem_calls) + " calls on " + k.target.name;
   k.rep.guard(name, [&] {
     constexpr int64_t ncol = 64;
-    constexpr int64_t max_rss_kib = 2048;  // as test_memory.f90: ~200 B per call leaked fails
+    constexpr int64_t max_rss_kib = 2048;         // as test_memory.f90: ~200 B per call leaked fails
     constexpr int64_t max_alloc_bytes = 1 << 20;  // one kept output per call would be ~40 MiB
     Handle h = load(k.path("ensemble"), k.target);
     const Spec s = spec_of(h);
@@ -640,9 +661,12 @@ void check_memory(Kit &k) {
     Arrays out = zeros(s.out, ncol);
     int failures = 0;
     auto one = [&](int i) {
-      const void *t = i % 3 == 0 ? static_cast<const void *>(in[0].data()) : i % 3 == 1 ? static_cast<const void *>(t64.data()) : t_nan.data();
+      const void *t = i % 3 == 0   ? static_cast<const void *>(in[0].data())
+                      : i % 3 == 1 ? static_cast<const void *>(t64.data())
+                                   : t_nan.data();
       ok(set_field(h, s.in[0], t, i % 3 == 1 ? PL_FLOAT64 : PL_FLOAT32, ncol), "set T");
-      for (std::size_t f = 1; f < s.in.size(); ++f) ok(set_field(h, s.in[f], in[f].data(), PL_FLOAT32, ncol), "set input");
+      for (std::size_t f = 1; f < s.in.size(); ++f)
+        ok(set_field(h, s.in[f], in[f].data(), PL_FLOAT32, ncol), "set input");
       int64_t n_bad = 0;
       const int st = pl_forward(h.get(), &n_bad);
       if (st != (i % 3 == 2 ? PL_WARN_BAD_INPUT : PL_OK)) ++failures;
@@ -677,12 +701,16 @@ void timings(Kit &k) {
       try {
         Handle h = load(k.path(kind), k.target);
         const Spec s = spec_of(h);
-        Plain plain(k.path(kind), s, cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(k.target.index)) : torch::Device(torch::kCPU));
+        Plain plain(k.path(kind), s,
+                    cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(k.target.index))
+                         : torch::Device(torch::kCPU));
         const Arrays in = random_inputs(s, ncol, 7);
         Arrays out = zeros(s.out, ncol);
         const Timing b = time_calls([&] { call(h, s, in, out, ncol); }, k.opt.time_s);
         const Timing p = time_calls([&] { plain.call(in, out, ncol); }, k.opt.time_s);
-        json row = {{"model", kind}, {"ncol", ncol}, {"device", k.target.name},
+        json row = {{"model", kind},
+                    {"ncol", ncol},
+                    {"device", k.target.name},
                     {"bridge", {{"median_us", b.median_us}, {"min_us", b.min_us}, {"n", b.n}}},
                     {"libtorch", {{"median_us", p.median_us}, {"min_us", p.min_us}, {"n", p.n}}},
                     {"ratio_bridge_over_libtorch", b.median_us / p.median_us}};
@@ -702,8 +730,9 @@ void timings(Kit &k) {
       k.rep.save();
     }
   }
-  std::printf("bridge: set inputs + forward + get outputs; libtorch: from_blob -> to(device) -> forward -> copy to host;\n"
-              "device-only: inputs resident, forward + synchronize. ratio = bridge / libtorch.\n\n");
+  std::printf(
+      "bridge: set inputs + forward + get outputs; libtorch: from_blob -> to(device) -> forward -> copy to host;\n"
+      "device-only: inputs resident, forward + synchronize. ratio = bridge / libtorch.\n\n");
 }
 
 Options parse(int argc, char **argv) {
@@ -714,12 +743,18 @@ Options parse(int argc, char **argv) {
       if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--models") o.models = value();
-    else if (a == "--json") o.json_path = value();
-    else if (a == "--cpu-only") o.cpu_only = true;
-    else if (a == "--time") o.time_s = std::stod(value());
-    else if (a == "--mem-calls") o.mem_calls = std::stoi(value());
-    else throw std::runtime_error("unknown argument " + a);
+    if (a == "--models")
+      o.models = value();
+    else if (a == "--json")
+      o.json_path = value();
+    else if (a == "--cpu-only")
+      o.cpu_only = true;
+    else if (a == "--time")
+      o.time_s = std::stod(value());
+    else if (a == "--mem-calls")
+      o.mem_calls = std::stoi(value());
+    else
+      throw std::runtime_error("unknown argument " + a);
   }
   if (o.models.empty() || o.json_path.empty()) throw std::runtime_error("--models DIR and --json FILE are required");
   return o;
@@ -732,7 +767,8 @@ int main(int argc, char **argv) {
   try {
     opt = parse(argc, argv);
   } catch (const std::exception &e) {
-    std::cerr << "gpu_check: " << e.what() << "\nusage: gpu_check --models DIR --json FILE [--cpu-only] [--time S] [--mem-calls N]\n";
+    std::cerr << "gpu_check: " << e.what()
+              << "\nusage: gpu_check --models DIR --json FILE [--cpu-only] [--time S] [--mem-calls N]\n";
     return 2;
   }
   const int ndev = pl_cuda_device_count();
@@ -742,14 +778,19 @@ int main(int argc, char **argv) {
   // the threaded clone check runs the serial reference's kernels.
   ok(pl_set_num_threads(1), "set_num_threads");
   at::set_num_threads(1);
-  k.rep.root["env"] = {{"torch", TORCH_VERSION}, {"bridge", pl_version()}, {"cuda_devices", ndev},
-                       {"target", k.target.name}, {"cpu_only", !cuda}};
+  k.rep.root["env"] = {{"torch", TORCH_VERSION},
+                       {"bridge", pl_version()},
+                       {"cuda_devices", ndev},
+                       {"target", k.target.name},
+                       {"cpu_only", !cuda}};
   std::printf("gpu_check: libtorch %s, bridge %s, %d CUDA device(s), target %s\n", TORCH_VERSION, pl_version(), ndev,
               k.target.name.c_str());
   if (!opt.cpu_only && ndev == 0)
-    k.rep.check("cuda available", false, {{"error", "no CUDA device visible to libtorch (use --cpu-only on a CPU machine)"}});
+    k.rep.check("cuda available", false,
+                {{"error", "no CUDA device visible to libtorch (use --cpu-only on a CPU machine)"}});
   if (!cuda)
-    k.rep.skip("cuda: device parts", "CPU only: the 'cuda' checks compare CPU with CPU; device memory and device-only timing skipped");
+    k.rep.skip("cuda: device parts",
+               "CPU only: the 'cuda' checks compare CPU with CPU; device memory and device-only timing skipped");
 
   check_errors(k);
   check_reference(k);
