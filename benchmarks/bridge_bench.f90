@@ -22,27 +22,29 @@ program bridge_bench
     integer :: nlev = 0
     real(real32), allocatable :: a1(:)    ! (ncol), when nlev == 1
     real(real32), allocatable :: a2(:,:)  ! (nlev, ncol)
-  end type
+  end type field_t
 
   type, bind(c) :: timespec_t
     integer(c_long) :: sec, nsec
-  end type
+  end type timespec_t
 
   type, bind(c) :: rusage_t  ! struct rusage: 2 timevals, then 14 longs; ru_minflt is f(9)
     integer(c_long) :: f(18)
-  end type
+  end type rusage_t
 
   interface
     integer(c_int) function clock_gettime(clk, ts) bind(c, name='clock_gettime')
       import :: c_int, timespec_t
+      implicit none
       integer(c_int), value :: clk
       type(timespec_t), intent(out) :: ts
-    end function
+    end function clock_gettime
     integer(c_int) function getrusage(who, r) bind(c, name='getrusage')
       import :: c_int, rusage_t
+      implicit none
       integer(c_int), value :: who
       type(rusage_t), intent(out) :: r
-    end function
+    end function getrusage
   end interface
 
   integer(c_int), parameter :: CLOCK_MONOTONIC = 1
@@ -153,7 +155,7 @@ contains
       end if
       if (st /= PARAMLIB_OK) call check(st, 'get_output ' // fout(k)%name)
     end do
-  end subroutine
+  end subroutine one_call
 
   subroutine read_fields()
     integer :: k
@@ -184,7 +186,7 @@ contains
     do k = 1, n_out
       call alloc(fout(k))
     end do
-  end subroutine
+  end subroutine read_fields
 
   subroutine alloc(f)
     type(field_t), intent(inout) :: f
@@ -195,14 +197,14 @@ contains
       allocate (f%a2(f%nlev, ncol))
       f%a2 = 0
     end if
-  end subroutine
+  end subroutine alloc
 
   integer(int64) function now_ns()
     type(timespec_t) :: ts
     integer(c_int) :: rc
     rc = clock_gettime(CLOCK_MONOTONIC, ts)
     now_ns = int(ts%sec, int64) * 1000000000_int64 + int(ts%nsec, int64)
-  end function
+  end function now_ns
 
   !> Minor page faults of this process so far (getrusage RUSAGE_SELF).
   integer(int64) function minor_faults()
@@ -210,7 +212,7 @@ contains
     r%f = 0
     if (getrusage(0_c_int, r) /= 0) r%f(9) = 0
     minor_faults = int(r%f(9), int64)
-  end function
+  end function minor_faults
 
   real(real64) function median_us(sorted)
     integer(int64), intent(in) :: sorted(:)
@@ -222,7 +224,7 @@ contains
       median_us = 0.5_real64 * real(sorted(m / 2) + sorted(m / 2 + 1), real64)
     end if
     median_us = median_us * 1.0e-3_real64
-  end function
+  end function median_us
 
   !> In-place heapsort (ascending).
   subroutine sort(a)
@@ -239,7 +241,7 @@ contains
       a(k) = tmp
       call sift(a, 1, k - 1)
     end do
-  end subroutine
+  end subroutine sort
 
   subroutine sift(a, first, last)
     integer(int64), intent(inout) :: a(:)
@@ -258,7 +260,7 @@ contains
       a(child) = tmp
       root = child
     end do
-  end subroutine
+  end subroutine sift
 
   function itoa(k) result(s)
     integer, intent(in) :: k
@@ -266,18 +268,18 @@ contains
     character(len=16) :: buf
     write (buf, '(i0)') k
     s = trim(buf)
-  end function
+  end function itoa
 
   subroutine check(st, what)
     integer, intent(in) :: st
     character(*), intent(in) :: what
     if (st /= PARAMLIB_OK) call die(what // ' failed (status ' // itoa(st) // '): ' // paramlib_last_error())
-  end subroutine
+  end subroutine check
 
   subroutine die(msg)
     character(*), intent(in) :: msg
     write (error_unit, '(a)') 'bridge_bench: ' // msg
     error stop 2
-  end subroutine
+  end subroutine die
 
 end program bridge_bench

@@ -129,7 +129,7 @@ module paramlib_column_physics
     logical :: fix_water = .true.
     logical :: fix_precip = .true.
     real(wp) :: p_zero_above = 0.0_wp    !< Pa, tendencies zeroed at lower pressures (0: off)
-  end type
+  end type column_physics_config
 
   !> Per-column diagnostics of the last compute (arrays of ncol, resized by compute).
   type :: column_diagnostics
@@ -146,12 +146,12 @@ module paramlib_column_physics
     integer :: n_nonfinite = 0                 !< columns whose model outputs held NaN/Inf
   contains
     procedure :: resize => diagnostics_resize
-  end type
+  end type column_diagnostics
 
   !> A model input: which field, its levels, its place in the packed input array.
   type :: model_input
     integer :: field = 0, nlev = 0, offset = 0
-  end type
+  end type model_input
 
   type :: column_physics
     private
@@ -182,7 +182,7 @@ module paramlib_column_physics
     procedure :: compute
     procedure :: timings
     procedure, private :: load_model, run_model, betts_miller_columns, resize_work, drop_work
-  end type
+  end type column_physics
 
 contains
 
@@ -193,7 +193,7 @@ contains
       if (trim(adjustl(name)) == trim(MODE_NAMES(mode))) return
     end do
     mode = -1
-  end function
+  end function mode_from_name
 
   function mode_name(mode) result(name)
     integer, intent(in) :: mode
@@ -203,7 +203,7 @@ contains
     else
       name = 'unknown'
     end if
-  end function
+  end function mode_name
 
   !> Set up for columns of nlev levels. With a model (config%model_path), the model is loaded
   !> and its fields checked against what the interface serves, at start-up, before any data.
@@ -286,7 +286,7 @@ contains
       if (config%mode == CP_HYBRID .and. .not. exists) message = trim(message) // &
         ' (allow_missing_model = .true. runs Betts-Miller alone when the model file is missing)'
     end if
-  end subroutine
+  end subroutine init
 
   !> Load config%model_path and check its fields; status CP_ERR_MODEL or CP_ERR_METADATA.
   !> levels_note: '' when the model's fields reach the host's top level, else which of the
@@ -372,6 +372,8 @@ contains
       case ('moistening_spread')
         if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, MOISTENING_UNITS, .true.)) return
         has_moistening_spread = .true.
+      case default
+        continue  ! an output the column physics does not use
       end select
     end do
     if (self%nlev_heating == 0 .or. self%nlev_moistening == 0) then
@@ -420,7 +422,7 @@ contains
       if (len(used) > 0) used = used // ', '
       used = used // name // ' 1-' // itoa(nl)
       widest = max(widest, nl)
-    end subroutine
+    end subroutine note_levels
 
     !> The field's levels (surface fields: 1; level fields: 1..nlev, surface to top) and units
     !> (into matched_units); precipitation may be in mm s-1 or kg m-2 s-1. Sets message on
@@ -450,9 +452,9 @@ contains
         return
       end if
       ok = .true.
-    end function
+    end function field_fits
 
-  end subroutine
+  end subroutine load_model
 
   pure function itoa(n) result(text)
     integer, intent(in) :: n
@@ -460,7 +462,7 @@ contains
     character(len=12) :: buffer
     write (buffer, '(i0)') n
     text = trim(buffer)
-  end function
+  end function itoa
 
   !> Index of name in INPUT_NAMES, 0 if absent.
   integer function name_index(name)
@@ -469,7 +471,7 @@ contains
       if (name == trim(INPUT_NAMES(name_index))) return
     end do
     name_index = 0
-  end function
+  end function name_index
 
   !> Switch mode between calls; ml and stochastic need a loaded model, stochastic one with
   !> members (exported with --output members).
@@ -491,12 +493,12 @@ contains
       self%config%mode = mode
       status = CP_OK
     end if
-  end subroutine
+  end subroutine set_mode
 
   integer function current_mode(self)
     class(column_physics), intent(in) :: self
     current_mode = self%config%mode
-  end function
+  end function current_mode
 
   !> A second instance for another thread: same configuration, its own model handle on the
   !> same weights, its own work arrays and timers.
@@ -532,7 +534,7 @@ contains
       return
     end if
     copy%have_model = .true.
-  end subroutine
+  end subroutine clone
 
   subroutine free(self)
     class(column_physics), intent(inout) :: self
@@ -540,7 +542,7 @@ contains
     if (self%have_model) call self%model%free(ignored)
     self%have_model = .false.
     self%initialised = .false.
-  end subroutine
+  end subroutine free
 
   !> Seconds spent since init: in compute, in bridge calls, in Betts-Miller.
   subroutine timings(self, total, bridge, physics)
@@ -551,7 +553,7 @@ contains
     total = real(self%ticks_total, wp) / rate
     bridge = real(self%ticks_bridge, wp) / rate
     physics = real(self%ticks_physics, wp) / rate
-  end subroutine
+  end subroutine timings
 
   !> Convective tendencies of a chunk of columns. t, q, p: (nlev, ncol) levels surface to top;
   !> p_int (nlev+1, ncol) interface pressures, p_int(1) the surface; ps (ncol); dt the host
@@ -623,8 +625,9 @@ contains
     mode = self%config%mode
 
     ! Betts-Miller for every column where its tendencies are an input or the answer.
-    if (mode == CP_PHYSICS .or. (self%have_model .and. self%needs_bm)) &
+    if (mode == CP_PHYSICS .or. (self%have_model .and. self%needs_bm)) then
       call self%betts_miller_columns(t, q, p, p_int)
+    end if
 
     ml_ran = .false.
     if (mode /= CP_PHYSICS .and. self%have_model) then
@@ -667,14 +670,16 @@ contains
       if (self%nonfinite(i)) diag%reason(i) = ior(diag%reason(i), FALLBACK_NONFINITE)
       if (mode == CP_HYBRID) then
         if (diag%n_ood(i) > 0) diag%reason(i) = ior(diag%reason(i), FALLBACK_OOD)
-        if (self%spread_source /= SPREAD_NONE .and. diag%spread(i) > self%config%spread_max) &
+        if (self%spread_source /= SPREAD_NONE .and. diag%spread(i) > self%config%spread_max) then
           diag%reason(i) = ior(diag%reason(i), FALLBACK_SPREAD)
+        end if
       end if
       if (diag%reason(i) == 0) diag%path(i) = merge(PATH_MEMBER, PATH_ML, mode == CP_STOCHASTIC)
     end do
 
-    if (any(diag%path == PATH_PHYSICS .and. .not. self%bm_done)) &
+    if (any(diag%path == PATH_PHYSICS .and. .not. self%bm_done)) then
       call self%betts_miller_columns(t, q, p, p_int, diag%path == PATH_PHYSICS)
+    end if
     do i = 1, ncol
       if (diag%path(i) == PATH_PHYSICS) then
         dtdt(:, i) = self%bm_t(:, i)
@@ -702,7 +707,7 @@ contains
       real(wp), intent(in), optional :: a(:)
       fits = .true.
       if (present(a)) fits = size(a) == ncol
-    end function
+    end function fits
 
   end subroutine compute
 
@@ -730,7 +735,7 @@ contains
     end do
     call system_clock(t1)
     self%ticks_physics = self%ticks_physics + (t1 - t0)
-  end subroutine
+  end subroutine betts_miller_columns
 
   !> The model on every column: inputs packed and range-checked, forward, mean (or the drawn
   !> members) into ml_*, spread into diag%spread, NaN/Inf columns into bad.
@@ -768,6 +773,8 @@ contains
           x = real(self%bm_q(:nl, :), real32)
         case (IN_BM_PRECIP)
           x(1, :) = real(self%bm_p, real32)
+        case default
+          continue  ! setup accepts no other input
         end select
       end associate
     end do
@@ -829,8 +836,9 @@ contains
         call self%model%get_output('heating', self%ml_t, st, units=HEATING_UNITS)
         if (st == PARAMLIB_OK) call self%model%get_output('moistening', self%ml_q, st, &
                                                           units=MOISTENING_UNITS)
-        if (st == PARAMLIB_OK .and. self%has_precip) &
+        if (st == PARAMLIB_OK .and. self%has_precip) then
           call self%model%get_output('precip', self%ml_p, st, units=trim(self%precip_units))
+        end if
         if (st /= PARAMLIB_OK) exit bridge
       end if
 
@@ -845,6 +853,8 @@ contains
         if (st == PARAMLIB_OK) call self%model%get_output('moistening', self%sd_q, st, &
                                                           units=MOISTENING_UNITS, &
                                                           statistic=PARAMLIB_SPREAD)
+      case default
+        continue  ! SPREAD_NONE: no spread to read
       end select
       if (st /= PARAMLIB_OK) exit bridge
       status = CP_OK
@@ -892,13 +902,15 @@ contains
       case (IN_LHFLX)
         ok = present(lhflx)
         if (ok) x = real(lhflx, real32)
+      case default
+        continue  ! called for the surface inputs only
       end select
       if (.not. ok) then
         x = 0.0_real32
         message = 'column physics: the model takes "' // trim(INPUT_NAMES(self%inputs(f)%field)) &
                   // '"; pass it to compute (' // trim(INPUT_NAMES(self%inputs(f)%field)) // '=...)'
       end if
-    end function
+    end function surface_field
 
   end subroutine run_model
 
@@ -945,11 +957,12 @@ contains
     end if
     if (config%fix_precip) then
       precip = max(0.0_wp, -mass_integral(dqdt, dp))
-      if (abs(precip - raw) > max(PRECIP_ROUNDOFF, 1.0e-9_wp * abs(raw))) &
+      if (abs(precip - raw) > max(PRECIP_ROUNDOFF, 1.0e-9_wp * abs(raw))) then
         fixes = ior(fixes, FIX_PRECIP)
+      end if
     end if
     precip_change = precip - raw
-  end subroutine
+  end subroutine constrain_column
 
   !> The member (1..members) a column gets in stochastic mode: a hash of (seed, column, step),
   !> nothing else, so the draw does not depend on chunking, threads or ranks.
@@ -959,7 +972,7 @@ contains
     integer(int64) :: h
     h = mix(mix(mix(1_int64, seed), column), step)
     member = 1 + int(modulo(h, int(members, int64)))
-  end function
+  end function stochastic_member
 
   !> One round of a 31-bit hash: xor the value in, multiply mod 2^31 - 1 (Park-Miller), then a
   !> 32-bit xorshift; every product fits in 64 bits, so no integer overflow.
@@ -976,7 +989,7 @@ contains
       mix = ieor(mix, iand(ishft(mix, 5), MASK32))
       mix = modulo(mix, M31)
     end do
-  end function
+  end function mix
 
   subroutine resize_work(self, ncol)
     class(column_physics), intent(inout) :: self
@@ -997,7 +1010,7 @@ contains
     self%nonfinite = .false.
     self%ml_p = 0.0_wp
     self%mem_p = 0.0_wp
-  end subroutine
+  end subroutine resize_work
 
   !> Work arrays freed: a new chunk size, or init (a new model, other field sizes).
   subroutine drop_work(self)
@@ -1007,7 +1020,7 @@ contains
     if (allocated(self%x)) deallocate (self%x, self%ml_t, self%ml_q, self%ml_p, self%sd_t, &
                                        self%sd_q, self%mem_t, self%mem_q, self%mem_p, &
                                        self%nonfinite)
-  end subroutine
+  end subroutine drop_work
 
   subroutine diagnostics_resize(self, ncol)
     class(column_diagnostics), intent(inout) :: self
@@ -1030,6 +1043,6 @@ contains
     self%water_moved = 0.0_wp
     self%top_removed = 0.0_wp
     self%n_nonfinite = 0
-  end subroutine
+  end subroutine diagnostics_resize
 
 end module paramlib_column_physics

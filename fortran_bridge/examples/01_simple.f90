@@ -89,7 +89,7 @@ contains
     allocate (a(nlev, ncol))
     read (u) a
     close (u)
-  end function
+  end function read_raw
 
   subroutine write_raw(path, a)
     character(*), intent(in) :: path
@@ -98,6 +98,6 @@ contains
     open (newunit=u, file=path, access='stream', form='unformatted', status='replace', action='write')
     write (u) int(size(a, 1), int32), int(size(a, 2), int32), a
     close (u)
-  end subroutine
+  end subroutine write_raw
 
 end program simple

@@ -18,7 +18,7 @@ program named_fields
   type :: host_field
     character(len=16) :: name, units
     integer :: kind, nlev
-  end type
+  end type host_field
 
   type(host_field), parameter :: fields(6) = [ &
     host_field('T', 'K', PARAMLIB_INPUT, nlev), &

@@ -125,6 +125,6 @@ contains
     if (status /= PARAMLIB_OK) return
     call m%get_output('precip', pr_tile, status, units='mm s-1')
     pratec(its:ite, jts:jte) = pr_tile(:, 1, :)
-  end subroutine
+  end subroutine ml_cumulus
 
 end program openmp_tiles

@@ -17,7 +17,7 @@ contains
       write (error_unit, '(a)') what // ' failed: ' // paramlib_last_error()
       error stop 1
     end if
-  end subroutine
+  end subroutine stop_on_error
 
   !> Command-line argument i, however long: sized from its length, so a long path is
   !> never cut to a fixed buffer.
@@ -28,7 +28,7 @@ contains
     call get_command_argument(i, length=n)
     allocate (character(len=n) :: s)
     if (n > 0) call get_command_argument(i, s)
-  end function
+  end function argument
 
   !> Column number c of an idealized domain: warm and moist at the surface, colder
   !> and drier with height, varying across columns. The same c gives the same
@@ -42,7 +42,7 @@ contains
       t(k) = 296.0 - 8.0 * (k - 1) + 2.0 * sin(0.1 * c)
       q(k) = 0.016 * exp(-0.35 * (k - 1)) * (0.8 + 0.2 * cos(0.07 * c))
     end do
-  end subroutine
+  end subroutine idealized_column
 
   !> Inputs of the column model (example 02 shows these calls one by one), then forward.
   subroutine set_column_inputs_and_forward(model, t, q, ps)
@@ -57,7 +57,7 @@ contains
     call stop_on_error(status, 'set_input ps')
     call model%forward(status)
     call stop_on_error(status, 'forward')
-  end subroutine
+  end subroutine set_column_inputs_and_forward
 
   subroutine get_column_outputs(model, heating, moistening, precip)
     type(paramlib_model), intent(inout) :: model
@@ -69,6 +69,6 @@ contains
     call stop_on_error(status, 'get_output moistening')
     call model%get_output('precip', precip, status, units='mm s-1')
     call stop_on_error(status, 'get_output precip')
-  end subroutine
+  end subroutine get_column_outputs
 
 end module example_support

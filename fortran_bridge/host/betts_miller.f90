@@ -47,7 +47,7 @@ module betts_miller
   contains
     procedure :: set_parameters
     procedure :: compute => bm_compute
-  end type
+  end type betts_miller_scheme
 
 contains
 
@@ -68,7 +68,7 @@ contains
     self%tau = tau
     self%rh = rh
     status = COLUMN_OK
-  end subroutine
+  end subroutine set_parameters
 
   subroutine bm_compute(self, state, dtdt, dqdt, precip, status, message)
     class(betts_miller_scheme), intent(inout) :: self
@@ -94,7 +94,7 @@ contains
                      dtdt(:, i), dqdt(:, i), precip(i), self%cape(i), self%kind(i), self%top(i))
     end do
     status = COLUMN_OK
-  end subroutine
+  end subroutine bm_compute
 
   !> One column: t, q, p, dp (nlev) and the grid's dlnp_layer = ln(p_int(k)/p_int(k+1))
   !> and dlnp_level = ln(p(k)/p(k-1)).
@@ -155,14 +155,14 @@ contains
         kind = BM_SHALLOW
       end if
     end if
-  end subroutine
+  end subroutine bm_column
 
   !> Add one uniform temperature tendency so that sum(dtdt dp) = target.
   pure subroutine shift_temperature(dtdt, dp, target)
     real(wp), intent(inout) :: dtdt(:)
     real(wp), intent(in) :: dp(:), target
     dtdt = dtdt + (target - sum(dtdt * dp)) / sum(dp)
-  end subroutine
+  end subroutine shift_temperature
 
   !> Frierson's shallower convection: cut the relaxation depth (levels 1..kt) to where
   !> the precipitation of the levels below is zero; top = 0 where no depth gives P = 0.
@@ -194,6 +194,6 @@ contains
     dqdt(top) = fraction * dqdt(top)
     dtdt(top + 1:) = 0.0_wp
     dqdt(top + 1:) = 0.0_wp
-  end subroutine
+  end subroutine make_shallower
 
 end module betts_miller

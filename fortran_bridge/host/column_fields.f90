@@ -26,7 +26,7 @@ module column_fields
     real(wp), allocatable :: dlnp_level(:)  !< (nlev) ln(p(k) / p(k-1)), 0 at k = 1
   contains
     procedure :: init => grid_init
-  end type
+  end type column_grid
 
   !> Prognostic T and q with the pressures and surface fields a scheme may read.
   type :: column_state
@@ -44,7 +44,7 @@ module column_fields
   contains
     procedure :: init => state_init
     procedure :: set_surface_pressure
-  end type
+  end type column_state
 
 contains
 
@@ -69,7 +69,7 @@ contains
     self%dlnp_lower = log(self%sigma_int(:nlev) / self%sigma)
     self%dlnp_level(1) = 0.0_wp
     self%dlnp_level(2:) = log(self%sigma(2:) / self%sigma(:nlev - 1))
-  end subroutine
+  end subroutine grid_init
 
   !> ncol columns of nlev levels at surface pressure ps and sea surface temperature sst;
   !> T and q are zero until the caller sets them.
@@ -103,7 +103,7 @@ contains
     self%shflx = 0.0_wp
     self%lhflx = 0.0_wp
     call self%set_surface_pressure(ps, status, message)
-  end subroutine
+  end subroutine state_init
 
   !> New surface pressures (one per column, 500 to 1100 hPa): pressures follow.
   subroutine set_surface_pressure(self, ps, status, message)
@@ -128,13 +128,13 @@ contains
       self%dp(:, i) = self%p_int(:self%nlev, i) - self%p_int(2:, i)
     end do
     status = COLUMN_OK
-  end subroutine
+  end subroutine set_surface_pressure
 
   !> Mass-weighted column integral sum(a dp) / g: of a tendency in K s-1 times cp, W m-2.
   pure function mass_integral(a, dp) result(total)
     real(wp), intent(in) :: a(:), dp(:)
     real(wp) :: total
     total = sum(a * dp) / GRAVITY
-  end function
+  end function mass_integral
 
 end module column_fields

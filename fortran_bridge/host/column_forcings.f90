@@ -5,8 +5,9 @@
 !> isothermal stratosphere, joined by a tanh of pressure:
 !>   dT/dt = -Q w + (T_strat - T) (1 - w) / tau_strat,   w = (1 + tanh((p - p_trop)/dp_trop)) / 2.
 !> Vertical motion: omega(p) = omega0 sin(pi (ps - p) / (ps - p_w)) for p > p_w, zero above
-!> (p_w: top of the large-scale circulation, the tropopause) and at the surface; < 0 ascent. Dry static energy s = cp T + g z (z hydrostatic from T_v)
-!> and q are advected upwind in flux form,
+!> (p_w: top of the large-scale circulation, the tropopause) and at the surface; < 0 ascent.
+!> Dry static energy s = cp T + g z (z hydrostatic from T_v) and q are advected upwind in flux
+!> form,
 !>   d(phi)_k/dt = (F_{k+1/2} - F_{k-1/2} + phi_k (omega_{k-1/2} - omega_{k+1/2})) / dp_k,
 !>   F = omega phi_upwind,
 !> the flux divergence plus the lateral inflow/outflow that mass continuity implies. The
@@ -40,25 +41,25 @@ contains
     real(wp), intent(in) :: p, p_trop, dp_trop
     real(wp) :: w
     w = 0.5_wp * (1.0_wp + tanh((p - p_trop) / dp_trop))
-  end function
+  end function troposphere_weight
 
   elemental function radiative_heating(t, w_trop, cooling, t_strat, tau_strat) result(dtdt)
     real(wp), intent(in) :: t, w_trop, cooling, t_strat, tau_strat
     real(wp) :: dtdt
     dtdt = -cooling * w_trop + (1.0_wp - w_trop) * (t_strat - t) / tau_strat
-  end function
+  end function radiative_heating
 
   elemental function wtg_weight(p, p_bl, dp_wtg, w_trop) result(w)
     real(wp), intent(in) :: p, p_bl, dp_wtg, w_trop
     real(wp) :: w
     w = 0.5_wp * (1.0_wp - tanh((p - p_bl) / dp_wtg)) * w_trop
-  end function
+  end function wtg_weight
 
   elemental function wtg_heating(t, t_ref, w, tau_wtg) result(dtdt)
     real(wp), intent(in) :: t, t_ref, w, tau_wtg
     real(wp) :: dtdt
     dtdt = w * (t_ref - t) / tau_wtg
-  end function
+  end function wtg_heating
 
   !> The WTG reference temperature at the pressures p(:) (decreasing).
   pure subroutine wtg_reference(sst_ref, dt_ref, rh_ref, p, t_ref)
@@ -70,7 +71,7 @@ contains
     dlnp(2:) = log(p(2:) / p(:size(p) - 1))
     call parcel_profile(t0, rh_ref * saturation_humidity(t0, P_REFERENCE_PARCEL), &
                         P_REFERENCE_PARCEL, p, dlnp, REFERENCE_MAX_DLNP, t_ref, qs)
-  end subroutine
+  end subroutine wtg_reference
 
   !> omega at the interfaces p_int(:) of one column (first = surface), zero at and above
   !> p_omega_top.
@@ -82,11 +83,11 @@ contains
     ps = p_int(1)
     where (p_int > p_omega_top)
       omega_int = omega0 * sin(PI * (ps - p_int) / (ps - p_omega_top))
-    elsewhere
+    else where
       omega_int = 0.0_wp
     end where
     omega_int(1) = 0.0_wp
-  end subroutine
+  end subroutine omega_profile
 
   !> Upwind vertical advection of s and q in one column; dlnp_lower and dlnp_layer are
   !> the grid's ln(p_int(k)/p(k)) and ln(p_int(k)/p_int(k+1)).
@@ -104,7 +105,7 @@ contains
     call upwind_flux_form(s, dp, omega_int, dtdt)
     dtdt = dtdt / CP
     call upwind_flux_form(q, dp, omega_int, dqdt)
-  end subroutine
+  end subroutine vertical_advection
 
   pure subroutine upwind_flux_form(phi, dp, omega_int, tendency)
     real(wp), intent(in) :: phi(:), dp(:), omega_int(:)
@@ -119,7 +120,7 @@ contains
       tendency(k) = (flux_above - flux_below + phi(k) * (omega_int(k) - omega_int(k + 1))) / dp(k)
       flux_below = flux_above
     end do
-  end subroutine
+  end subroutine upwind_flux_form
 
   !> Bulk surface fluxes of one column (upward positive) and the tendencies they give the
   !> lowest layer; exchange_velocity = C U (m s-1).
@@ -133,7 +134,7 @@ contains
     lhflx = rho_cu * LV * (saturation_humidity(sst, ps) - q1)
     dtdt1 = shflx * GRAVITY / (CP * dp1)
     dqdt1 = lhflx / LV * GRAVITY / dp1
-  end subroutine
+  end subroutine surface_fluxes
 
   elemental subroutine large_scale_condensation(t, q, p, dt, dtdt, dqdt)
     real(wp), intent(in) :: t, q, p, dt
@@ -146,6 +147,6 @@ contains
       dqdt = 0.0_wp
     end if
     dtdt = -LV / CP * dqdt
-  end subroutine
+  end subroutine large_scale_condensation
 
 end module column_forcings

@@ -80,7 +80,7 @@ module column_host
     real(wp) :: wtg_sst_offset = 1.0_wp           !< K, reference parcel at sst_ref - offset
     real(wp) :: wtg_rh = 0.8_wp                   !< relative humidity of the reference parcel
     logical :: wtg = .false.
-  end type
+  end type column_parameters
 
   integer, parameter :: N_PARAMETERS = 15
   character(len=*), parameter :: PARAMETER_NAMES(N_PARAMETERS) = [character(len=20) :: &
@@ -118,7 +118,7 @@ module column_host
     procedure :: step
     procedure, private :: prepare
     procedure, private :: parameter_slot
-  end type
+  end type column_model
 
 contains
 
@@ -149,7 +149,7 @@ contains
     call self%set_columns(ps, sst, omega0, status, message)
     if (status /= COLUMN_OK) return
     call self%reset_state()
-  end subroutine
+  end subroutine init
 
   !> The initial state: T of a moist pseudo-adiabat from each column's own SST (the WTG
   !> reference construction), joined to t_strat above the tropopause; relative humidity
@@ -167,7 +167,7 @@ contains
       end do
     end associate
     self%nstep = 0
-  end subroutine
+  end subroutine reset_state
 
   !> New T (K) and q (kg kg-1), (nlev, ncol); refused outside the physical range.
   subroutine set_state(self, t, q, status, message)
@@ -188,7 +188,7 @@ contains
     end if
     self%state%t = t
     self%state%q = q
-  end subroutine
+  end subroutine set_state
 
   !> Surface pressure (Pa), SST (K) and omega amplitude (Pa s-1) of every column.
   subroutine set_columns(self, ps, sst, omega0, status, message)
@@ -215,13 +215,13 @@ contains
     self%state%sst = sst
     self%omega0 = omega0
     self%prepared = .false.
-  end subroutine
+  end subroutine set_columns
 
   subroutine set_wtg(self, on)
     class(column_model), intent(inout) :: self
     logical, intent(in) :: on
     self%params%wtg = on
-  end subroutine
+  end subroutine set_wtg
 
   subroutine set_parameter(self, name, value, status, message)
     class(column_model), intent(inout), target :: self
@@ -241,7 +241,7 @@ contains
     end if
     slot = value
     self%prepared = .false.
-  end subroutine
+  end subroutine set_parameter
 
   subroutine get_parameter(self, name, value, status, message)
     class(column_model), intent(inout), target :: self
@@ -254,7 +254,7 @@ contains
     value = 0.0_wp
     call self%parameter_slot(name, slot, positive, status, message)
     if (status == COLUMN_OK) value = slot
-  end subroutine
+  end subroutine get_parameter
 
   !> The parameter called name, and whether it must be positive.
   subroutine parameter_slot(self, name, slot, positive, status, message)
@@ -287,7 +287,7 @@ contains
       status = COLUMN_ERR_ARGUMENT
       message = 'no parameter called "' // trim(name) // '"'
     end select
-  end subroutine
+  end subroutine parameter_slot
 
   !> Profiles fixed in time: omega, the radiation and WTG weights, the WTG reference; only
   !> where a parameter or a column changed since they were last computed.
@@ -305,7 +305,7 @@ contains
                            self%t_wtg(:, i))
       end do
     end associate
-  end subroutine
+  end subroutine prepare
 
   !> One timestep with the given convection scheme. On failure the state is unchanged
   !> when the scheme failed, and out of range (status COLUMN_ERR_STATE) when the step
@@ -391,14 +391,14 @@ contains
         e(E_FIXER) = LV * mass_integral(filled, s%dp(:, i)) / self%params%dt
         e(E_RESIDUAL) = e(E_STORAGE) - sum(e(E_RADIATION:E_FIXER))
       end associate
-    end subroutine
+    end subroutine energy_terms
 
     function moist_enthalpy_source(process) result(source)
       integer, intent(in) :: process
       real(wp) :: source
       source = CP * mass_integral(self%tend_t(:, i, process), self%state%dp(:, i)) &
                + LV * mass_integral(self%tend_q(:, i, process), self%state%dp(:, i))
-    end function
+    end function moist_enthalpy_source
 
     subroutine water_terms(w)
       real(wp), intent(out) :: w(:)
@@ -412,7 +412,7 @@ contains
         w(W_FIXER) = mass_integral(filled, s%dp(:, i)) / self%params%dt
         w(W_RESIDUAL) = w(W_STORAGE) - sum(w(W_ADVECTION:W_FIXER))
       end associate
-    end subroutine
+    end subroutine water_terms
 
   end subroutine step
 
@@ -432,7 +432,7 @@ contains
     else
       q = 0.0_wp
     end if
-  end subroutine
+  end subroutine fill_negative_humidity
 
   subroutine check_range(t, q, what, status, message)
     real(wp), intent(in) :: t(:, :), q(:, :)
@@ -451,6 +451,6 @@ contains
         return
       end if
     end do
-  end subroutine
+  end subroutine check_range
 
 end module column_host

@@ -99,6 +99,6 @@ contains
       write (error_unit, '(a,i0,a)') 'column_run: status ', code, ': ' // trim(message)
       error stop 1
     end if
-  end subroutine
+  end subroutine fail_on
 
 end program column_run

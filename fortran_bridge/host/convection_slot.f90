@@ -16,19 +16,20 @@ module convection_slot
   type, abstract :: convection_scheme
   contains
     procedure(compute_interface), deferred :: compute
-  end type
+  end type convection_scheme
 
   abstract interface
     !> dtdt (K s-1) and dqdt (kg kg-1 s-1) are (nlev, ncol) like the state, precip
     !> (kg m-2 s-1, >= 0) is (ncol).
     subroutine compute_interface(self, state, dtdt, dqdt, precip, status, message)
       import :: convection_scheme, column_state, wp
+      implicit none
       class(convection_scheme), intent(inout) :: self
       type(column_state), intent(in) :: state
       real(wp), intent(out) :: dtdt(:, :), dqdt(:, :), precip(:)
       integer, intent(out) :: status
       character(len=*), intent(inout) :: message
-    end subroutine
+    end subroutine compute_interface
   end interface
 
   !> Tendencies handed in from outside, applied by the next step only.
@@ -38,7 +39,7 @@ module convection_slot
   contains
     procedure :: set => supplied_set
     procedure :: compute => supplied_compute
-  end type
+  end type supplied_convection
 
 contains
 
@@ -68,7 +69,7 @@ contains
     self%precip = precip
     self%ready = .true.
     status = COLUMN_OK
-  end subroutine
+  end subroutine supplied_set
 
   subroutine supplied_compute(self, state, dtdt, dqdt, precip, status, message)
     class(supplied_convection), intent(inout) :: self
@@ -96,6 +97,6 @@ contains
     precip = self%precip
     self%ready = .false.
     status = COLUMN_OK
-  end subroutine
+  end subroutine supplied_compute
 
 end module convection_slot

@@ -30,7 +30,7 @@ module thermodynamics
   contains
     procedure :: start => parcel_start
     procedure :: lift => parcel_lift
-  end type
+  end type rising_parcel
 
 contains
 
@@ -38,13 +38,13 @@ contains
     real(wp), intent(in) :: t
     real(wp) :: es
     es = 611.2_wp * exp(17.67_wp * (t - T0) / (t - 29.65_wp))
-  end function
+  end function saturation_vapour_pressure
 
   elemental function saturation_humidity(t, p) result(qs)
     real(wp), intent(in) :: t, p
     real(wp) :: qs
     qs = humidity_at(saturation_vapour_pressure(t), p)
-  end function
+  end function saturation_humidity
 
   !> Specific humidity of vapour pressure e (capped at p/2) at pressure p.
   elemental function humidity_at(e, p) result(q)
@@ -52,13 +52,13 @@ contains
     real(wp) :: q, ec
     ec = min(e, 0.5_wp * p)
     q = EPSILON * ec / (p - (1.0_wp - EPSILON) * ec)
-  end function
+  end function humidity_at
 
   elemental function virtual_temperature(t, q) result(tv)
     real(wp), intent(in) :: t, q
     real(wp) :: tv
     tv = t * (1.0_wp + (1.0_wp / EPSILON - 1.0_wp) * q)
-  end function
+  end function virtual_temperature
 
   !> Temperature at the lifting condensation level of air (t, q) at pressure p; t itself
   !> when the air is saturated. Only for q > 0 (dry air never condenses).
@@ -72,14 +72,14 @@ contains
     else
       t_lcl = 55.0_wp + 1.0_wp / (1.0_wp / (t - 55.0_wp) - log(rh) / 2840.0_wp)
     end if
-  end function
+  end function lcl_temperature
 
   !> dT/dln p along the pseudo-adiabat through (t, p).
   elemental function pseudo_adiabatic_lapse(t, p) result(dtdlnp)
     real(wp), intent(in) :: t, p
     real(wp) :: dtdlnp
     dtdlnp = lapse_at(t, p, saturation_vapour_pressure(t))
-  end function
+  end function pseudo_adiabatic_lapse
 
   !> The pseudo-adiabatic lapse of the header given e_s(t), with r_s = eps e_s / d,
   !> d = p - e_s, multiplied through by R_v T^2 d so that one division remains (this is
@@ -92,7 +92,7 @@ contains
     rvt2 = RV * t**2
     dtdlnp = rvt2 * (KAPPA * CP * t * d + LV * EPSILON * es) &
              / (CP * rvt2 * d + LV**2 * EPSILON * es)
-  end function
+  end function lapse_at
 
   !> The parcel (t0, q0) at pressure p0, not yet lifted.
   pure subroutine parcel_start(self, t0, q0, p0)
@@ -115,7 +115,7 @@ contains
       self%lnp_lcl = -huge(1.0_wp)
     end if
     self%p_lcl = p0 * exp(self%lnp_lcl)
-  end subroutine
+  end subroutine parcel_start
 
   !> Lift the parcel to p_to, dlnp = ln(p_to / p) above where it is (<= 0), in pseudo-
   !> adiabatic midpoint (RK2) steps of at most max_dlnp in ln p.
@@ -154,7 +154,7 @@ contains
     self%p = p_to
     self%qs = humidity_at(self%es, p_to)
     self%q = merge(self%qs, self%q0, self%saturated)
-  end subroutine
+  end subroutine parcel_lift
 
   !> A parcel (t0, q0) at pressure p0 lifted through all the pressures p(:) (decreasing),
   !> dlnp(k) = ln(p(k) / p(k-1)), dlnp(1) = ln(p(1) / p0). tp: parcel temperature; qsp:
@@ -170,6 +170,6 @@ contains
       tp(k) = parcel%t
       qsp(k) = parcel%qs
     end do
-  end subroutine
+  end subroutine parcel_profile
 
 end module thermodynamics

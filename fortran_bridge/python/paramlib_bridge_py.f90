@@ -19,8 +19,8 @@ module paramlib_py
   public :: set_screening, require_units, set_input_r32_1, set_input_r32_2, set_input_r64_1, set_input_r64_2
   public :: forward, bad_columns, get_output_r32_2, get_output_r64_2
 
-  type(paramlib_model), allocatable, save :: models(:)
-  integer, save :: n_models = 0
+  type(paramlib_model), allocatable :: models(:)
+  integer :: n_models = 0
 
 contains
 
@@ -29,7 +29,7 @@ contains
     integer, intent(in) :: handle
     type(paramlib_model) :: m
     if (handle >= 1 .and. handle <= n_models) m = models(handle)
-  end function
+  end function model_of
 
   !> Load a model file; device 0 = CPU, 1 = CUDA (device_index selects the GPU);
   !> sha256 = "" loads without pinning. handle is 0 when status is not PARAMLIB_OK.
@@ -50,7 +50,7 @@ contains
     if (status /= PARAMLIB_OK) return
     n_models = n_models + 1
     handle = n_models
-  end subroutine
+  end subroutine load
 
   subroutine free(handle, status)
     integer, intent(in) :: handle
@@ -59,13 +59,13 @@ contains
     m = model_of(handle)
     call m%free(status)
     if (status == PARAMLIB_OK) models(handle) = m
-  end subroutine
+  end subroutine free
 
   subroutine set_num_threads(n, status)
     integer, intent(in) :: n
     integer, intent(out) :: status
     call paramlib_set_num_threads(n, status)
-  end subroutine
+  end subroutine set_num_threads
 
   !> Characters offset+1.. of the message of the last failure on this thread, as
   !> many as fit len(message) (the f90wrap wrapper's buffer, its -S string length),
@@ -78,7 +78,7 @@ contains
     full = paramlib_last_error()
     length = len(full)
     message = full(min(offset, length) + 1:)
-  end subroutine
+  end subroutine last_error
 
   subroutine info(handle, n_inputs, n_outputs, ensemble_size, status)
     integer, intent(in) :: handle
@@ -86,7 +86,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%info(n_inputs, n_outputs, ensemble_size, status)
-  end subroutine
+  end subroutine info
 
   !> Field i (1-based) of kind 0 = input, 1 = output.
   subroutine field_info(handle, kind, i, name, units, nlev, status)
@@ -99,7 +99,7 @@ contains
     call m%field_info(kind, i, n, u, nlev, status)
     name = n
     units = u
-  end subroutine
+  end subroutine field_info
 
   !> units = "" skips the units check (unless required), level_order = "" the order check.
   subroutine check_field(handle, kind, name, nlev, units, level_order, status)
@@ -109,7 +109,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%check_field(kind, name, nlev, status, units=units, level_order=level_order)
-  end subroutine
+  end subroutine check_field
 
   subroutine require_units(handle, on, status)
     integer, intent(in) :: handle
@@ -118,7 +118,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%require_units(on, status)
-  end subroutine
+  end subroutine require_units
 
   subroutine set_screening(handle, on, status)
     integer, intent(in) :: handle
@@ -127,7 +127,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%set_screening(on, status)
-  end subroutine
+  end subroutine set_screening
 
   ! set_input_*: the bridge may wrap a (contiguous, real32) array in place, so
   ! the caller keeps it alive and unchanged until forward returns. units = ""
@@ -142,7 +142,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%set_input(name, a, status, units=units)
-  end subroutine
+  end subroutine set_input_r32_1
 
   !> Columns as (nlev, ncol).
   subroutine set_input_r32_2(handle, name, a, units, status)
@@ -153,7 +153,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%set_input(name, a, status, units=units)
-  end subroutine
+  end subroutine set_input_r32_2
 
   subroutine set_input_r64_1(handle, name, a, units, status)
     integer, intent(in) :: handle
@@ -163,7 +163,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%set_input(name, a, status, units=units)
-  end subroutine
+  end subroutine set_input_r64_1
 
   subroutine set_input_r64_2(handle, name, a, units, status)
     integer, intent(in) :: handle
@@ -173,7 +173,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%set_input(name, a, status, units=units)
-  end subroutine
+  end subroutine set_input_r64_2
 
   !> status 1 (PARAMLIB_WARN_BAD_INPUT) with n_bad > 0 when columns had NaN/Inf.
   subroutine forward(handle, status, n_bad)
@@ -183,7 +183,7 @@ contains
     m = model_of(handle)
     n_bad = 0
     call m%forward(status, n_bad)
-  end subroutine
+  end subroutine forward
 
   !> Per-column flags of the last forward (1 = a NaN/Inf input).
   subroutine bad_columns(handle, flags, status)
@@ -195,7 +195,7 @@ contains
     m = model_of(handle)
     call m%bad_columns(bad, status)
     flags = merge(1, 0, bad)
-  end subroutine
+  end subroutine bad_columns
 
   ! get_output_*: a is (nlev, ncol), filled in place; statistic 0 = mean, 1 = spread,
   ! 2 = member (1-based); units = "" skips the units check.
@@ -208,7 +208,7 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%get_output(name, a, status, units=units, statistic=statistic, member=member)
-  end subroutine
+  end subroutine get_output_r32_2
 
   subroutine get_output_r64_2(handle, name, a, units, statistic, member, status)
     integer, intent(in) :: handle, statistic, member
@@ -218,6 +218,6 @@ contains
     type(paramlib_model) :: m
     m = model_of(handle)
     call m%get_output(name, a, status, units=units, statistic=statistic, member=member)
-  end subroutine
+  end subroutine get_output_r64_2
 
 end module paramlib_py

@@ -18,6 +18,6 @@ contains
       flush (output_unit)
       error stop 1
     end if
-  end subroutine
+  end subroutine check
 
 end module paramlib_check

@@ -61,7 +61,7 @@ contains
     call check(size(lo) == 1 .and. size(hi) == 1 .and. lo(1) < hi(1), &
                 'a one-level input has a range of one value')
     call m%free(status)
-  end subroutine
+  end subroutine metadata_queries
 
   subroutine single_input_model()
     type(paramlib_model) :: m
@@ -90,7 +90,7 @@ contains
     call assert_ok(status, 'get_output y')
     call assert_close(y, ref, 'y matches PyTorch', rtol)
     call m%free(status)
-  end subroutine
+  end subroutine single_input_model
 
   subroutine rank2_and_rank1()
     type(paramlib_model) :: m, c
@@ -110,7 +110,7 @@ contains
     call check(all(h2 == h) .and. all(mo2 == mo) .and. all(p2 == p), 'clone gives identical outputs')
     call c%free(status)
     call m%free(status)
-  end subroutine
+  end subroutine rank2_and_rank1
 
   !> Columns every second column of a wider array, levels inside a taller one:
   !> strides on both dimensions, gaps full of NaN that the bridge must not read.
@@ -143,7 +143,7 @@ contains
     call check(all(hw(1, :) == -999) .and. all(hw(10, :) == -999) .and. all(hw(:, 2::2) == -999), &
                'nothing written outside the section')
     call m%free(status)
-  end subroutine
+  end subroutine strided_rank2
 
   subroutine real64_arrays()
     type(paramlib_model) :: m
@@ -168,7 +168,7 @@ contains
     call assert_close(h64, ref_h, 'real64 heating matches PyTorch', rtol)
     call assert_close(reshape(p64, [1, ncol]), ref_p, 'real64 precip matches PyTorch', rtol)
     call m%free(status)
-  end subroutine
+  end subroutine real64_arrays
 
   !> WRF memory (ims:ime, kms:kme, jms:jme) with a halo of NaN; the tile
   !> (its:ite, kts:kte, jts:jte) holds the reference columns, i fastest then j.
@@ -223,7 +223,7 @@ contains
     call check(all(pack(h3, .not. tile) == -999) .and. count(p3 == -999) == size(p3) - ncol, &
                'halo and levels above kte untouched')
     call m%free(status)
-  end subroutine
+  end subroutine wrf_tile
 
   subroutine ensemble_statistics()
     type(paramlib_model) :: m
@@ -251,6 +251,6 @@ contains
                                trim(label) // ' moistening matches PyTorch')
     end do
     call m%free(status)
-  end subroutine
+  end subroutine ensemble_statistics
 
 end program test_correctness

@@ -59,7 +59,7 @@ contains
     call m%metadata_json(json, status)
     call assert_status(status, PARAMLIB_ERR_HANDLE, 'metadata_json after free')
     call check(len(json) == 0, 'metadata_json after free gives ""')
-  end subroutine
+  end subroutine metadata_query_errors
 
   subroutine load_errors()
     type(paramlib_model) :: m
@@ -89,7 +89,7 @@ contains
     else
       print '(a,i0,a)', '  skip  CUDA-less check: ', ndev, ' CUDA device(s) visible'
     end if
-  end subroutine
+  end subroutine load_errors
 
   !> A file pinned by its SHA-256 (named.pt.sha256 from the generator) loads; any other
   !> hash is refused before the file is loaded.
@@ -129,7 +129,7 @@ contains
     ! Checked before loading: a truncated file gives the hash error, not the load error.
     call m%load(model_path('corrupt.pt'), status, sha256=wrong)
     call assert_status(status, PARAMLIB_ERR_HASH, 'pin of a broken file is checked before loading it')
-  end subroutine
+  end subroutine pinned_load
 
   subroutine field_errors()
     type(paramlib_model) :: m
@@ -186,7 +186,7 @@ contains
     call assert_ok(status, 'get_output after refused calls')
     call m%free(status)
     call assert_ok(status, 'free')
-  end subroutine
+  end subroutine field_errors
 
   !> require_units: a field without units is refused on check_field, set_input and
   !> get_output, and clones inherit the switch.
@@ -222,7 +222,7 @@ contains
     call assert_ok(status, 'check_field without units once off')
     call clone%free(status)
     call m%free(status)
-  end subroutine
+  end subroutine required_units
 
   subroutine level_order()
     type(paramlib_model) :: m
@@ -237,7 +237,7 @@ contains
     call m%check_field(PARAMLIB_INPUT, 'T', 8, status, level_order='upside_down')
     call assert_status(status, PARAMLIB_ERR_ARGUMENT, 'unknown level order', 'upside_down')
     call m%free(status)
-  end subroutine
+  end subroutine level_order
 
   subroutine call_order()
     type(paramlib_model) :: m
@@ -267,7 +267,7 @@ contains
     call assert_status(status, PARAMLIB_ERR_NOT_READY, 'second forward without new inputs', &
                        'since the last forward')
     call m%free(status)
-  end subroutine
+  end subroutine call_order
 
   subroutine use_after_free()
     type(paramlib_model) :: m, copy, clone
@@ -297,7 +297,7 @@ contains
     call assert_ok(status, 'clone still usable after the original is freed')
     call clone%free(status)
     call assert_ok(status, 'free the clone')
-  end subroutine
+  end subroutine use_after_free
 
   subroutine statistic_errors()
     type(paramlib_model) :: det, ens
@@ -325,7 +325,7 @@ contains
     call assert_ok(status, 'member 4 of 4')
     call det%free(status)
     call ens%free(status)
-  end subroutine
+  end subroutine statistic_errors
 
   subroutine thread_setter()
     integer :: status
@@ -338,6 +338,6 @@ contains
     call assert_ok(status, 'set_num_threads(2)')
     call paramlib_set_num_threads(1, status)
     call assert_ok(status, 'set_num_threads(1)')
-  end subroutine
+  end subroutine thread_setter
 
 end program test_errors

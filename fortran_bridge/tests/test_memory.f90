@@ -67,6 +67,6 @@ contains
     else
       call m%get_output('y', y64, status)
     end if
-  end subroutine
+  end subroutine one_call
 
 end program test_memory

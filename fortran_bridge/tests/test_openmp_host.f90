@@ -43,6 +43,6 @@ contains
     if (status == PARAMLIB_OK) call m%get_output('y', y, status)
     call assert_ok(status, what)
     call check(omp_get_max_threads() == host_threads, what // ' keeps the host team size')
-  end subroutine
+  end subroutine run_simple
 
 end program test_openmp_host

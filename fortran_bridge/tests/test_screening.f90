@@ -84,7 +84,7 @@ contains
     call assert_ok(status, 'set_input q')
     call m%set_input('ps', ps(1, :), status)
     call assert_ok(status, 'set_input ps')
-  end subroutine
+  end subroutine set_inputs
 
   subroutine get_outputs()
     call m%get_output('heating', heating, status)
@@ -93,6 +93,6 @@ contains
     call assert_ok(status, 'get_output moistening')
     call m%get_output('precip', precip, status)
     call assert_ok(status, 'get_output precip')
-  end subroutine
+  end subroutine get_outputs
 
 end program test_screening

@@ -116,13 +116,13 @@ contains
     if (status /= PARAMLIB_OK) return
     if (any(h /= h_ser(:, :, tile)) .or. any(mo /= m_ser(:, :, tile)) .or. &
         any(p /= p_ser(:, tile))) mismatches = mismatches + 1
-  end subroutine
+  end subroutine run_tile
 
   subroutine report(failures, mismatches)
     integer, intent(in) :: failures, mismatches
     character(len=80) :: line
     write (line, '(i0,a,i0,a)') failures, ' failed calls, ', mismatches, ' tiles differing from serial'
     call check(failures == 0 .and. mismatches == 0, trim(line))
-  end subroutine
+  end subroutine report
 
 end program test_threads

@@ -17,8 +17,9 @@ module paramlib_test_utils
   interface
     function getpagesize() bind(c) result(n)
       import :: c_int
+      implicit none
       integer(c_int) :: n
-    end function
+    end function getpagesize
   end interface
 
 contains
@@ -33,7 +34,7 @@ contains
     call get_command_argument(1, dir, n, stat)
     if (stat /= 0 .or. n == 0) error stop 'usage: test_program MODEL_DIR'
     path = trim(dir) // '/' // name
-  end function
+  end function model_path
 
   !> status must equal want and, for a failure, the last error must mention msg_has.
   subroutine assert_status(status, want, what, msg_has)
@@ -61,13 +62,13 @@ contains
     else
       write (output_unit, '(a,i0,a)') '  ok    ' // what // ' -> status ', status, ': ' // msg
     end if
-  end subroutine
+  end subroutine assert_status
 
   subroutine assert_ok(status, what)
     integer, intent(in) :: status
     character(*), intent(in) :: what
     call assert_status(status, PARAMLIB_OK, what)
-  end subroutine
+  end subroutine assert_ok
 
   !> max |got - ref| <= rtol * max |ref|: relative to the field's scale, so fields
   !> of 1e-7 (kg kg-1 s-1) and 1e2 are held to the same number of digits.
@@ -76,7 +77,7 @@ contains
     character(*), intent(in) :: what
     real(real64), intent(in) :: rtol
     call compare(real(got, real64), real(ref, real64), what, rtol)
-  end subroutine
+  end subroutine assert_close_r32
 
   subroutine assert_close_r64(got, ref, what, rtol)
     real(real64), intent(in) :: got(:, :)
@@ -84,7 +85,7 @@ contains
     character(*), intent(in) :: what
     real(real64), intent(in) :: rtol
     call compare(got, real(ref, real64), what, rtol)
-  end subroutine
+  end subroutine assert_close_r64
 
   subroutine compare(got, ref, what, rtol)
     real(real64), intent(in) :: got(:, :), ref(:, :)
@@ -99,7 +100,7 @@ contains
     scale = max(maxval(abs(ref)), tiny(1.0_real64))
     write (line, '(a,es9.2,a,es9.2,a)') ' (max err ', err, ', scale ', scale, ')'
     call check(err <= rtol * scale, what // trim(line))
-  end subroutine
+  end subroutine compare
 
   !> A raw field file: int32 nlev, int32 ncol, float32 a(nlev, ncol) (see make_test_models.py).
   subroutine read_field(path, a)
@@ -114,7 +115,7 @@ contains
     allocate (a(nlev, ncol))
     read (u) a
     close (u)
-  end subroutine
+  end subroutine read_field
 
   !> got agrees to 1e-6 with the reference field file `name` in the model folder.
   subroutine assert_matches_file(got, name, what)
@@ -123,7 +124,7 @@ contains
     real(real32), allocatable :: ref(:, :)
     call read_field(model_path(name), ref)
     call assert_close(got, ref, what, 1e-6_real64)
-  end subroutine
+  end subroutine assert_matches_file
 
   subroutine load_ok(m, name)
     type(paramlib_model), intent(inout) :: m
@@ -131,7 +132,7 @@ contains
     integer :: status
     call m%load(model_path(name), status)
     call assert_ok(status, 'load ' // name)
-  end subroutine
+  end subroutine load_ok
 
   !> One call of a model with the "named" fields; status of the first failing step.
   subroutine run_named(m, t, q, ps, heating, moistening, precip, status)
@@ -147,7 +148,7 @@ contains
     if (status == PARAMLIB_OK) call m%get_output('heating', heating, status, units='K s-1')
     if (status == PARAMLIB_OK) call m%get_output('moistening', moistening, status)
     if (status == PARAMLIB_OK) call m%get_output('precip', precip, status, units='mm s-1')
-  end subroutine
+  end subroutine run_named
 
   !> Resident set size of this process in KiB, from /proc/self/statm (Linux).
   integer(int64) function rss_kib()
@@ -159,6 +160,6 @@ contains
     read (u, *, iostat=stat) pages_total, pages_resident
     close (u)
     if (stat == 0) rss_kib = pages_resident * int(getpagesize(), int64) / 1024
-  end function
+  end function rss_kib
 
 end module paramlib_test_utils

@@ -54,6 +54,6 @@ contains
   subroutine fail()
     write (error_unit, '(a)') 'host: ' // paramlib_last_error()
     error stop 1
-  end subroutine
+  end subroutine fail
 
 end program host

@@ -30,11 +30,11 @@ module paramlib_column_py
     type(betts_miller_scheme) :: bm
     type(supplied_convection) :: supplied
     type(column_state) :: scratch   !< the state diagnose_bm runs Betts-Miller on
-  end type
+  end type column_instance
 
-  type(column_instance), allocatable, target, save :: instances(:)
-  integer, save :: n_instances = 0
-  character(len=COLUMN_MESSAGE_LEN), save :: message = ''
+  type(column_instance), allocatable, target :: instances(:)
+  integer :: n_instances = 0
+  character(len=COLUMN_MESSAGE_LEN) :: message = ''
 
 contains
 
@@ -53,7 +53,7 @@ contains
       inst => instances(handle)
       status = COLUMN_OK
     end if
-  end subroutine
+  end subroutine lookup
 
   !> size(ps) columns of nlev levels; handle is 0 unless status is 0.
   subroutine create(nlev, ps, sst, omega0, handle, status)
@@ -75,7 +75,7 @@ contains
     end associate
     n_instances = n_instances + 1
     handle = n_instances
-  end subroutine
+  end subroutine create
 
   subroutine free(handle, status)
     integer, intent(in) :: handle
@@ -84,13 +84,13 @@ contains
     type(column_instance) :: empty
     call lookup(handle, inst, status)
     if (status == COLUMN_OK) inst = empty
-  end subroutine
+  end subroutine free
 
   !> Message of the latest failure.
   subroutine last_error(text)
     character(len=*), intent(out) :: text
     text = message
-  end subroutine
+  end subroutine last_error
 
   subroutine constants(gravity_, rd_, rv_, cp_, lv_, kappa_, epsilon_, p0_, t0_, rho_water_)
     real(8), intent(out) :: gravity_, rd_, rv_, cp_, lv_, kappa_, epsilon_, p0_, t0_, rho_water_
@@ -104,7 +104,7 @@ contains
     p0_ = P0
     t0_ = T0
     rho_water_ = RHO_WATER
-  end subroutine
+  end subroutine constants
 
   !> Columns, levels, steps taken, and the numbers of processes and budget terms (names).
   subroutine sizes(handle, ncol, nlev, nstep, nproc, nenergy, nwater, status)
@@ -122,7 +122,7 @@ contains
     ncol = inst%model%state%ncol
     nlev = inst%model%state%nlev
     nstep = inst%model%nstep
-  end subroutine
+  end subroutine sizes
 
   !> Name i (1-based) of a process (kind 0, the order of get_tendency), an energy budget
   !> term (kind 1) or a water budget term (kind 2), as in get_budgets.
@@ -139,13 +139,15 @@ contains
       if (i >= 1 .and. i <= N_ENERGY_TERMS) name = ENERGY_TERM_NAMES(i)
     case (2)
       if (i >= 1 .and. i <= N_WATER_TERMS) name = WATER_TERM_NAMES(i)
+    case default
+      continue  ! an unknown kind leaves name blank: reported below
     end select
     if (len_trim(name) > 0) then
       status = COLUMN_OK
     else
       write (message, '(a,i0,a,i0)') 'names: no entry ', i, ' of kind ', kind
     end if
-  end subroutine
+  end subroutine names
 
   !> A model parameter by name (column_host: column_parameters), SI units.
   subroutine set_parameter(handle, name, value, status)
@@ -156,7 +158,7 @@ contains
     type(column_instance), pointer :: inst
     call lookup(handle, inst, status)
     if (status == COLUMN_OK) call inst%model%set_parameter(name, value, status, message)
-  end subroutine
+  end subroutine set_parameter
 
   subroutine get_parameter(handle, name, value, status)
     integer, intent(in) :: handle
@@ -167,7 +169,7 @@ contains
     value = 0
     call lookup(handle, inst, status)
     if (status == COLUMN_OK) call inst%model%get_parameter(name, value, status, message)
-  end subroutine
+  end subroutine get_parameter
 
   !> WTG relaxation on (1) or off (0).
   subroutine set_wtg(handle, on, status)
@@ -176,7 +178,7 @@ contains
     type(column_instance), pointer :: inst
     call lookup(handle, inst, status)
     if (status == COLUMN_OK) call inst%model%set_wtg(on /= 0)
-  end subroutine
+  end subroutine set_wtg
 
   !> Betts-Miller relaxation time (s) and reference relative humidity.
   subroutine set_bm(handle, tau, rh, status)
@@ -186,7 +188,7 @@ contains
     type(column_instance), pointer :: inst
     call lookup(handle, inst, status)
     if (status == COLUMN_OK) call inst%bm%set_parameters(tau, rh, status, message)
-  end subroutine
+  end subroutine set_bm
 
   subroutine get_bm(handle, tau, rh, status)
     integer, intent(in) :: handle
@@ -199,7 +201,7 @@ contains
     if (status /= COLUMN_OK) return
     tau = inst%bm%tau
     rh = inst%bm%rh
-  end subroutine
+  end subroutine get_bm
 
   !> Surface pressure (Pa), SST (K) and omega amplitude (Pa s-1, < 0 ascent) per column.
   subroutine set_columns(handle, ps, sst, omega0, status)
@@ -209,7 +211,7 @@ contains
     type(column_instance), pointer :: inst
     call lookup(handle, inst, status)
     if (status == COLUMN_OK) call inst%model%set_columns(ps, sst, omega0, status, message)
-  end subroutine
+  end subroutine set_columns
 
   subroutine get_columns(handle, ps, sst, omega0, status)
     integer, intent(in) :: handle
@@ -221,7 +223,7 @@ contains
     ps = inst%model%state%ps
     sst = inst%model%state%sst
     omega0 = inst%model%omega0
-  end subroutine
+  end subroutine get_columns
 
   !> The initial state again, from the current parameters and columns.
   subroutine reset_state(handle, status)
@@ -230,7 +232,7 @@ contains
     type(column_instance), pointer :: inst
     call lookup(handle, inst, status)
     if (status == COLUMN_OK) call inst%model%reset_state()
-  end subroutine
+  end subroutine reset_state
 
   subroutine set_state(handle, t, q, status)
     integer, intent(in) :: handle
@@ -239,7 +241,7 @@ contains
     type(column_instance), pointer :: inst
     call lookup(handle, inst, status)
     if (status == COLUMN_OK) call inst%model%set_state(t, q, status, message)
-  end subroutine
+  end subroutine set_state
 
   subroutine get_state(handle, t, q, status)
     integer, intent(in) :: handle
@@ -250,7 +252,7 @@ contains
     if (status /= COLUMN_OK) return
     t = inst%model%state%t
     q = inst%model%state%q
-  end subroutine
+  end subroutine get_state
 
   !> p (nlev, ncol) and p_int (nlev+1, ncol), Pa.
   subroutine get_pressure(handle, p, p_int, status)
@@ -266,7 +268,7 @@ contains
     end if
     p = inst%model%state%p
     p_int = inst%model%state%p_int
-  end subroutine
+  end subroutine get_pressure
 
   !> nsteps steps with the Betts-Miller scheme; stops at the first failure.
   subroutine step_bm(handle, nsteps, status)
@@ -279,7 +281,7 @@ contains
       if (status /= COLUMN_OK) return
       call inst%model%step(inst%bm, status, message)
     end do
-  end subroutine
+  end subroutine step_bm
 
   !> One step applying the convective tendencies dtdt (K s-1), dqdt (kg kg-1 s-1),
   !> (nlev, ncol), and precip (kg m-2 s-1, >= 0), (ncol), computed outside.
@@ -293,7 +295,7 @@ contains
     call inst%supplied%set(dtdt, dqdt, precip, status, message)
     if (status /= COLUMN_OK) return
     call inst%model%step(inst%supplied, status, message)
-  end subroutine
+  end subroutine step_supplied
 
   !> Betts-Miller on the state (t, q) at this model's pressures, without stepping:
   !> tendencies, precipitation, CAPE (J kg-1), branch (0 none, 1 shallow, 2 deep) and the
@@ -319,7 +321,7 @@ contains
     cape = inst%bm%cape
     kind = inst%bm%kind
     top = inst%bm%top
-  end subroutine
+  end subroutine diagnose_bm
 
   !> Sensible and latent heat fluxes of the last step (from its initial state), W m-2.
   subroutine get_surface_fluxes(handle, shflx, lhflx, status)
@@ -331,7 +333,7 @@ contains
     if (status /= COLUMN_OK) return
     shflx = inst%model%state%shflx
     lhflx = inst%model%state%lhflx
-  end subroutine
+  end subroutine get_surface_fluxes
 
   !> Convective tendencies and precipitation of the last step (the scheme's; large-scale
   !> condensation's is in get_precipitation).
@@ -344,7 +346,7 @@ contains
     if (status /= COLUMN_OK) return
     call lookup_shaped(handle, inst, status, c1=precip)
     if (status == COLUMN_OK) precip = inst%model%precip
-  end subroutine
+  end subroutine get_convection
 
   !> Convective and large-scale precipitation of the last step, kg m-2 s-1.
   subroutine get_precipitation(handle, convective, large_scale, status)
@@ -356,7 +358,7 @@ contains
     if (status /= COLUMN_OK) return
     convective = inst%model%precip
     large_scale = inst%model%precip_ls
-  end subroutine
+  end subroutine get_precipitation
 
   !> Tendencies of process i (1-based, see names kind 0) in the last step.
   subroutine get_tendency(handle, process, dtdt, dqdt, status)
@@ -374,7 +376,7 @@ contains
     end if
     dtdt = inst%model%tend_t(:, :, process)
     dqdt = inst%model%tend_q(:, :, process)
-  end subroutine
+  end subroutine get_tendency
 
   !> Budget terms of the last step: energy (n_energy_terms, ncol) in W m-2 and water
   !> (n_water_terms, ncol) in kg m-2 s-1, in the order of names kinds 1 and 2.
@@ -392,7 +394,7 @@ contains
     end if
     energy = inst%model%energy_budget
     water = inst%model%water_budget
-  end subroutine
+  end subroutine get_budgets
 
   !> lookup, then refuse any (nlev, ncol) field f* or per-column (ncol) array c* whose
   !> shape is not the model's.
@@ -404,25 +406,26 @@ contains
     call lookup(handle, inst, status)
     if (status /= COLUMN_OK) return
     if (.not. (field_fits(f1) .and. field_fits(f2) .and. field_fits(f3) .and. field_fits(f4) &
-               .and. columns_fit(c1) .and. columns_fit(c2) .and. columns_fit(c3))) &
+               .and. columns_fit(c1) .and. columns_fit(c2) .and. columns_fit(c3))) then
       call refuse_shape(status)
+    end if
   contains
     logical function field_fits(f)
       real(8), intent(in), optional :: f(:, :)
       field_fits = .true.
       if (present(f)) field_fits = all(shape(f) == shape(inst%model%state%t))
-    end function
+    end function field_fits
     logical function columns_fit(c)
       real(8), intent(in), optional :: c(:)
       columns_fit = .true.
       if (present(c)) columns_fit = size(c) == inst%model%state%ncol
-    end function
-  end subroutine
+    end function columns_fit
+  end subroutine lookup_shaped
 
   subroutine refuse_shape(status)
     integer, intent(out) :: status
     status = COLUMN_ERR_ARGUMENT
     message = 'array shapes do not match the model: (nlev, ncol) fields, (ncol) per column'
-  end subroutine
+  end subroutine refuse_shape
 
 end module paramlib_column_py

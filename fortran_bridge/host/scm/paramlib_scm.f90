@@ -125,8 +125,9 @@ program paramlib_scm
   call agree(status /= PARAMLIB_OK, 'torch threads')
   column_id = [(int(k, int64), k = i0, i1)]
   call scheme%setup(s%coupling, s%nlev, s%chunk_size, dt, solin, column_id, status, message)
-  if (status /= CP_OK .and. status < CP_ERR_ARGUMENT .and. rank == 0) &
+  if (status /= CP_OK .and. status < CP_ERR_ARGUMENT .and. rank == 0) then
     write (error_unit, '(a)') 'paramlib_scm: warning: ' // trim(message)
+  end if
   call agree(status >= CP_ERR_ARGUMENT, 'set-up')
 
   ! The output file, with every column's fixed fields.
@@ -230,7 +231,7 @@ contains
       call scheme%physics(i)%timings(total, bridge, physics)
       t(2:) = t(2:) + [total, bridge, physics]
     end do
-  end subroutine
+  end subroutine timers
 
   !> Every rank learns whether any rank failed (what: the stage); then all stop together.
   subroutine agree(failed, what)
@@ -239,7 +240,7 @@ contains
     logical :: any_failed
     call MPI_Allreduce(failed, any_failed, 1, MPI_LOGICAL, MPI_LOR, comm)
     if (any_failed) call stop_run(failed, what)
-  end subroutine
+  end subroutine agree
 
   !> Print the failure (on the ranks that failed), close the output saying why, exit 1.
   subroutine stop_run(failed, what)
@@ -253,20 +254,20 @@ contains
     if (rank == 0) call out%close('failed: ' // trim(line), ignored, message)
     call MPI_Finalize()
     stop 1, quiet=.true.   ! the message is out; no backtrace
-  end subroutine
+  end subroutine stop_run
 
   subroutine gather_levels(a, all)
     real(wp), intent(in) :: a(:, :)
     real(wp), intent(inout) :: all(:, :)
     call MPI_Gatherv(a, size(a), MPI_DOUBLE_PRECISION, all, s%nlev * counts, s%nlev * displs, &
                      MPI_DOUBLE_PRECISION, 0, comm)
-  end subroutine
+  end subroutine gather_levels
 
   subroutine gather_columns(a, all)
     real(wp), intent(in) :: a(:)
     real(wp), intent(inout) :: all(:)
     call MPI_Gatherv(a, size(a), MPI_DOUBLE_PRECISION, all, counts, displs, &
                      MPI_DOUBLE_PRECISION, 0, comm)
-  end subroutine
+  end subroutine gather_columns
 
 end program paramlib_scm

@@ -37,7 +37,7 @@ module scm_config
     real(wp) :: parameter_values(MAX_PARAMETERS) = 0.0_wp
     character(len=16) :: mode_name = 'physics'
     type(column_physics_config) :: coupling
-  end type
+  end type scm_settings
 
 contains
 
@@ -174,8 +174,8 @@ contains
       character(len=128) :: text
       write (text, '(a,i0,a)') what // ' is longer than ', PATH_LEN - 1, &
         ' characters: use a shorter path'
-    end function
+    end function too_long
 
-  end subroutine
+  end subroutine read_settings
 
 end module scm_config

@@ -34,7 +34,7 @@ module scm_coupled
     procedure :: compute => coupled_compute
     procedure :: chunk_bounds
     procedure :: release
-  end type
+  end type coupled_convection
 
 contains
 
@@ -69,7 +69,7 @@ contains
         return
       end if
     end do
-  end subroutine
+  end subroutine setup
 
   !> Columns i0..i1 of chunk c.
   subroutine chunk_bounds(self, c, i0, i1)
@@ -78,7 +78,7 @@ contains
     integer, intent(out) :: i0, i1
     i0 = (c - 1) * self%chunk_size + 1
     i1 = min(c * self%chunk_size, self%ncol)
-  end subroutine
+  end subroutine chunk_bounds
 
   subroutine coupled_compute(self, state, dtdt, dqdt, precip, status, message)
     class(coupled_convection), intent(inout) :: self
@@ -113,7 +113,7 @@ contains
       status = COLUMN_ERR_ARGUMENT
       message = trim(self%last_message)
     end if
-  end subroutine
+  end subroutine coupled_compute
 
   subroutine release(self)
     class(coupled_convection), intent(inout) :: self
@@ -122,6 +122,6 @@ contains
     do i = 1, size(self%physics)
       call self%physics(i)%free()
     end do
-  end subroutine
+  end subroutine release
 
 end module scm_coupled

@@ -38,7 +38,7 @@ module scm_io
     procedure :: write_steps
     procedure :: close => output_close
     procedure, private :: check, def, text
-  end type
+  end type scm_output
 
 contains
 
@@ -57,7 +57,7 @@ contains
     end if
     if (status /= nf90_noerr) message = trim(path) // ': dimension col: ' // &
                                         trim(nf90_strerror(status))
-  end subroutine
+  end subroutine column_count
 
   !> Columns i0..i1 of the columns file; has_state when it holds t and q (then t, q are set).
   subroutine read_columns(path, i0, i1, nlev, ps, sst, omega0, solin, t, q, has_state, &
@@ -96,8 +96,9 @@ contains
       has_state = status == nf90_noerr
     end if
     if (nf90_close(ncid) /= nf90_noerr) continue
-    if (status /= nf90_noerr .and. len_trim(message) == 0) &
+    if (status /= nf90_noerr .and. len_trim(message) == 0) then
       message = trim(path) // ': ' // trim(what) // ': ' // trim(nf90_strerror(status))
+    end if
 
   contains
 
@@ -110,7 +111,7 @@ contains
       status = nf90_inq_varid(ncid, name, varid)
       if (status == nf90_noerr) status = nf90_get_var(ncid, varid, a, start=[i0], &
                                                       count=[i1 - i0 + 1])
-    end subroutine
+    end subroutine column_field
 
     subroutine level_field(name, a)
       character(len=*), intent(in) :: name
@@ -121,9 +122,9 @@ contains
       status = nf90_inq_varid(ncid, name, varid)
       if (status == nf90_noerr) status = nf90_get_var(ncid, varid, a, start=[1, i0], &
                                                       count=[nlev, i1 - i0 + 1])
-    end subroutine
+    end subroutine level_field
 
-  end subroutine
+  end subroutine read_columns
 
   !> Create the output file with its coordinates, the columns' fixed fields and every
   !> variable's attributes.
@@ -295,13 +296,13 @@ contains
       character(len=*), intent(in) :: name
       real(wp), intent(in) :: value
       call self%check(nf90_put_att(self%ncid, nf90_global, name, value), name)
-    end subroutine
+    end subroutine put_real
 
     subroutine put_int(name, value)
       character(len=*), intent(in) :: name
       integer, intent(in) :: value
       call self%check(nf90_put_att(self%ncid, nf90_global, name, value), name)
-    end subroutine
+    end subroutine put_int
 
   end subroutine create
 
@@ -318,14 +319,14 @@ contains
     call self%text(varid, 'long_name', long_name)
     if (present(standard_name)) call self%text(varid, 'standard_name', standard_name)
     if (present(cell)) call self%text(varid, 'cell_methods', cell)
-  end function
+  end function def
 
   subroutine text(self, varid, name, value)
     class(scm_output), intent(inout) :: self
     integer, intent(in) :: varid
     character(len=*), intent(in) :: name, value
     call self%check(nf90_put_att(self%ncid, varid, name, value), name)
-  end subroutine
+  end subroutine text
 
   subroutine check(self, code, what)
     class(scm_output), intent(inout) :: self
@@ -334,7 +335,7 @@ contains
     if (code == nf90_noerr .or. self%failed) return
     self%failed = .true.
     self%message = 'netCDF output: ' // what // ': ' // trim(nf90_strerror(code))
-  end subroutine
+  end subroutine check
 
   !> Record number nrec + 1: rec (global columns) at time_s seconds since the start.
   subroutine write_record(self, rec, time_s, fallback_fraction, status, message)
@@ -380,21 +381,21 @@ contains
       character(len=*), intent(in) :: name
       call self%check(nf90_put_var(self%ncid, varid, a, start=[1, 1, n], &
                                    count=[size(a, 1), size(a, 2), 1]), name)
-    end subroutine
+    end subroutine levels
 
     subroutine columns(varid, a, name)
       integer, intent(in) :: varid
       real(wp), intent(in) :: a(:)
       character(len=*), intent(in) :: name
       call self%check(nf90_put_var(self%ncid, varid, a, start=[1, n], count=[size(a), 1]), name)
-    end subroutine
+    end subroutine columns
 
     subroutine flags(varid, a, name)
       integer, intent(in) :: varid
       integer, intent(in) :: a(:)
       character(len=*), intent(in) :: name
       call self%check(nf90_put_var(self%ncid, varid, a, start=[1, n], count=[size(a), 1]), name)
-    end subroutine
+    end subroutine flags
 
   end subroutine write_record
 
@@ -409,7 +410,7 @@ contains
                                  count=[size(fractions)]), 'fallback_fraction_step')
     call self%check(nf90_put_var(self%ncid, self%v_nonfinite_step, nonfinite, start=[first], &
                                  count=[size(nonfinite)]), 'nonfinite_step')
-  end subroutine
+  end subroutine write_steps
 
   !> Whether the folder of path exists (the current folder for a bare file name).
   logical function folder_exists(path)
@@ -418,7 +419,7 @@ contains
     slash = index(trim(path), '/', back=.true.)
     folder_exists = .true.
     if (slash > 1) inquire (file=path(:slash - 1) // '/.', exist=folder_exists)
-  end function
+  end function folder_exists
 
   !> Close, recording how the run ended (run_status: 'completed' or the error).
   subroutine output_close(self, run_status, status, message)
@@ -437,6 +438,6 @@ contains
     self%ncid = -1
     status = merge(1, 0, self%failed)
     if (self%failed) message = self%message
-  end subroutine
+  end subroutine output_close
 
 end module scm_io

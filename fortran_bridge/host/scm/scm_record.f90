@@ -31,7 +31,7 @@ module scm_record
     procedure :: add_step
     procedure :: finish
     procedure :: gather
-  end type
+  end type output_record
 
 contains
 
@@ -46,7 +46,7 @@ contains
               self%energy_residual(ncol), self%water_residual(ncol), self%path(ncol), &
               self%reason(ncol), self%fixes(ncol))
     call self%reset()
-  end subroutine
+  end subroutine record_init
 
   subroutine record_reset(self)
     class(output_record), intent(inout) :: self
@@ -71,7 +71,7 @@ contains
     self%path = PATH_PHYSICS
     self%reason = 0
     self%fixes = 0
-  end subroutine
+  end subroutine record_reset
 
   !> Add the step the model just took; n_fallback: its columns that ran physics in an ML mode,
   !> n_nonfinite: those among them whose model outputs held NaN/Inf.
@@ -111,7 +111,7 @@ contains
         end if
       end associate
     end do
-  end subroutine
+  end subroutine add_step
 
   !> Means from sums, and the state at the end of the interval.
   subroutine finish(self, model)
@@ -137,7 +137,7 @@ contains
     do i = 1, model%state%ncol
       self%pw(i) = mass_integral(model%state%q(:, i), model%state%dp(:, i))
     end do
-  end subroutine
+  end subroutine finish
 
   !> Rank root's global gets every rank's columns in rank order; counts(r) and displs(r) are
   !> rank r's column count and first column (0-based); global is only used on root.
@@ -176,22 +176,22 @@ contains
       real(wp), intent(inout) :: all(:, :)
       call MPI_Gatherv(local, size(local), MPI_DOUBLE_PRECISION, all, nlev * counts, &
                        nlev * displs, MPI_DOUBLE_PRECISION, root, comm)
-    end subroutine
+    end subroutine levels
 
     subroutine columns(local, all)
       real(wp), intent(in) :: local(:)
       real(wp), intent(inout) :: all(:)
       call MPI_Gatherv(local, size(local), MPI_DOUBLE_PRECISION, all, counts, displs, &
                        MPI_DOUBLE_PRECISION, root, comm)
-    end subroutine
+    end subroutine columns
 
     subroutine flags(local, all)
       integer, intent(in) :: local(:)
       integer, intent(inout) :: all(:)
       call MPI_Gatherv(local, size(local), MPI_INTEGER, all, counts, displs, MPI_INTEGER, &
                        root, comm)
-    end subroutine
+    end subroutine flags
 
-  end subroutine
+  end subroutine gather
 
 end module scm_record

@@ -21,7 +21,7 @@ contains
     if (expected == 0.0_wp) tolerance = rtol
     write (values, '(a,es24.16,a,es24.16)') ': ', actual, ' vs ', expected
     call check(abs(actual - expected) <= tolerance, what // trim(values))
-  end subroutine
+  end subroutine check_close
 
   subroutine check_ok(status, message, what)
     integer, intent(in) :: status
@@ -31,6 +31,6 @@ contains
     else
       call check(.false., what // ': ' // trim(message))
     end if
-  end subroutine
+  end subroutine check_ok
 
 end module column_checks

@@ -40,19 +40,19 @@ contains
     real(wp), intent(in) :: tau_bm
     call bm_column(t, q, p, dp, grid_column%grid%dlnp_layer, grid_column%grid%dlnp_level, &
                    tau_bm, RH, dtdt, dqdt, precip, cape, kind, top)
-  end subroutine
+  end subroutine run_bm
 
   !> The parcel of the lowest level, as Betts-Miller lifts it.
   subroutine lift_parcel()
     call parcel_profile(t(1), q(1), p(1), p, grid_column%grid%dlnp_level, BM_PARCEL_MAX_DLNP, &
                         tp, qsp)
-  end subroutine
+  end subroutine lift_parcel
 
   subroutine check_nothing(what)
     character(len=*), intent(in) :: what
     call check(kind == BM_NONE .and. top == 0 .and. precip == 0.0_wp .and. &
                all(dtdt == 0.0_wp) .and. all(dqdt == 0.0_wp), what // ': no tendencies, no rain')
-  end subroutine
+  end subroutine check_nothing
 
   subroutine stable_columns()
     write (*, '(a)') 'stable columns'
@@ -83,14 +83,14 @@ contains
     call run_bm(TAU)
     call check(cape > 0.0_wp, 'dry column 0.3 K warmer than a saturated parcel: CAPE > 0')
     call check_nothing('... with P_T < 0')
-  end subroutine
+  end subroutine stable_columns
 
   !> Lowest level 300 K at 80 % relative humidity; tp, qsp its parcel.
   subroutine moist_lowest_level()
     t(1) = 300.0_wp
     q(1) = 0.8_wp * saturation_humidity(t(1), p(1))
     call lift_parcel()
-  end subroutine
+  end subroutine moist_lowest_level
 
   !> Temperature `colder` K below the parcel's from the lowest level to 200 hPa, 10 K above
   !> it higher up: the parcel is buoyant up to 200 hPa.
@@ -99,11 +99,11 @@ contains
     call moist_lowest_level()
     where (p > 2.0e4_wp)
       t = tp - colder
-    elsewhere
+    else where
       t = tp + 10.0_wp
     end where
     t(1) = 300.0_wp
-  end subroutine
+  end subroutine buoyant_to_200_hpa
 
   subroutine deep_case()
     real(wp) :: shift(NLEV), expected_shift, dtdt_1(NLEV), dqdt_1(NLEV), precip_1
@@ -147,7 +147,7 @@ contains
       if (abs(dtdt(k)) > 0.0_wp) exit
     end do
     call check(k <= top, 'the deep case has non-zero heating')
-  end subroutine
+  end subroutine deep_case
 
   !> Buoyancy counts above the LCL only (Frierson's capecalcnew): a surface layer that is
   !> superadiabatic under a stable sub-cloud layer does not end the parcel's ascent there.
@@ -164,7 +164,7 @@ contains
     call run_bm(TAU)
     call check(kind == BM_DEEP .and. top == lnb, &
                'deep convection to the level of neutral buoyancy above the stable sub-cloud layer')
-  end subroutine
+  end subroutine inhibition_below_the_lcl
 
   subroutine shallow_case()
     real(wp) :: first_dq(NLEV), p_below(NLEV), fraction, scale
@@ -201,7 +201,7 @@ contains
                'nothing above the new top')
     call check(all(abs(dqdt(:top - 1) * TAU - (RH * qsp(:top - 1) - q(:top - 1))) &
                    <= 1e-12_wp * q(:top - 1)), 'below the top, q relaxes at 1/tau to the reference')
-  end subroutine
+  end subroutine shallow_case
 
   !> Perturbed versions of the deep case: every branch, and always conservation.
   subroutine random_columns()
@@ -240,7 +240,7 @@ contains
     call check(never_negative, 'rain is never negative')
     call check(worst_water < 1e-12_wp, 'water conserved in every column: sum(dq dp)/g = -P')
     call check(worst_energy < 1e-12_wp, 'enthalpy conserved in every column: sum(cp dT dp)/g = L P')
-  end subroutine
+  end subroutine random_columns
 
   !> The same kernel through the convection slot's interface, column by column.
   subroutine through_the_scheme()
@@ -269,12 +269,12 @@ contains
     call check(bm%kind(1) == BM_DEEP .and. bm%kind(2) == BM_NONE .and. bm%cape(1) == cape, &
                'per-column diagnostics: deep and none, CAPE')
     call check(all(dtdt2(:, 2) == 0.0_wp) .and. precip2(2) == 0.0_wp, 'column 2 is stable')
-  end subroutine
+  end subroutine through_the_scheme
 
   subroutine deep_case_state()
     call moist_lowest_level()
     t(2:) = tp(2:) - 1.5_wp
     q(2:) = 0.9_wp * saturation_humidity(t(2:), p(2:))
-  end subroutine
+  end subroutine deep_case_state
 
 end program test_betts_miller

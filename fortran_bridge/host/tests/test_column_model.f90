@@ -46,7 +46,7 @@ contains
     call model%set_parameter('sst_ref', sum(sst) / NCOL, status, message)
     call check_ok(status, message, 'set sst_ref')
     call model%set_wtg(wtg)
-  end subroutine
+  end subroutine make_model
 
   !> Largest |residual| / |largest term| over the columns of the last step.
   function worst_residual(budget) result(worst)
@@ -58,7 +58,7 @@ contains
     do i = 1, size(budget, 2)
       worst = max(worst, abs(budget(n, i)) / maxval(abs(budget(:n - 1, i))))
     end do
-  end function
+  end function worst_residual
 
   subroutine budgets_with_betts_miller(nlev, wtg)
     integer, intent(in) :: nlev
@@ -91,7 +91,7 @@ contains
     call check(worst_conv < BUDGET_RTOL, 'Betts-Miller adds no moist enthalpy')
     call check(maxval(model%precip) > 0.0_wp, 'some columns rain')
     call check(all(model%state%q >= 0.0_wp), 'humidity stays >= 0')
-  end subroutine
+  end subroutine budgets_with_betts_miller
 
   !> Tendencies supplied from outside that drive q negative in places: the fixer fills it
   !> from the same column, and the budgets still close.
@@ -144,7 +144,7 @@ contains
                N_WATER_TERMS == size(model%water_budget, 1), 'budget sizes')
     call model%step(supplied, status, message)
     call check(status == COLUMN_ERR_NOT_READY, 'supplied tendencies apply to one step only')
-  end subroutine
+  end subroutine budgets_with_supplied_tendencies
 
   !> Flux form: the column integral of the advective moistening is the lateral import
   !> sum(q_k (omega_k-1/2 - omega_k+1/2)) / g.
@@ -169,7 +169,7 @@ contains
                  'no omega above p_omega_top')
       call check(dqdt(2) > 0.0_wp, 'ascent moistens the lower troposphere')
     end associate
-  end subroutine
+  end subroutine advection_is_lateral_export
 
   subroutine errors()
     type(column_model) :: model
@@ -202,6 +202,6 @@ contains
     t(5, 7) = 500.0_wp
     call model%set_state(t, 0.0_wp * t, status, message)
     call check(status == COLUMN_ERR_ARGUMENT, 'T = 500 K refused: ' // trim(message))
-  end subroutine
+  end subroutine errors
 
 end program test_column_model

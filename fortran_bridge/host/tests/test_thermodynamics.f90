@@ -74,6 +74,6 @@ contains
     r = 1.0e3_wp * qs / (1.0_wp - qs)
     theta_e = t * (1000.0_wp / (p / 100.0_wp))**(0.2854_wp * (1.0_wp - 0.28e-3_wp * r)) &
               * exp((3.376_wp / t - 0.00254_wp) * r * (1.0_wp + 0.81e-3_wp * r))
-  end function
+  end function bolton_theta_e
 
 end program test_thermodynamics

@@ -11,11 +11,11 @@ module wrf_domain
 
   !> Value put outside the tile area (halo and the staggered end row ide, jde) of every array
   !> the plugin writes: it must still be there afterwards.
-  real, parameter :: HALO_MARK = -999.
+  real, parameter :: HALO_MARK = -999.0
 
   type :: domain
     integer :: ids, ide, jds, jde, kds, kde, ims, ime, jms, jme, kms, kme
-    real :: dt = 0.
+    real :: dt = 0.0
     integer :: stepcu = 1
     real, allocatable, dimension(:, :, :) :: u, v, w, th, t, qv, p, pi, rho, dz8w, w0avg
     real, allocatable, dimension(:, :, :) :: rthcuten, rqvcuten, rqccuten, rqrcuten, rqicuten, &
@@ -56,20 +56,20 @@ contains
     d%dt = dt
     d%stepcu = stepcu
     associate (i0 => d%ims, i1 => d%ime, k0 => d%kms, k1 => d%kme, j0 => d%jms, j1 => d%jme)
-      allocate (d%u(i0:i1, k0:k1, j0:j1), source=0.)
+      allocate (d%u(i0:i1, k0:k1, j0:j1), source=0.0)
       allocate (d%v, d%w, d%th, d%t, d%qv, d%p, d%pi, d%rho, d%dz8w, d%w0avg, mold=d%u)
       allocate (d%rthcuten, d%rqvcuten, d%rqccuten, d%rqrcuten, d%rqicuten, d%rqscuten, mold=d%u)
       allocate (d%rthcuten_prev, d%rqvcuten_prev, d%rqccuten_prev, d%rqrcuten_prev, &
                 d%rqicuten_prev, d%rqscuten_prev, mold=d%u)
-      allocate (d%hfx(i0:i1, j0:j1), source=0.)
+      allocate (d%hfx(i0:i1, j0:j1), source=0.0)
       allocate (d%ust, d%pblh, d%xland, d%raincv, d%pratec, d%nca, d%cutop, d%cubot, d%nca_prev, &
                 d%rainc, mold=d%hfx)
       allocate (d%cu_act_flag(i0:i1, j0:j1), source=.false.)
     end associate
-    d%v = 0.; d%w = 0.; d%th = 0.; d%t = 0.; d%qv = 0.; d%p = 0.; d%pi = 0.; d%rho = 0.
-    d%dz8w = 0.; d%w0avg = 0.
-    call set_outputs(d, 0.)
-    d%ust = 0.; d%pblh = 0.; d%xland = 0.; d%rainc = 0.
+    d%v = 0.0; d%w = 0.0; d%th = 0.0; d%t = 0.0; d%qv = 0.0; d%p = 0.0; d%pi = 0.0; d%rho = 0.0
+    d%dz8w = 0.0; d%w0avg = 0.0
+    call set_outputs(d, 0.0)
+    d%ust = 0.0; d%pblh = 0.0; d%xland = 0.0; d%rainc = 0.0
   end function new_domain
 
   !> ntx x nty tiles over the domain, WRF-style (patch = domain here).
@@ -167,14 +167,14 @@ contains
     do j = d%jds, d%jde - 1
       do i = d%ids, d%ide - 1
         d%rainc(i, j) = d%rainc(i, j) + d%pratec(i, j) * d%dt
-        if (d%nca(i, j) > 0.) then
+        if (d%nca(i, j) > 0.0) then
           if (nint(d%nca(i, j) / d%dt) <= 1) then
-            d%rthcuten(i, :d%kde - 1, j) = 0.
-            d%rqvcuten(i, :d%kde - 1, j) = 0.
-            d%rqccuten(i, :d%kde - 1, j) = 0.
-            d%rqrcuten(i, :d%kde - 1, j) = 0.
-            d%rqicuten(i, :d%kde - 1, j) = 0.
-            d%rqscuten(i, :d%kde - 1, j) = 0.
+            d%rthcuten(i, :d%kde - 1, j) = 0.0
+            d%rqvcuten(i, :d%kde - 1, j) = 0.0
+            d%rqccuten(i, :d%kde - 1, j) = 0.0
+            d%rqrcuten(i, :d%kde - 1, j) = 0.0
+            d%rqicuten(i, :d%kde - 1, j) = 0.0
+            d%rqscuten(i, :d%kde - 1, j) = 0.0
           end if
           d%nca(i, j) = d%nca(i, j) - d%dt
         end if

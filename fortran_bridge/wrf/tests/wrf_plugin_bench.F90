@@ -51,7 +51,7 @@ program wrf_plugin_bench
     allocate (pool3(nlev, npool, N3), pool1(npool, N1), w(nlev + 1, npool))
     read (unit) pool3(:, :, 1:2), w, pool3(:, :, 3:N3), pool1
     close (unit)
-    d = new_domain(nx, ny, nlev, 3, 30., 10)
+    d = new_domain(nx, ny, nlev, 3, 30.0, 10)
     do j = 1, ny
       do i = 1, nx
         c = mod((j - 1) * nx + i - 1, npool) + 1

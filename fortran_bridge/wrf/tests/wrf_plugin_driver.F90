@@ -96,7 +96,7 @@ program wrf_plugin_driver
   call get_dim('Time', nframes)
   call nc(nf90_get_att(ncid, NF90_GLOBAL, 'DT', dt), 'attribute DT')
   call nc(nf90_get_att(ncid, NF90_GLOBAL, 'CUDT', cudt), 'attribute CUDT')
-  stepcu = max(nint(cudt * 60. / dt), 1)
+  stepcu = max(nint(cudt * 60.0 / dt), 1)
   if (first_frame < 2 .or. first_frame + ncalls - 1 > nframes) then
     write (error_unit, '(a,3(i0,a))') 'first_frame = ', first_frame, ', ncalls = ', ncalls, &
       ': need frames 1..', nframes, ' with one before the first call'
@@ -202,18 +202,18 @@ contains
             d%nca(i, j) == b%nca(i, j) .and. d%cutop(i, j) == b%cutop(i, j)
         else
           nca_ok = nca_ok .and. (d%nca(i, j) == b%nca(i, j) .or. &
-            (d%nca(i, j) >= dt .and. modulo(d%nca(i, j), dt) == 0.))
+            (d%nca(i, j) >= dt .and. modulo(d%nca(i, j), dt) == 0.0))
         end if
-        expect = merge(d%nca(i, j) - dt, d%nca(i, j), d%nca(i, j) > 0.)
+        expect = merge(d%nca(i, j) - dt, d%nca(i, j), d%nca(i, j) > 0.0)
         prev_ok = prev_ok .and. d%nca_prev(i, j) == expect
-        if (d%nca(i, j) > 0. .and. nint(d%nca(i, j) / dt) <= 1) then
-          prev_ok = prev_ok .and. all(d%rthcuten_prev(i, :kt, j) == 0.)
+        if (d%nca(i, j) > 0.0 .and. nint(d%nca(i, j) / dt) <= 1) then
+          prev_ok = prev_ok .and. all(d%rthcuten_prev(i, :kt, j) == 0.0)
         else
           prev_ok = prev_ok .and. all(d%rthcuten_prev(i, :kt, j) == d%rthcuten(i, :kt, j)) .and. &
             all(d%rqscuten_prev(i, :kt, j) == d%rqscuten(i, :kt, j))
         end if
         wm = 0.5 * (b%w(i, 1, j) + b%w(i, 2, j))
-        w0_ok = w0_ok .and. d%w0avg(i, 1, j) == (b%w0avg(i, 1, j) * (2. * stepcu - 1.) + wm) / (2. * stepcu)
+        w0_ok = w0_ok .and. d%w0avg(i, 1, j) == (b%w0avg(i, 1, j) * (2.0 * stepcu - 1.0) + wm) / (2.0 * stepcu)
       end do
     end do
     call check(held_kept, what // ': columns with NCA >= DT/2 keep every output (held)')
@@ -238,7 +238,7 @@ contains
     do j = d%jds, d%jde - 1
       do i = d%ids, d%ide - 1
         if (n < nan_columns .and. d%nca(i, j) < 0.5 * dt .and. mod(i + j, 7) == 0) then
-          d%qv(i, 3, j) = ieee_value(0., ieee_quiet_nan)
+          d%qv(i, 3, j) = ieee_value(0.0, ieee_quiet_nan)
           poisoned(i, j) = .true.
           n = n + 1
         end if
@@ -252,8 +252,8 @@ contains
     do j = d%jds, d%jde - 1
       do i = d%ids, d%ide - 1
         if (poisoned(i, j)) then
-          zeroed = zeroed .and. all(d%rthcuten(i, :kt, j) == 0.) .and. all(d%rqvcuten(i, :kt, j) == 0.) &
-            .and. d%pratec(i, j) == 0. .and. d%raincv(i, j) == 0.
+          zeroed = zeroed .and. all(d%rthcuten(i, :kt, j) == 0.0) .and. all(d%rqvcuten(i, :kt, j) == 0.0) &
+            .and. d%pratec(i, j) == 0.0 .and. d%raincv(i, j) == 0.0
         else
           others_same = others_same .and. all(d%rthcuten(i, :kt, j) == ref(1)%rthcuten(i, :kt, j)) &
             .and. d%pratec(i, j) == ref(1)%pratec(i, j) .and. d%nca(i, j) == ref(1)%nca(i, j)
@@ -279,7 +279,7 @@ contains
     call cumulus_step(d, tiles, stepcu, .true.)
     call check(outputs_finite(d), 'screen: every WRF output finite')
     kt = d%kde - 1
-    zero = all(d%rthcuten(1:nx, :kt, 1:ny) == 0., dim=2) .and. d%pratec(1:nx, 1:ny) == 0.
+    zero = all(d%rthcuten(1:nx, :kt, 1:ny) == 0.0, dim=2) .and. d%pratec(1:nx, 1:ny) == 0.0
     print '(a,i0,a,i0,a)', 'screen: ', count(recomputed .and. zero), &
       ' recomputed columns with zero cumulus outputs, ', count(recomputed .and. .not. zero), &
       ' with the model''s'
@@ -318,8 +318,8 @@ contains
                             ITE=tiles%i_end(n), JTS=tiles%j_start(n), JTE=tiles%j_end(n),            &
                             KTS=d%kds, KTE=d%kde)
     end do
-    call check(all(d%nca(1:nx, 1:ny) == -100.) .and. all(d%nca_prev(1:nx, 1:ny) == -100.) .and. &
-               all(d%rthcuten_prev(1:nx, 1:nz, 1:ny) == 0.) .and. all(d%w0avg(1:nx, 1:nz, 1:ny) == 0.), &
+    call check(all(d%nca(1:nx, 1:ny) == -100.0) .and. all(d%nca_prev(1:nx, 1:ny) == -100.0) .and. &
+               all(d%rthcuten_prev(1:nx, 1:nz, 1:ny) == 0.0) .and. all(d%w0avg(1:nx, 1:nz, 1:ny) == 0.0), &
                'E: init with RESTART = .false.: NCA = -100, *_PREV and W0AVG 0 on every tile')
     call check(halo_intact(d, HALO_MARK), 'E: init with RESTART = .false.: halo and level kde untouched')
     call cumulus_step(d, tiles, 1, .true.)
@@ -327,13 +327,13 @@ contains
     do j = d%jds, d%jde - 1
       do i = d%ids, d%ide - 1
         wm = 0.5 * (d%w(i, 1, j) + d%w(i, 2, j))
-        w0_ok = w0_ok .and. d%w0avg(i, 1, j) == (0. * (2. * stepcu - 1.) + wm) / (2. * stepcu)
+        w0_ok = w0_ok .and. d%w0avg(i, 1, j) == (0.0 * (2.0 * stepcu - 1.0) + wm) / (2.0 * stepcu)
       end do
     end do
     call check(w0_ok, 'E: W0AVG starts from 0')
-    call check(all(d%nca(1:nx, 1:ny) == -100. .or. d%nca(1:nx, 1:ny) >= dt), &
+    call check(all(d%nca(1:nx, 1:ny) == -100.0 .or. d%nca(1:nx, 1:ny) >= dt), &
                'E: NCA = -100 (never convected) or a new period')
-    print '(a,i0,a)', 'E: ', count(d%nca(1:nx, 1:ny) == -100.), ' columns without convection'
+    print '(a,i0,a)', 'E: ', count(d%nca(1:nx, 1:ny) == -100.0), ' columns without convection'
   end subroutine cold_start_run
 
   !> Domain at the end of the step of the call before first_frame: that frame's cumulus
@@ -358,7 +358,7 @@ contains
     call read2('CUTOP', first_frame - 1, d%cutop, d)
     call read2('CUBOT', first_frame - 1, d%cubot, d)
     call keep_as_previous(d)
-    nan = ieee_value(0., ieee_quiet_nan)
+    nan = ieee_value(0.0, ieee_quiet_nan)
     allocate (outside(d%ims:d%ime, d%jms:d%jme), source=.true.)
     outside(d%ids:d%ide - 1, d%jds:d%jde - 1) = .false.
     do k = d%kms, d%kme
@@ -378,7 +378,7 @@ contains
   subroutine load_state(frame, d)
     integer, intent(in) :: frame
     type(domain), intent(inout) :: d
-    real, parameter :: r_d = 287., cp = 7. * r_d / 2., r_v = 461.6, g = 9.81, p1000 = 1.e5
+    real, parameter :: r_d = 287.0, cp = 7.0 * r_d / 2.0, r_v = 461.6, g = 9.81, p1000 = 1.0e5
     real, allocatable :: a(:, :, :), b(:, :, :), c(:, :, :)
     integer :: i, j, k
     call read_var('U', frame, a)       ! (west_east_stag, south_north, bottom_top)
@@ -404,12 +404,12 @@ contains
     do j = 1, ny
       do k = 1, nz
         do i = 1, nx
-          d%th(i, k, j) = d%th(i, k, j) + 300.
+          d%th(i, k, j) = d%th(i, k, j) + 300.0
           d%p(i, k, j) = d%p(i, k, j) + a(i, j, k)
           d%pi(i, k, j) = (d%p(i, k, j) / p1000)**(r_d / cp)
           d%t(i, k, j) = d%th(i, k, j) * d%pi(i, k, j)
-          d%rho(i, k, j) = d%p(i, k, j) * (1. + d%qv(i, k, j)) / &
-                           (r_d * d%t(i, k, j) * (1. + d%qv(i, k, j) * (r_v / r_d)))
+          d%rho(i, k, j) = d%p(i, k, j) * (1.0 + d%qv(i, k, j)) / &
+                           (r_d * d%t(i, k, j) * (1.0 + d%qv(i, k, j) * (r_v / r_d)))
           d%dz8w(i, k, j) = (b(i, j, k + 1) - b(i, j, k)) / g
         end do
       end do

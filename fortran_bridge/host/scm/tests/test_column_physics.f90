@@ -56,7 +56,7 @@ contains
     character(len=*), intent(in) :: name
     character(len=:), allocatable :: full
     full = trim(dir) // '/' // name
-  end function
+  end function path
 
   !> Real states: columns cool to warm, ascent growing with SST, after a day of the host model.
   subroutine make_state()
@@ -85,7 +85,7 @@ contains
     solin = 420.0_wp
     shflx = 10.0_wp
     lhflx = 120.0_wp
-  end subroutine
+  end subroutine make_state
 
   function settings(mode, model, fixes) result(config)
     integer, intent(in) :: mode
@@ -97,7 +97,7 @@ contains
     config%fix_water = fixes
     config%fix_precip = fixes
     config%spread_max = huge(1.0_wp)
-  end function
+  end function settings
 
   subroutine start(conv, config, expected, what)
     type(column_physics), intent(inout) :: conv
@@ -107,7 +107,7 @@ contains
     call conv%init(config, NLEV, status, message)
     if (status /= expected) write (*, '(a,i0,a)') '        status ', status, ': ' // trim(message)
     call check(status == expected, what)
-  end subroutine
+  end subroutine start
 
   subroutine run(conv, what, ids, step)
     type(column_physics), intent(inout) :: conv
@@ -117,7 +117,7 @@ contains
                       solin=solin, shflx=shflx, lhflx=lhflx, column_id=ids, step=step)
     if (status /= CP_OK) write (*, '(a,i0,a)') '        status ', status, ': ' // trim(message)
     call check(status == CP_OK, what)
-  end subroutine
+  end subroutine run
 
   !> Betts-Miller called directly on column i, with the log-pressure ratios from p and p_int.
   subroutine betts_miller(i, bt, bq, bp)
@@ -131,7 +131,7 @@ contains
     level(2:) = log(p(2:, i) / p(:NLEV - 1, i))
     call bm_column(t(:, i), q(:, i), p(:, i), dp(:, i), layer, level, defaults%bm_tau, &
                    defaults%bm_rh, bt, bq, bp, cape, kind, top)
-  end subroutine
+  end subroutine betts_miller
 
   subroutine physics_mode_is_betts_miller()
     type(column_physics) :: conv
@@ -150,7 +150,7 @@ contains
     call check(all(diag%path == PATH_PHYSICS) .and. all(diag%reason == 0), 'path physics')
     call check(any(precip > 0.0_wp), 'some columns rain')
     call conv%free()
-  end subroutine
+  end subroutine physics_mode_is_betts_miller
 
   subroutine ml_mode_gives_the_ensemble_mean()
     type(column_physics) :: conv
@@ -172,7 +172,7 @@ contains
     call check(all(diag%path == PATH_ML), 'path ml in every column')
     call check(all(diag%spread > 0.0_wp), 'spread reported')
     call conv%free()
-  end subroutine
+  end subroutine ml_mode_gives_the_ensemble_mean
 
   subroutine mode_switching()
     type(column_physics) :: conv
@@ -202,7 +202,7 @@ contains
     call check(mode_from_name('stochastic') == CP_STOCHASTIC .and. mode_from_name('x') == -1 &
                .and. mode_name(CP_HYBRID) == 'hybrid', 'mode names')
     call conv%free()
-  end subroutine
+  end subroutine mode_switching
 
   subroutine hybrid_falls_back_out_of_range()
     type(column_physics) :: conv
@@ -230,7 +230,7 @@ contains
     t(5, 3) = saved
     lhflx(6) = 120.0_wp
     call conv%free()
-  end subroutine
+  end subroutine hybrid_falls_back_out_of_range
 
   subroutine hybrid_falls_back_on_large_spread()
     type(column_physics) :: ensemble, outputs
@@ -263,7 +263,7 @@ contains
                'the <name>_spread outputs give the same spread')
     call ensemble%free()
     call outputs%free()
-  end subroutine
+  end subroutine hybrid_falls_back_on_large_spread
 
   subroutine water_fix_conserves_column_water()
     type(column_physics) :: raw, fixed
@@ -295,7 +295,7 @@ contains
                'temperature tendencies untouched')
     call raw%free()
     call fixed%free()
-  end subroutine
+  end subroutine water_fix_conserves_column_water
 
   subroutine precipitation_is_the_water_removed()
     type(column_physics) :: conv
@@ -327,7 +327,7 @@ contains
                'net moistening removed: no water created, precip 0 (to round-off)')
     q(1, 2) = saved
     call conv%free()
-  end subroutine
+  end subroutine precipitation_is_the_water_removed
 
   subroutine tendencies_zeroed_aloft()
     type(column_physics) :: conv
@@ -347,7 +347,7 @@ contains
     call check_close(diag%top_removed(1), removed, 1e-5_wp, 'reported: the enthalpy removed')
     call check(all(iand(diag%fixes, FIX_TOP) /= 0), 'reported: FIX_TOP')
     call conv%free()
-  end subroutine
+  end subroutine tendencies_zeroed_aloft
 
   subroutine stochastic_reproducible_and_chunk_independent()
     type(column_physics) :: a, b
@@ -393,7 +393,7 @@ contains
     call check(all(used > 50 * NCOL / MEMBERS / 2), 'every member drawn, none rarely')
     call a%free()
     call b%free()
-  end subroutine
+  end subroutine stochastic_reproducible_and_chunk_independent
 
   subroutine betts_miller_inputs_reach_the_model()
     type(column_physics) :: conv
@@ -411,7 +411,7 @@ contains
     end do
     call check(ok, 'the model echoes Betts-Miller''s tendencies of the same state')
     call conv%free()
-  end subroutine
+  end subroutine betts_miller_inputs_reach_the_model
 
   subroutine clone_gives_the_same_results()
     type(column_physics) :: conv, copy
@@ -426,7 +426,7 @@ contains
     call run(copy, 'clone computes after the original is freed')
     call check(all(dqdt == first), 'same tendencies')
     call copy%free()
-  end subroutine
+  end subroutine clone_gives_the_same_results
 
   !> nan_members.pt: member 2's heating is NaN in columns 2, 5, 8 (mean and spread NaN there);
   !> nan_spread.pt: only heating_spread is NaN there. Neither may pass for a result.
@@ -446,7 +446,7 @@ contains
     call nonfinite_fallback('hybrid, NaN spread alone (never "below spread_max")', CP_HYBRID, &
                             'nan_spread.pt')
     call nonfinite_fallback('stochastic, NaN member', CP_STOCHASTIC, 'nan_members.pt')
-  end subroutine
+  end subroutine nonfinite_outputs_never_pass
 
   !> Columns 2, 5, 8 get Betts-Miller, counted and flagged; every tendency is finite.
   subroutine nonfinite_fallback(what, mode, model)
@@ -475,7 +475,7 @@ contains
     call check(bm_there .and. all(ieee_is_finite(dtdt)) .and. all(ieee_is_finite(dqdt)) .and. &
                all(ieee_is_finite(precip)), what // ': Betts-Miller''s tendencies, all finite')
     call conv%free()
-  end subroutine
+  end subroutine nonfinite_fallback
 
   subroutine errors()
     type(column_physics) :: conv
@@ -543,12 +543,12 @@ contains
     call check(status == CP_ERR_ARGUMENT .and. index(message, 'solin') > 0, &
                'a model input not passed: argument error naming it')
     call conv%free()
-  end subroutine
+  end subroutine errors
 
   subroutine run_expecting_not_ready()
     type(column_physics) :: conv
     call conv%compute(t, q, p, p_int, ps, STEP_S, dtdt, dqdt, precip, diag, status, message)
     call check(status == CP_ERR_NOT_READY, 'compute before init: not ready')
-  end subroutine
+  end subroutine run_expecting_not_ready
 
 end program test_column_physics
