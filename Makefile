@@ -1,8 +1,10 @@
 # paramlib from a fresh Debian 12 machine:
-#   make test    system packages + .venv + CMake build, then ruff and pytest (pytest runs ctest)
+#   make test    system packages + .venv, `make lint`, CMake build, then pytest (pytest runs ctest)
 #   make demo    the same set-up and build, then `paramlib demo`
 #   make bench   the same set-up and build, then the bridge overhead benchmark
-#   make lint    ruff only;  make clean  removes build outputs (not .venv)
+#   make lint    ruff (Python), clang-format --dry-run (C++), fortitude (Fortran); no build needed
+#   make format  applies clang-format and fortitude's safe fixes in place
+#   make clean   removes build outputs (not .venv)
 # Second runs only redo what changed. pip honours PIP_EXTRA_INDEX_URL and PIP_FIND_LINKS from
 # the environment, e.g. to take torch's CPU-only wheel from elsewhere than PyPI.
 
@@ -24,7 +26,11 @@ SYSTEM_DEPS := gfortran=gfortran g++=g++ cmake=cmake pkg-config=pkg-config \
 HAS_PYTHON_H := import os, sys, sysconfig; \
 	sys.exit(not os.path.isfile(os.path.join(sysconfig.get_path("include"), "Python.h")))
 
-.PHONY: setup system build test demo bench lint clean
+.PHONY: setup system build test demo bench lint format clean
+
+# C++ under clang-format (.clang-format); fortitude finds the Fortran itself (fortitude.toml).
+CXX_SOURCES = $(shell find fortran_bridge benchmarks -name '*.cpp' -o -name '*.h' -o -name '*.hpp')
+FORTRAN_DIRS := fortran_bridge benchmarks
 
 setup: system $(VENV)/.stamp
 
@@ -66,9 +72,15 @@ build: setup
 
 lint: setup
 	$(VENV)/bin/ruff check paramlib tests benchmarks
+	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES)
+	$(VENV)/bin/fortitude check $(FORTRAN_DIRS)
 
-test: build
-	$(VENV)/bin/ruff check paramlib tests benchmarks
+format: setup
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
+	$(VENV)/bin/fortitude check --fix $(FORTRAN_DIRS)
+
+# lint before build: a style error fails in seconds, not after the build.
+test: lint build
 	$(PY) -m pytest -q tests
 
 demo: build
