@@ -28,9 +28,11 @@ HAS_PYTHON_H := import os, sys, sysconfig; \
 
 .PHONY: setup system build test demo bench lint format clean
 
-# C++ under clang-format (.clang-format); fortitude finds the Fortran itself (fortitude.toml).
+# C++ under clang-format (.clang-format); fortitude finds the Fortran itself (fortitude.toml),
+# and reads the bridge module as fypp writes it, without the build's line markers.
 CXX_SOURCES = $(shell find fortran_bridge benchmarks -name '*.cpp' -o -name '*.h' -o -name '*.hpp')
 FORTRAN_DIRS := fortran_bridge benchmarks
+BRIDGE_F90 := build/lint/paramlib_bridge.f90
 
 setup: system $(VENV)/.stamp
 
@@ -73,7 +75,9 @@ build: setup
 lint: setup
 	$(VENV)/bin/ruff check paramlib tests benchmarks
 	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES)
-	$(VENV)/bin/fortitude check $(FORTRAN_DIRS)
+	mkdir -p $(dir $(BRIDGE_F90))
+	$(VENV)/bin/fypp -M fortran_bridge/cmake -m bridge_header fortran_bridge/src/paramlib_bridge.fypp $(BRIDGE_F90)
+	$(VENV)/bin/fortitude check $(FORTRAN_DIRS) $(BRIDGE_F90)
 
 format: setup
 	$(VENV)/bin/clang-format -i $(CXX_SOURCES)

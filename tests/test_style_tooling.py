@@ -68,6 +68,16 @@ def lint_as(root: Path, path: str, source: str) -> subprocess.CompletedProcess:
     return run([tool("fortitude"), "check", "--stdin-filename", path, "-"], root, source)
 
 
+def test_generated_bridge_module_is_clean(repo_root: Path) -> None:
+    """The bridge module exists only as fypp's output: lint that, as `make lint` does."""
+    fypp = [tool("fypp"), "-M", "fortran_bridge/cmake", "-m", "bridge_header"]
+    source = run([*fypp, "fortran_bridge/src/paramlib_bridge.fypp"], repo_root)
+    assert source.returncode == 0, source.stderr
+    assert "module paramlib_bridge" in source.stdout
+    r = lint_as(repo_root, "build/lint/paramlib_bridge.f90", source.stdout)
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
 def test_fortitude_config_flags_what_it_should(repo_root: Path) -> None:
     bad = "module m\n  implicit none\ncontains\n  subroutine s()\n  end subroutine\nend module m\n"
     r = lint_as(repo_root, "fortran_bridge/host/x.f90", bad)
@@ -89,4 +99,5 @@ def test_make_test_lints_first(repo_root: Path) -> None:
         return next(i for i, line in enumerate(lines) if text in line)
 
     assert first("ruff check") < first("clang-format --dry-run -Werror") < first("fortitude check")
+    assert "build/lint/paramlib_bridge.f90" in lines[first("fortitude check")]
     assert first("fortitude check") < first("pytest")
