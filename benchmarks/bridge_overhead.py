@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_json import write_json  # noqa: E402
+from bench_json import publish  # noqa: E402
 
 from paramlib.doctor import build_dir  # noqa: E402
 from paramlib.export import ModelMetadata, save  # noqa: E402
@@ -376,10 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="bridge_overhead_") as tmp:
             report = run(args, Path(tmp))
-    print_table(report)
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return publish(report, print_table, args.json)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_json import write_json  # noqa: E402
+from bench_json import publish  # noqa: E402
 from ensemble_common import DEPTH, MEMBERS, WIDTH, machine_info  # noqa: E402
 
 from paramlib.couple.inputs import Coupling, RunSetup, TestbedClimate  # noqa: E402
@@ -178,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as workdir:
         report = run(args, Path(workdir))
-    print_table(report)
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return publish(report, print_table, args.json)
 
 
 if __name__ == "__main__":

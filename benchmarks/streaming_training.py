@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing paramlib
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_json import write_json  # noqa: E402
+from bench_json import publish  # noqa: E402
 from ensemble_common import machine_info  # noqa: E402
 
 from paramlib.train.config import load_config  # noqa: E402
@@ -200,10 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     report = run(args)
-    print_table(report)
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return publish(report, print_table, args.json)
 
 
 if __name__ == "__main__":
