@@ -114,7 +114,7 @@ def wrf_set(args: argparse.Namespace) -> list[Path]:
     import numpy as np
 
     from paramlib.data.testbed.generate import SIZES
-    from paramlib.data.testbed.wrf_set import WrfSetConfig, make_wrf_set
+    from paramlib.data.testbed.wrf_set import GridForcing, WrfSetConfig, make_wrf_set
 
     if args.wrf_dir is not None:
         directory = args.wrf_dir
@@ -129,7 +129,7 @@ def wrf_set(args: argparse.Namespace) -> list[Path]:
                 else SIZES["large"].wrf
             )
             print(f"generating the wrfout set in {directory} ...", flush=True)
-            make_wrf_set(directory, config, np.random.default_rng(0))
+            make_wrf_set(directory, config, GridForcing.draw(config, np.random.default_rng(0)))
             done.touch()
     files = sorted(directory.glob("wrfout_d01_*"))
     if not files:

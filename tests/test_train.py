@@ -154,7 +154,7 @@ def test_config_choices_are_the_models_own() -> None:
 
 def test_shipped_configs_load_with_their_small_variant(repo_root: Path) -> None:
     paths = sorted((repo_root / "training" / "configs").glob("*.yaml"))
-    assert len(paths) == 9
+    assert len(paths) == 10
     for path in paths:
         full, small = load_config(path), load_config(path, variant="small")
         assert small.train.steps < full.train.steps and small.train.threads == 1
