@@ -343,7 +343,8 @@ def online_coupling(demo: Demo) -> None:
 def emulators_held_out(demo: Demo) -> None:
     """The Bi-LSTM emulators on data they were not trained on, beside persistence and
     climatology, with the out-of-distribution report (paramlib evaluate). These are the
-    `small` variants: a check of the path, not the emulator's skill (README, Science)."""
+    `small` variants: a check of the path, not the emulator's skill (README, "The Bi-LSTM
+    emulator out of its training regime")."""
     names = [name for name in HELD_OUT_EMULATORS if demo.model(name).is_file()]
     inputs = [demo.model(name) for name in names]
     inputs += [demo.stores / f"{name}.zarr" / "zarr.json" for name in names]
