@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_json import publish  # noqa: E402
 
-from paramlib.doctor import build_dir  # noqa: E402
 from paramlib.export import ModelMetadata, save  # noqa: E402
+from paramlib.paths import build_dir  # noqa: E402
 from paramlib.testing_models import make_example  # noqa: E402
 
 MODELS: dict[str, str] = {"mfrpn": "mfrpn_size", "small": "small"}  # table name -> example kind

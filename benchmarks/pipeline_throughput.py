@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_json import write_json  # noqa: E402
 
-from paramlib.doctor import build_dir  # noqa: E402
+from paramlib.paths import build_dir  # noqa: E402
 
 RECIPE = ROOT / "training" / "recipes" / "bilstm_testbed_wrf.yaml"
 ENTRY = "bench_wrf"

@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_json import write_json  # noqa: E402
 
-from paramlib.doctor import build_dir  # noqa: E402
 from paramlib.export import FieldSpec, load_metadata  # noqa: E402
+from paramlib.paths import build_dir  # noqa: E402
 from paramlib.wrf_plugin import (  # noqa: E402
     TARGETS,
     TENDENCIES,

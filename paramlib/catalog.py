@@ -43,15 +43,11 @@ from typing import Any
 import yaml
 
 from paramlib.cli import Subparsers
-from paramlib.doctor import REPO_ROOT
+from paramlib.paths import CATALOG_DIR, CATALOG_DIR_ENV, DATA_ROOT, DATA_ROOT_ENV
 
 FORMATS = ("wrfout", "cesm-history", "srm-coarse", "zarr")
 FIDELITIES = ("low", "high")
 LEVEL_ORDERS = ("surface_to_top", "top_to_surface")
-DATA_ROOT_ENV = "PARAMLIB_DATA_ROOT"
-CATALOG_DIR_ENV = "PARAMLIB_CATALOG_DIR"
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
-DEFAULT_CATALOG_DIR = REPO_ROOT / "data_catalog"
 FILE_KEYS = ("defaults", "entries", "models")
 MODEL_KEYS = ("description", "path", "sha256")
 _UNEXPANDED = re.compile(r"\$\{?\w+")
@@ -115,15 +111,13 @@ ENTRY_KEYS = tuple(
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    chosen = root if root is not None else os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT
+    chosen = root if root is not None else os.environ.get(DATA_ROOT_ENV) or DATA_ROOT
     return Path(os.path.expandvars(os.fspath(chosen))).expanduser()
 
 
 def catalog_dir(directory: str | os.PathLike | None = None) -> Path:
     chosen = (
-        directory
-        if directory is not None
-        else (os.environ.get(CATALOG_DIR_ENV) or DEFAULT_CATALOG_DIR)
+        directory if directory is not None else (os.environ.get(CATALOG_DIR_ENV) or CATALOG_DIR)
     )
     return Path(chosen).expanduser()
 
@@ -385,12 +379,12 @@ def register(subparsers: Subparsers) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--catalog-dir",
-        help=f"catalog folder (default ${CATALOG_DIR_ENV} or {DEFAULT_CATALOG_DIR})",
+        help=f"catalog folder (default ${CATALOG_DIR_ENV} or {CATALOG_DIR})",
     )
     common.add_argument(
         "--root",
         help=f"data root the entries' paths are relative to (default"
-        f" ${DATA_ROOT_ENV} or {DEFAULT_DATA_ROOT})",
+        f" ${DATA_ROOT_ENV} or {DATA_ROOT})",
     )
     parser = subparsers.add_parser("catalog", help="list, show and validate data catalog entries")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

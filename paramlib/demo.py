@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from paramlib.cli import Subparsers
-from paramlib.doctor import REPO_ROOT, build_dir
+from paramlib.paths import CONFIGS, RECIPES, STORES_ENV, TESTBED_ENV, build_dir, demo_dir
 
 NCOL = 64
 TOLERANCE = 1e-6  # float32, CPU: the bridge runs the same libtorch kernels as PyTorch
-RECIPES = REPO_ROOT / "training" / "recipes"
 # Stores the training stage reads; bilstm_wrf_mskf needs the real WRF runs (skipped without).
 TESTBED_RECIPES = (
     "mfrpn_lf_testbed",
@@ -33,7 +32,6 @@ TESTBED_RECIPES = (
     "bilstm_testbed_wrf_plus4k",
 )
 REAL_WRF_RECIPE = "bilstm_wrf_mskf"
-CONFIGS = REPO_ROOT / "training" / "configs"
 # Trained with their `small` variant: the MF-RPN compositions, the baselines and the oracle,
 # and the Bi-LSTM emulators (bilstm_wrf_mskf when its store was built).
 TRAINED = (
@@ -162,8 +160,7 @@ def fortran_bridge(demo: Demo) -> None:
         y_torch = torch.jit.load(str(model_file))(torch.from_numpy(x)).numpy()
     diff = float(np.abs(read_columns(demo.out / "out.bin") - y_torch).max())
     say(
-        f"max |Fortran - PyTorch| = {diff:.3e} over {y_torch.size} values"
-        f" (tolerance {TOLERANCE:g})"
+        f"max |Fortran - PyTorch| = {diff:.3e} over {y_torch.size} values (tolerance {TOLERANCE:g})"
     )
     if diff > TOLERANCE:
         raise DemoError(f"the Fortran and PyTorch outputs differ by {diff:.3e}")
@@ -235,7 +232,7 @@ def training_stores(demo: Demo) -> None:
     from paramlib.data.pipeline import build_store
     from paramlib.data.recipe import load_recipe
 
-    os.environ["PARAMLIB_TESTBED"] = str(demo.testbed)  # the catalog's testbed entries
+    os.environ[TESTBED_ENV] = str(demo.testbed)  # the catalog's testbed entries
     names = list(TESTBED_RECIPES)
     try:
         resolve_paths(load_catalog(check_paths=False)["wrf_mskf_ctl"])
@@ -260,7 +257,7 @@ def train_models(demo: Demo) -> None:
     from paramlib.train.config import load_config
     from paramlib.train.loop import RunDirError, train
 
-    os.environ["PARAMLIB_STORES"] = str(demo.stores)  # the configs' default store folder
+    os.environ[STORES_ENV] = str(demo.stores)  # the configs' default store folder
     for name in TRAINED:
         config = load_config(CONFIGS / f"{name}.yaml", [], "small")
         stores = [config.data.store, config.data.lf_store]
@@ -404,14 +401,20 @@ STAGES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("testbed (small)", testbed),
     ("read the WRF-format set with the wrfout reader", wrfout_reader),
     ("training stores from the shipped recipes", training_stores),
-    ("train the small models (MF-RPN x 3, baselines, oracle, Bi-LSTM) and export them",
-     train_models),
+    (
+        "train the small models (MF-RPN x 3, baselines, oracle, Bi-LSTM) and export them",
+        train_models,
+    ),
     ("run a trained MF-RPN through the Fortran bridge", bridge_on_trained_model),
-    ("online coupling: the column host with the MF-RPN, historical and +4K, ml and hybrid",
-     online_coupling),
+    (
+        "online coupling: the column host with the MF-RPN, historical and +4K, ml and hybrid",
+        online_coupling,
+    ),
     ("the WRF cumulus plugin (Bi-LSTM via the WRF-shaped driver)", wrf_plugin),
-    ("Bi-LSTM emulators on held-out data beside persistence and climatology, OOD report",
-     emulators_held_out),
+    (
+        "Bi-LSTM emulators on held-out data beside persistence and climatology, OOD report",
+        emulators_held_out,
+    ),
     ("offline +4K evaluation: MF-RPN compositions vs baselines over 3 seeds", evaluation_report),
 )
 
@@ -435,6 +438,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("demo", help="the whole path on the bundled testbed")
-    parser.add_argument("--out", default=str(build_dir() / "demo"), help="working folder")
+    parser.add_argument("--out", default=str(demo_dir()), help="working folder")
     parser.add_argument("--seed", type=int, default=0, help="testbed seed (default 0)")
     parser.set_defaults(func=run)

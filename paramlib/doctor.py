@@ -18,12 +18,14 @@ from pathlib import Path
 
 from paramlib import __version__
 from paramlib.cli import Subparsers
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
-BUILD_DIR_ENV = "PARAMLIB_BUILD_DIR"
-BRIDGE_LIBRARY = Path("lib") / "libparamlib_bridge.so"
-BINDINGS_GLOB = "_paramlib_bridge*.so"
+from paramlib.paths import (
+    BINDINGS_GLOB,
+    BUILD_DIR_ENV,
+    PACKAGE_DIR,
+    REPO_ROOT,
+    bridge_library_path,
+    find_bindings,
+)
 
 # (command, Debian package that provides it); `make setup` installs the same list.
 TOOLS: tuple[tuple[str, str], ...] = (
@@ -199,19 +201,6 @@ def check_threads() -> CheckResult:
     return CheckResult(
         name="train threads", ok=True, detail=f"{threads} by default ({why})", required=False
     )
-
-
-def build_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    override = environ.get(BUILD_DIR_ENV)
-    return Path(override) if override else REPO_ROOT / "build"
-
-
-def bridge_library_path(environ: Mapping[str, str] = os.environ) -> Path:
-    return build_dir(environ) / BRIDGE_LIBRARY
-
-
-def find_bindings(package_dir: Path = PACKAGE_DIR) -> list[Path]:
-    return sorted((package_dir / "_ext").glob(BINDINGS_GLOB))
 
 
 def check_bridge_library(library: Path) -> CheckResult:

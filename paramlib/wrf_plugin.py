@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from paramlib.doctor import build_dir
+from paramlib.paths import build_dir
 
 # Per field: max |Fortran - PyTorch| allowed, relative to the field's largest PyTorch value.
 # The bridge runs the same libtorch kernels on the same batch, so 0 is expected.

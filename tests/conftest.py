@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from paramlib import doctor
+from paramlib import paths
 from paramlib.export import save
 from paramlib.testing_models import make_example
 
@@ -29,13 +29,13 @@ def _require_build(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
-    return doctor.REPO_ROOT
+    return paths.REPO_ROOT
 
 
 @pytest.fixture(scope="session")
 def bridge_library() -> Path:
     """build/lib/libparamlib_bridge.so (or under PARAMLIB_BUILD_DIR)."""
-    path = doctor.bridge_library_path()
+    path = paths.bridge_library_path()
     if not path.is_file():
         _require_build(f"the bridge library {path}")
     return path
@@ -44,9 +44,9 @@ def bridge_library() -> Path:
 @pytest.fixture(scope="session")
 def bindings() -> Path:
     """The compiled Python bindings, paramlib/_ext/_paramlib_bridge*.so."""
-    found = doctor.find_bindings()
+    found = paths.find_bindings()
     if not found:
-        _require_build(f"the Python bindings {doctor.PACKAGE_DIR / '_ext' / doctor.BINDINGS_GLOB}")
+        _require_build(f"the Python bindings {paths.PACKAGE_DIR / '_ext' / paths.BINDINGS_GLOB}")
     return found[0]
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from paramlib import doctor
+from paramlib import paths
 
-SCRIPT = doctor.REPO_ROOT / "benchmarks" / "bridge_overhead.py"
+SCRIPT = paths.REPO_ROOT / "benchmarks" / "bridge_overhead.py"
 PROGRAMS = ("bridge_bench", "libtorch_bench")
 TIMES = ("bridge_us", "cpp_us", "python_us", "ratio_bridge_cpp", "ratio_bridge_python")
 
@@ -19,7 +19,7 @@ TIMES = ("bridge_us", "cpp_us", "python_us", "ratio_bridge_cpp", "ratio_bridge_p
 @pytest.fixture(scope="module")
 def bench_bin_dir() -> Path:
     """The build's bin/ with both timing programs (built by `make build`)."""
-    bin_dir = doctor.build_dir() / "bin"
+    bin_dir = paths.build_dir() / "bin"
     missing = [name for name in PROGRAMS if not (bin_dir / name).is_file()]
     if missing:
         message = f"needs {', '.join(missing)} in {bin_dir}: run `make build`"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from paramlib import catalog
+from paramlib import catalog, paths
 from paramlib.catalog import CatalogError, load_catalog, resolve_paths
 from paramlib.data import readers
 from paramlib.data.readers import SourceError, open_source, register_reader
@@ -59,7 +59,7 @@ def test_shipped_catalog_loads_with_runs_and_templates() -> None:
     templates = {name for name, entry in entries.items() if entry.template}
     assert {"wrf_mskf_run", "cam5_historical", "spcam5_plus4k"} <= templates
     assert entries["cam5_plus4k"].levels.source_order == "top_to_surface"
-    iofields = (catalog.DEFAULT_CATALOG_DIR / "wrf_mskf_template.yaml").read_text()
+    iofields = (catalog.CATALOG_DIR / "wrf_mskf_template.yaml").read_text()
     assert "iofields_filename" in iofields and "+:h:0:RTHCUTEN,RQVCUTEN" in iofields
 
 
@@ -77,7 +77,7 @@ def test_shipped_real_wrf_paths_resolve_in_place() -> None:
 
 def test_data_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(catalog.DATA_ROOT_ENV, raising=False)
-    assert catalog.data_root() == catalog.REPO_ROOT.parent / "shared" / "data"
+    assert catalog.data_root() == paths.REPO_ROOT.parent / "shared" / "data"
     monkeypatch.setenv(catalog.DATA_ROOT_ENV, str(tmp_path / "env"))
     assert catalog.data_root() == tmp_path / "env"
     assert catalog.data_root(tmp_path / "arg") == tmp_path / "arg"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from paramlib import cli, doctor
+from paramlib import cli, doctor, paths
 
 SCRIPT = Path(sysconfig.get_path("scripts")) / "paramlib"
 
@@ -62,11 +62,11 @@ def test_subcommand_whose_module_fails_to_import_reports_it(
 
 
 def test_doctor_without_bridge_library_fails_naming_it(tmp_path: Path) -> None:
-    done = run_script("doctor", env={doctor.BUILD_DIR_ENV: str(tmp_path)})
+    done = run_script("doctor", env={paths.BUILD_DIR_ENV: str(tmp_path)})
     assert done.returncode == 1
     library = tmp_path / "lib" / "libparamlib_bridge.so"
     assert f"bridge library: {library} does not exist" in done.stderr
-    assert f"make -C {doctor.REPO_ROOT} build" in done.stderr
+    assert f"make -C {paths.REPO_ROOT} build" in done.stderr
     assert "MISSING  bridge library" in done.stdout
 
 
@@ -122,9 +122,9 @@ def test_json_header_is_looked_up_in_include_dirs(tmp_path: Path) -> None:
 
 
 def test_build_dir_honours_the_environment(tmp_path: Path) -> None:
-    assert doctor.build_dir({}) == doctor.REPO_ROOT / "build"
-    override = {doctor.BUILD_DIR_ENV: str(tmp_path)}
-    assert doctor.bridge_library_path(override) == tmp_path / "lib" / "libparamlib_bridge.so"
+    assert paths.build_dir({}) == paths.REPO_ROOT / "build"
+    override = {paths.BUILD_DIR_ENV: str(tmp_path)}
+    assert paths.bridge_library_path(override) == tmp_path / "lib" / "libparamlib_bridge.so"
 
 
 def test_bridge_and_bindings_checks_look_for_the_files(tmp_path: Path) -> None:
@@ -138,12 +138,12 @@ def test_bridge_and_bindings_checks_look_for_the_files(tmp_path: Path) -> None:
     extension.touch()
     assert doctor.check_bridge_library(library).ok
     assert doctor.check_bindings(tmp_path) == doctor.CheckResult(
-        "python bindings", True, str(extension), fix=f"make -C {doctor.REPO_ROOT} build"
+        "python bindings", True, str(extension), fix=f"make -C {paths.REPO_ROOT} build"
     )
 
 
 def failing_checks() -> list[doctor.CheckResult]:
-    build = f"make -C {doctor.REPO_ROOT} build"
+    build = f"make -C {paths.REPO_ROOT} build"
     return [
         doctor.CheckResult("gfortran", True, "GNU Fortran 12", apt_package="gfortran"),
         doctor.CheckResult("nf-config", False, "missing", apt_package="libnetcdff-dev"),
@@ -155,7 +155,7 @@ def failing_checks() -> list[doctor.CheckResult]:
 
 
 def test_fix_commands_give_one_apt_line_then_make() -> None:
-    build = f"make -C {doctor.REPO_ROOT} build"
+    build = f"make -C {paths.REPO_ROOT} build"
     assert doctor.fix_commands(failing_checks(), is_root=True) == [
         "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y cmake libnetcdff-dev",
         build,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paramlib import constants, doctor
+from paramlib import constants, paths
 from paramlib.data.testbed import column
 from paramlib.data.testbed.column import ColumnConfig, ColumnError, ColumnModel, Status
 
@@ -114,7 +114,7 @@ def write_run_config(path: Path, cfg: ColumnConfig, nsteps: int) -> None:
 
 @pytest.mark.parametrize("nlev, wtg", [(26, True), (44, False)])
 def test_f90wrap_stepping_equals_a_pure_fortran_run(tmp_path: Path, nlev: int, wtg: bool) -> None:
-    column_run = doctor.build_dir() / "bin" / "column_run"
+    column_run = paths.build_dir() / "bin" / "column_run"
     if not column_run.is_file():
         pytest.skip(f"needs {column_run}: run `make build`")
     cfg = config(nlev=nlev, wtg=wtg, bm_tau=5400.0, bm_rh=0.75)
@@ -261,7 +261,7 @@ def test_set_columns_moves_the_pressures(model: ColumnModel) -> None:
 
 
 def test_fortran_column_tests_pass_under_ctest() -> None:
-    build = doctor.build_dir()
+    build = paths.build_dir()
     built = subprocess.run(
         ["cmake", "--build", str(build), "--target", "column_tests"],
         capture_output=True,

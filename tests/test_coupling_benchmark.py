@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from paramlib import doctor
+from paramlib import paths
 from paramlib.couple import scm
 from paramlib.couple.inputs import CoupleError
 
@@ -23,7 +23,7 @@ def test_coupling_cost_quick(tmp_path: Path) -> None:
     out = tmp_path / "coupling_cost.json"
     command = [
         sys.executable,
-        str(doctor.REPO_ROOT / "benchmarks" / "coupling_cost.py"),
+        str(paths.REPO_ROOT / "benchmarks" / "coupling_cost.py"),
         "--quick",
         "--json",
         str(out),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from paramlib import doctor, fortran
+from paramlib import fortran, paths
 from paramlib.export import load_metadata, save
 from paramlib.fortran import BridgeError, FortranModel, Status
 from paramlib.testing_models import make_example
@@ -94,7 +94,7 @@ def test_fortran_constants_are_generated_from_c_header(
     repo_root: Path, bridge_library: Path
 ) -> None:
     """The built module's parameters are the header's values (fypp, bridge_header.enum)."""
-    generated = (doctor.build_dir() / "fortran_bridge" / "paramlib_bridge.f90").read_text()
+    generated = (paths.build_dir() / "fortran_bridge" / "paramlib_bridge.f90").read_text()
     found = dict(re.findall(r"parameter, public :: (PARAMLIB_\w+) = (\d+)$", generated, re.M))
     enum = bridge_header(repo_root).enum
     prefixes = {"pl_status": "PL_", "pl_device": "PL_DEVICE_", "pl_statistic": "PL_"}

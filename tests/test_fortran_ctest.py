@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from paramlib import doctor
+from paramlib import paths
 
 BUILD_TIMEOUT_S = 1200
 CTEST_TIMEOUT_S = 900
@@ -17,7 +17,7 @@ def run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.usefixtures("bridge_library")
 def test_fortran_tests_pass_under_ctest() -> None:
-    build = doctor.build_dir()
+    build = paths.build_dir()
     # A stale test program would test old code: bring the test targets up to date first.
     built = run(["cmake", "--build", str(build), "--target", "bridge_tests"], BUILD_TIMEOUT_S)
     assert built.returncode == 0, (

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from paramlib import doctor
+from paramlib import paths
 from paramlib.export import load_metadata
 
 ModelFile = Callable[[str], Path]
 
-EXTERNAL_HOST = doctor.REPO_ROOT / "fortran_bridge" / "examples" / "external_host"
+EXTERNAL_HOST = paths.REPO_ROOT / "fortran_bridge" / "examples" / "external_host"
 HOST_NCOL = 3  # host.f90 runs 3 columns with x(k, c) = (k - c) / 4
 TOLERANCE = 1e-6
 TIMEOUT_S = 600
@@ -55,7 +55,7 @@ def clean_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def prefix(bridge_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     prefix = tmp_path_factory.mktemp("install")
-    run(["cmake", "--install", str(doctor.build_dir()), "--prefix", str(prefix)])
+    run(["cmake", "--install", str(paths.build_dir()), "--prefix", str(prefix)])
     return prefix
 
 

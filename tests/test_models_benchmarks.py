@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from paramlib import doctor
+from paramlib import paths
 
-BENCHMARKS = doctor.REPO_ROOT / "benchmarks"
+BENCHMARKS = paths.REPO_ROOT / "benchmarks"
 
 
 def run_quick(script: str, out: Path) -> tuple[str, dict]:

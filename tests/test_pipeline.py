@@ -30,7 +30,7 @@ from paramlib.data.pipeline import (
 from paramlib.data.readers.wrfout import FRESH, mskf_call_state
 from paramlib.data.recipe import Balance, RecipeError, load_recipe, parse_recipe
 from paramlib.data.store import atomic_store, sha256_file, stored_fingerprint
-from paramlib.doctor import REPO_ROOT
+from paramlib.paths import REPO_ROOT
 
 RECIPES = sorted((REPO_ROOT / "training" / "recipes").glob("*.yaml"))
 NLEV = 6

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from paramlib import doctor
+from paramlib import paths
 
-SCRIPT = doctor.REPO_ROOT / "benchmarks" / "pipeline_throughput.py"
+SCRIPT = paths.REPO_ROOT / "benchmarks" / "pipeline_throughput.py"
 
 
 def test_quick_run_writes_ratio_and_peak_rss_per_input_size(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from paramlib.catalog import DEFAULT_CATALOG_DIR, CatalogEntry, load_catalog
+from paramlib.catalog import CATALOG_DIR, CatalogEntry, load_catalog
 from paramlib.data.canonical import check_canonical, stack_columns
 from paramlib.data.readers import open_source
 from paramlib.data.readers.cesm_history import CesmHistoryError, open_cesm_history
@@ -53,7 +53,7 @@ def test_catalog_without_testbed_variable_still_loads(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("PARAMLIB_TESTBED", raising=False)
-    shutil.copy(DEFAULT_CATALOG_DIR / "testbed.yaml", tmp_path)
+    shutil.copy(CATALOG_DIR / "testbed.yaml", tmp_path)
     entries = load_catalog(tmp_path)  # checks paths of every non-template entry
     assert all(entries[f"testbed_{name}"].template for name in COLUMN_SETS)
 

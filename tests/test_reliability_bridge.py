@@ -20,7 +20,7 @@ import pytest
 import torch
 from test_fortran_bindings import ModelFile, assert_matches, fails, physical_inputs, torch_forward
 
-from paramlib import doctor
+from paramlib import paths
 from paramlib.export import load_metadata
 from paramlib.fortran import BridgeError, FortranModel, Status
 
@@ -32,7 +32,7 @@ NOT_THE_HASH = "0" * 64
 
 def run_ctest(pattern: str) -> str:
     """Runs the bridge's ctest cases matching pattern (with the model fixture); their output."""
-    build = doctor.build_dir()
+    build = paths.build_dir()
     command = ["ctest", "--test-dir", str(build), "--output-on-failure", "-R", pattern]
     result = subprocess.run(command, capture_output=True, text=True, timeout=CTEST_TIMEOUT_S)
     output = result.stdout + result.stderr

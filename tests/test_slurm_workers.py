@@ -19,7 +19,7 @@ from slurm_cluster import SlurmCluster, paramlib_env, slurm_cluster  # noqa: F40
 
 from paramlib.data.workers import JOB_NAME, SlurmOptions
 from paramlib.data.workers import slurm_cluster as worker_cluster
-from paramlib.doctor import REPO_ROOT
+from paramlib.paths import REPO_ROOT
 from paramlib.train import REQUEUE_EXIT
 
 RECIPE = REPO_ROOT / "training" / "recipes" / "mfrpn_lf_testbed.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import dask
 import pytest
 
-from paramlib import doctor
+from paramlib import paths
 from paramlib.data.pipeline import build_store
 from paramlib.data.recipe import load_recipe
 from paramlib.demo import DemoError
@@ -32,7 +32,7 @@ def test_stage_runs_the_plugin_on_the_testbed(
     if not driver_path().is_file():
         pytest.skip(f"needs {driver_path()}: run `make build`")
     monkeypatch.setenv("PARAMLIB_TESTBED", str(small_testbed))
-    recipe = load_recipe(doctor.REPO_ROOT / "training" / "recipes" / "bilstm_testbed_wrf.yaml")
+    recipe = load_recipe(paths.REPO_ROOT / "training" / "recipes" / "bilstm_testbed_wrf.yaml")
     with dask.config.set(scheduler="synchronous"):
         build_store(recipe, tmp_path / "stores" / "bilstm_testbed_wrf.zarr")
     demo = Demo(tmp_path / "demo", small_testbed, tmp_path / "stores")

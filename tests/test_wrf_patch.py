@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from paramlib import doctor
+from paramlib import paths
 from paramlib.data.readers.wrfout import IOFIELDS_LINE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,7 +260,7 @@ def test_patched_fortran_compiles_against_the_plugin(wrf: Path, bridge_library: 
     assert kit("apply", "--wrf", wrf).returncode == 0
     modules = wrf / "obj"
     modules.mkdir()
-    bridge_modules = doctor.build_dir() / "mod"
+    bridge_modules = paths.build_dir() / "mod"
     for source in SOURCES:
         command = [
             "gfortran",
@@ -414,7 +414,7 @@ def test_the_plugin_compiles_after_wrfs_preprocessing(tmp_path: Path, bridge_lib
     command = [
         *flags,
         "-c",
-        f"-I{doctor.build_dir() / 'mod'}",
+        f"-I{paths.build_dir() / 'mod'}",
         f"-J{tmp_path}",
         str(source),
         "-o",

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 from wrf_data import CTL, WRF_DIR
 
-from paramlib import doctor
+from paramlib import paths
 from paramlib.wrf_plugin import TENDENCIES, TOP_FRACTION, limit_columns
 
 CASES = (
@@ -68,7 +68,7 @@ def test_no_write_reads_its_own_buffer() -> None:
 @pytest.mark.usefixtures("bridge_library")
 def test_wrf_plugin_ctest_cases_pass() -> None:
     assert CTL.is_file()
-    build = doctor.build_dir()
+    build = paths.build_dir()
     built = subprocess.run(
         ["cmake", "--build", str(build), "--target", "wrf_plugin_tests"],
         capture_output=True,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from paramlib import doctor
+from paramlib import paths
 
-SCRIPT = doctor.REPO_ROOT / "benchmarks" / "wrf_plugin_cost.py"
+SCRIPT = paths.REPO_ROOT / "benchmarks" / "wrf_plugin_cost.py"
 KEYS = (
     "per_column_us",
     "tile_columns",
@@ -24,7 +24,7 @@ KEYS = (
 
 
 def test_quick_run_writes_every_key(tmp_path: Path) -> None:
-    program = doctor.build_dir() / "bin" / "wrf_plugin_bench"
+    program = paths.build_dir() / "bin" / "wrf_plugin_bench"
     if not program.is_file():
         message = f"needs {program}: run `make build`"
         if os.environ.get("CI"):

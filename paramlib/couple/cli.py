@@ -142,8 +142,9 @@ def _run_setup(args: argparse.Namespace) -> object:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    from paramlib.couple.inputs import CoupleError, TestbedClimate, default_testbed
+    from paramlib.couple.inputs import CoupleError, TestbedClimate
     from paramlib.couple.reference import reference
+    from paramlib.paths import default_testbed
 
     try:
         check_output_path(args.out, "--out", "dir")

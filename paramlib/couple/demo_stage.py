@@ -30,13 +30,11 @@ from paramlib.couple.inputs import SCENARIOS, CoupleError, Coupling, RunSetup, T
 from paramlib.couple.reference import reference
 from paramlib.couple.report import markdown_table, report
 from paramlib.couple.scm import open_output, run_coupled
-from paramlib.doctor import REPO_ROOT
+from paramlib.paths import CONFIGS, STORES_ENV
 
 MODELS = {"MF-RPN": "mfrpn_hf_of_bm_and_x", "HF-only RPN": "rpn_hf_only"}
 SPREAD_QUANTILE = 0.9
 OOD_MARGIN = 0.1
-CONFIGS = REPO_ROOT / "training" / "configs"
-STORES_ENV = "PARAMLIB_STORES"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,10 +23,10 @@ from paramlib.data.testbed import runs
 from paramlib.data.testbed.column import MODEL_PARAMETERS
 from paramlib.data.testbed.generate import SUMMARY
 from paramlib.data.testbed.sst import PLUS4K_K
+from paramlib.paths import TESTBED_ENV
 
 SCENARIOS = {"historical": 0.0, "plus4k": PLUS4K_K}  # name: SST shift, K
 MODES = ("physics", "ml", "hybrid", "stochastic")
-TESTBED_ENV = "PARAMLIB_TESTBED"
 
 
 class CoupleError(RuntimeError):
@@ -62,13 +62,6 @@ class TestbedClimate:
             ) from None
         except (KeyError, TypeError, ValueError) as error:
             raise CoupleError(f"{path}: not a testbed summary ({error})") from None
-
-
-def default_testbed() -> Path:
-    """$PARAMLIB_TESTBED, else the one `make demo` generates."""
-    from paramlib import doctor
-
-    return Path(os.environ.get(TESTBED_ENV) or doctor.build_dir() / "demo" / "testbed")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,20 +23,16 @@ from paramlib.couple.inputs import (
     RunSetup,
     TestbedClimate,
     column_set,
-    default_testbed,
     read_column_set,
     write_columns,
     write_namelist,
 )
 from paramlib.couple.reference import COLUMNS_FILE
-
-SCM_ENV = "PARAMLIB_SCM"
+from paramlib.paths import SCM_ENV, build_dir, default_testbed
 
 
 def executable() -> Path:
-    from paramlib import doctor
-
-    path = Path(os.environ.get(SCM_ENV) or doctor.build_dir() / "bin" / "paramlib_scm")
+    path = Path(os.environ.get(SCM_ENV) or build_dir() / "bin" / "paramlib_scm")
     if not path.is_file():
         raise CoupleError(
             f"{path}: paramlib_scm is not built; run `make build` (or set ${SCM_ENV})"

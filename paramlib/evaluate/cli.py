@@ -4,13 +4,12 @@ comparison (`paramlib.evaluate.compare`). torch and matplotlib are imported in t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from paramlib.cli import Subparsers
-from paramlib.doctor import build_dir
 from paramlib.guards import UserInputError, check_output_path
+from paramlib.paths import default_stores, demo_dir
 
 SPLITS = ("val", "test")  # the testbed's historical and +4K
 
@@ -66,7 +65,7 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--runs-dir",
-        default=str(build_dir() / "demo" / "runs"),
+        default=str(demo_dir() / "runs"),
         help="--compare: run directories, trained where missing (default build/demo/runs)",
     )
     parser.add_argument(
@@ -102,11 +101,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
             if args.models or args.dataset:
                 raise ValueError("--compare trains and picks its models and store itself")
-            stores = (
-                args.stores
-                or os.environ.get("PARAMLIB_STORES")
-                or (build_dir() / "demo" / "stores")
-            )
+            stores = args.stores or default_stores()
             compare_models(stores, args.runs_dir, args.seeds, args.out, variant=args.variant)
             return 0
         return _score(args)

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from paramlib.doctor import REPO_ROOT
 from paramlib.evaluate.engine import ALL, evaluate
 from paramlib.evaluate.report import (
     Figure,
@@ -39,12 +38,12 @@ from paramlib.evaluate.report import (
     render_markdown,
     write_report,
 )
-from paramlib.evaluate.sources import STORES_ENV, Model, load_model, resolve_store
+from paramlib.evaluate.sources import Model, load_model, resolve_store
+from paramlib.paths import CONFIGS, STORES_ENV
 from paramlib.train.config import load_config
 from paramlib.train.distributed import Placement
 from paramlib.train.loop import train
 
-CONFIGS = REPO_ROOT / "training" / "configs"
 # (config name, what it is), in the order of the table.
 COMPARED: tuple[tuple[str, str], ...] = (
     ("rpn_lf_only", "LF-RPN (Betts-Miller data only)"),

@@ -25,13 +25,12 @@ import torch
 import xarray as xr
 
 from paramlib.constants import GRAVITY
-from paramlib.doctor import build_dir
 from paramlib.evaluate.metrics import sigma_thickness
 from paramlib.export import ExportError, load_metadata, metadata_text
 from paramlib.models.bilstm import MODEL_KIND as MSKF_KIND
 from paramlib.models.export_wrap import SPREAD_SUFFIX
+from paramlib.paths import STORES_ENV, demo_dir
 
-STORES_ENV = "PARAMLIB_STORES"
 MODEL_FILES = ("model.pt", "checkpoint.pt")  # named by their run directory
 
 
@@ -161,7 +160,7 @@ def resolve_store(dataset: str | os.PathLike[str]) -> Path:
         return path
     name = f"{str(dataset).removesuffix('.zarr')}.zarr"
     folders = [Path(os.environ[STORES_ENV])] if os.environ.get(STORES_ENV) else []
-    candidates = [folder / name for folder in [*folders, build_dir() / "demo" / "stores"]]
+    candidates = [folder / name for folder in [*folders, demo_dir() / "stores"]]
     for candidate in candidates:
         if candidate.exists():
             return candidate
