@@ -45,15 +45,14 @@ from bench_json import write_json  # noqa: E402
 
 from paramlib.export import FieldSpec, load_metadata  # noqa: E402
 from paramlib.paths import build_dir  # noqa: E402
-from paramlib.wrf_plugin import (  # noqa: E402
-    TARGETS,
-    TENDENCIES,
+from paramlib.wrf.bench import (  # noqa: E402
     UNITS,
     bench_plugin,
     column_pool,
     model_inputs,
     write_pool,
 )
+from paramlib.wrf.driver import TARGETS, TENDENCIES  # noqa: E402
 
 
 def published_size_model(path: Path, pool: dict[str, np.ndarray]) -> Path:

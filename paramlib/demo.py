@@ -316,10 +316,10 @@ def bridge_on_trained_model(demo: Demo) -> None:
 
 def wrf_plugin(demo: Demo) -> None:
     """The WRF cumulus plugin with the trained Bi-LSTM on the testbed's wrfout
-    (paramlib.wrf_demo; imported here, as xarray is slow to import for every command)."""
-    from paramlib.wrf_demo import RUN
-    from paramlib.wrf_demo import wrf_plugin as run_stage
-    from paramlib.wrf_plugin import driver_path
+    (paramlib.wrf.demo_stage; imported here, as xarray is slow to import for every command)."""
+    from paramlib.wrf.demo_stage import RUN
+    from paramlib.wrf.demo_stage import wrf_plugin as run_stage
+    from paramlib.wrf.driver import driver_path
 
     inputs = [demo.model(RUN), driver_path(), *(demo.testbed / "wrf").glob("wrfout_d01_*")]
     replayable(demo.out / "wrf_plugin" / "summary.txt", inputs, functools.partial(run_stage, demo))

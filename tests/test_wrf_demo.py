@@ -1,4 +1,4 @@
-"""The `make demo` stage of the WRF plugin (paramlib.wrf_demo.wrf_plugin) on the small testbed:
+"""The `make demo` stage of the WRF plugin (paramlib.wrf.demo_stage) on the small testbed:
 without a trained model it exports one from the demo's store, runs the WRF-shaped driver on the
 testbed wrfout, and reports parity with PyTorch and the cost per column."""
 
@@ -12,8 +12,8 @@ from paramlib import paths
 from paramlib.data.pipeline import build_store
 from paramlib.data.recipe import load_recipe
 from paramlib.demo import DemoError
-from paramlib.wrf_demo import wrf_plugin
-from paramlib.wrf_plugin import driver_path
+from paramlib.wrf.demo_stage import wrf_plugin
+from paramlib.wrf.driver import driver_path
 
 
 @dataclass(frozen=True)

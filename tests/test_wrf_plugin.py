@@ -18,7 +18,8 @@ import xarray as xr
 from wrf_data import CTL, WRF_DIR
 
 from paramlib import paths
-from paramlib.wrf_plugin import TENDENCIES, TOP_FRACTION, limit_columns
+from paramlib.wrf.driver import TENDENCIES, TOP_FRACTION
+from paramlib.wrf.parity import limit_columns
 
 CASES = (
     "wrf_plugin_model",

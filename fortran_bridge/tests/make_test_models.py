@@ -102,8 +102,9 @@ def generate(outdir: Path) -> None:
     torch.jit.save(simple, str(outdir / "no_metadata.pt"))
     meta = models["simple"][1].to_dict()
     meta["inputs"][0]["level_order"] = "sideways"
-    torch.jit.save(simple, str(outdir / "bad_level_order.pt"),
-                   _extra_files={"paramlib.json": json.dumps(meta)})
+    torch.jit.save(
+        simple, str(outdir / "bad_level_order.pt"), _extra_files={"paramlib.json": json.dumps(meta)}
+    )
     # The metadata API: the JSON as stored, T's range as a field (column 1 min, column 2
     # max), a model without ranges and one whose range of T has a level too few.
     named = models["named"][1]
@@ -113,12 +114,14 @@ def generate(outdir: Path) -> None:
     named_module = torch.jit.load(str(outdir / "named.pt"))
     meta = named.to_dict()
     del meta["valid_range"]
-    torch.jit.save(named_module, str(outdir / "no_range.pt"),
-                   _extra_files={"paramlib.json": json.dumps(meta)})
+    torch.jit.save(
+        named_module, str(outdir / "no_range.pt"), _extra_files={"paramlib.json": json.dumps(meta)}
+    )
     meta = named.to_dict()
     meta["valid_range"]["T"]["min"].pop()
-    torch.jit.save(named_module, str(outdir / "bad_range.pt"),
-                   _extra_files={"paramlib.json": json.dumps(meta)})
+    torch.jit.save(
+        named_module, str(outdir / "bad_range.pt"), _extra_files={"paramlib.json": json.dumps(meta)}
+    )
     (outdir / "missing.pt").unlink(missing_ok=True)
     print(f"wrote {len(models)} test models, their references and broken files to {outdir}")
 

@@ -7,7 +7,7 @@ CASE:
           control run, then `paramlib train`) and variants of its metadata for the error
           cases, in DIR/models; redone only when this file or the data changed
   run     the driver's runs A-E on the real control run (OpenMP on 3 threads), DIR/run.nc
-  parity  run A's first call against PyTorch on the same columns (paramlib.wrf_plugin)
+  parity  run A's first call against PyTorch on the same columns (paramlib.wrf.parity)
   errors  initialisation errors stop WRF with a message naming the problem (a file other than
           the pinned SHA-256, a path filling its buffer included); the CPU fallback
   screen  a model whose heating is NaN in every third column of a call (wrf_test_models.py):
@@ -19,7 +19,7 @@ CASE:
           limit_probe_model), runs A-E with paramlib_cu_water_closure 0 and 1: exact zeros
           above the diagnosed cloud top, CUTOP there, QV + T RQVCUTEN >= 0, no negative
           hydrometeor tendency, PRATEC closed on the net water loss (1), the counts in the
-          log, the first call equal to paramlib.wrf_plugin.limit_columns in PyTorch
+          log, the first call equal to paramlib.wrf.parity.limit_columns in PyTorch
   ood     the same model, whose valid_range (t only) puts level 1 of t out of range: one
           line of out-of-range counts every paramlib_cu_ood_every calls (and at finalize),
           the default (the calls in one hour) too; inputs without a range are named once, a
@@ -49,17 +49,15 @@ ROOT = HERE.parents[3]
 sys.path.insert(0, str(ROOT))
 
 from paramlib.catalog import data_root  # noqa: E402
-from paramlib.wrf_plugin import (  # noqa: E402
+from paramlib.wrf.driver import (  # noqa: E402
     HYDROMETEORS,
     TENDENCIES,
     DriverSettings,
     PluginOptions,
-    columns,
-    first_call_parity,
     run_driver,
-    state_vs_reader,
     write_namelist,
 )
+from paramlib.wrf.parity import columns, first_call_parity, state_vs_reader  # noqa: E402
 
 WRFOUT = data_root() / "wrf_mskf" / "wrfout_d01_ctl.nc"
 READER_RTOL = 1e-5  # float32 arithmetic in a different order (Fortran vs numpy)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from paramlib.export import FieldSpec, ModelMetadata, forward_source, save
-from paramlib.wrf_plugin import TARGETS
+from paramlib.wrf.driver import TARGETS
 
 UNITS = ["K s-1"] + ["kg kg-1 s-1"] * 5 + ["mm s-1", "s"]  # of TARGETS
 FAILURE = "paramlib test model: a tile with an odd number of columns"

@@ -15,16 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from paramlib.wrf_plugin import (
-    DriverSettings,
-    PluginOptions,
-    bench_plugin,
-    column_pool,
-    first_call_parity,
-    run_driver,
-    write_namelist,
-    write_pool,
-)
+from paramlib.wrf.bench import bench_plugin, column_pool, write_pool
+from paramlib.wrf.driver import DriverSettings, PluginOptions, run_driver, write_namelist
+from paramlib.wrf.parity import first_call_parity
 
 RUN = "bilstm_testbed_wrf"
 COST_TILE = (40, 44)  # columns of the cost measurement: quick; benchmarks/ has the WRF-sized one
