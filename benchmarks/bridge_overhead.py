@@ -1,6 +1,6 @@
 """Overhead of the Fortran bridge against its ceiling, plain C++ libtorch, and against Python.
 
-The same TorchScript model files (paramlib.testing_models examples, written with
+The same TorchScript model files (paramlib.models.examples examples, written with
 paramlib.export.save) are timed per call, on 1 intra-op thread, three ways:
 
   bridge  build/bin/bridge_bench: a Fortran program using module paramlib_bridge,
@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_json import publish  # noqa: E402
 
 from paramlib.export import ModelMetadata, save  # noqa: E402
+from paramlib.models.examples import make_example  # noqa: E402
 from paramlib.paths import build_dir  # noqa: E402
-from paramlib.testing_models import make_example  # noqa: E402
 
 MODELS: dict[str, str] = {"mfrpn": "mfrpn_size", "small": "small"}  # table name -> example kind
 BATCHES: tuple[int, ...] = (1, 4096)

@@ -113,8 +113,8 @@ def wrf_set(args: argparse.Namespace) -> list[Path]:
     """The wrfout files: given, or generated once (deterministic, seed 0) and reused."""
     import numpy as np
 
-    from paramlib.data.testbed.generate import SIZES
-    from paramlib.data.testbed.wrf_set import GridForcing, WrfSetConfig, make_wrf_set
+    from paramlib.testbed.generate import SIZES
+    from paramlib.testbed.wrf_set import GridForcing, WrfSetConfig, make_wrf_set
 
     if args.wrf_dir is not None:
         directory = args.wrf_dir

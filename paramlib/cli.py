@@ -21,9 +21,9 @@ from paramlib import __version__
 SUBCOMMANDS: tuple[str, ...] = (
     "doctor",
     "demo",
-    "catalog",
+    "catalog.cli",
     "data.cli",
-    "dataset",
+    "data.build_cli",
     "train.cli",
     "couple.cli",
     "evaluate.cli",

@@ -137,7 +137,7 @@ def fortran_bridge(demo: Demo) -> None:
     import torch
 
     from paramlib.export import save
-    from paramlib.testing_models import make_example
+    from paramlib.models.examples import make_example
 
     program = build_dir() / "bin" / "01_simple"
     if not program.is_file():
@@ -171,7 +171,7 @@ def pinning(model_file: Path) -> None:
     """A host pins the file it runs by SHA-256: the right hash loads, another is refused
     before anything of the file is loaded (a model file is code)."""
     from paramlib.export import file_sha256
-    from paramlib.fortran import BridgeError, FortranModel
+    from paramlib.fortran.bridge import BridgeError, FortranModel
 
     digest = file_sha256(model_file)
     with FortranModel(model_file, sha256=digest):
@@ -186,7 +186,7 @@ def pinning(model_file: Path) -> None:
 
 def testbed(demo: Demo) -> None:
     """The small testbed (kept when already generated with this seed)."""
-    from paramlib.data.testbed.generate import SUMMARY, generate
+    from paramlib.testbed.generate import SUMMARY, generate
 
     summary_file = demo.testbed / SUMMARY
     current = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
@@ -283,7 +283,7 @@ def bridge_on_trained_model(demo: Demo) -> None:
     import xarray as xr
 
     from paramlib.export import load_metadata
-    from paramlib.fortran import FortranModel
+    from paramlib.fortran.bridge import FortranModel
 
     path = demo.model(BRIDGE_MODEL)
     meta = load_metadata(path)

@@ -14,7 +14,7 @@ import torch
 
 from paramlib import paths
 from paramlib.export import save
-from paramlib.testing_models import make_example
+from paramlib.models.examples import make_example
 
 # The machine has 2 cores shared with builds: one intra-op thread keeps tests predictable.
 torch.set_num_threads(1)
@@ -53,7 +53,7 @@ def bindings() -> Path:
 @pytest.fixture(scope="session")
 def column_bindings() -> None:
     """The column model's Python bindings, paramlib/_ext/_paramlib_column*.so."""
-    from paramlib.data.testbed import column
+    from paramlib.testbed import column
 
     try:
         column.fortran_constants()
@@ -87,7 +87,7 @@ def example_model_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
 def small_testbed(tmp_path_factory: pytest.TempPathFactory, column_bindings: None) -> Path:
     """The small testbed (seed 0, with its WRF set), generated once for every test that only
     reads it."""
-    from paramlib.data.testbed.generate import generate
+    from paramlib.testbed.generate import generate
 
     out = tmp_path_factory.mktemp("shared") / "testbed"
     generate(out, size="small", seed=0, wrf=True, log=lambda _: None)

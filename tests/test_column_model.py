@@ -1,4 +1,4 @@
-"""The Fortran column model driven from Python (paramlib.data.testbed.column): it agrees bit for
+"""The Fortran column model driven from Python (paramlib.testbed.column): it agrees bit for
 bit with the pure-Fortran driver column_run, its layout and constants match the Python side, the
 supplied-tendency path is the Betts-Miller path when given Betts-Miller's own tendencies, its
 budgets close, and its errors surface as ColumnError. The Fortran unit tests (ctest -L column)
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from paramlib import constants, paths
-from paramlib.data.testbed import column
-from paramlib.data.testbed.column import ColumnConfig, ColumnError, ColumnModel, Status
+from paramlib.testbed import column
+from paramlib.testbed.column import ColumnConfig, ColumnError, ColumnModel, Status
 
 NCOL = 8
 BUDGET_RTOL = 1e-10

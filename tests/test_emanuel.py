@@ -10,8 +10,8 @@ from climt._components.emanuel.pure_python import EmanuelConvectionPython
 from sympl import get_constant
 
 from paramlib.constants import CP, EPSILON, GRAVITY, LV, RD
-from paramlib.data.testbed import emanuel
-from paramlib.data.testbed.emanuel import MAX_LEVELS, EmanuelColumns
+from paramlib.testbed import emanuel
+from paramlib.testbed.emanuel import MAX_LEVELS, EmanuelColumns
 
 NLEV = 30
 DT = 300.0

@@ -1,5 +1,5 @@
 """paramlib.export (model files, metadata contract, forward convention) and the example
-models of paramlib.testing_models."""
+models of paramlib.models.examples."""
 
 import copy
 import json
@@ -25,7 +25,7 @@ from paramlib.export import (
     load_metadata,
     save,
 )
-from paramlib.testing_models import EXAMPLE_KINDS, EnsembleMLP, make_example
+from paramlib.models.examples import EXAMPLE_KINDS, EnsembleMLP, make_example
 
 DELETE = object()
 

@@ -1,5 +1,5 @@
 """``paramlib export``: model files from training checkpoints, checked against the trained
-model in memory (Python) and through the Fortran bridge (paramlib.fortran)."""
+model in memory (Python) and through the Fortran bridge (paramlib.fortran.bridge)."""
 
 from pathlib import Path
 
@@ -169,7 +169,7 @@ def test_export_refuses_bad_requests(
 def test_exported_files_through_the_fortran_bridge(
     runs: dict[str, Path], tmp_path: Path, kind: str
 ) -> None:
-    from paramlib.fortran import FortranModel
+    from paramlib.fortran.bridge import FortranModel
 
     path = runs[kind] / MODEL_FILE
     names = [f["name"] for f in load_metadata(path)["inputs"]]

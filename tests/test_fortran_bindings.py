@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from paramlib import fortran, paths
+from paramlib import paths
 from paramlib.export import load_metadata, save
-from paramlib.fortran import BridgeError, FortranModel, Status
-from paramlib.testing_models import make_example
+from paramlib.fortran import bridge as fortran
+from paramlib.fortran.bridge import BridgeError, FortranModel, Status
+from paramlib.models.examples import make_example
 
 # Skips the module with "run `make build`" where paramlib/_ext is not built (fails under CI).
 pytestmark = pytest.mark.usefixtures("bindings")

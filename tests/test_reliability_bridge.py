@@ -22,7 +22,7 @@ from test_fortran_bindings import ModelFile, assert_matches, fails, physical_inp
 
 from paramlib import paths
 from paramlib.export import load_metadata
-from paramlib.fortran import BridgeError, FortranModel, Status
+from paramlib.fortran.bridge import BridgeError, FortranModel, Status
 
 pytestmark = pytest.mark.usefixtures("bindings")
 

@@ -303,7 +303,7 @@ def test_a_killed_build_leaves_a_temporary_store_the_next_build_removes(tmp_path
 def testbed(tmp_path, column_bindings) -> Path:
     from test_testbed import TINY
 
-    from paramlib.data.testbed.generate import generate
+    from paramlib.testbed.generate import generate
 
     out = tmp_path / "testbed"
     generate(out, TINY, seed=1, log=lambda line: None)
@@ -313,7 +313,7 @@ def testbed(tmp_path, column_bindings) -> Path:
 def regenerate(out: Path) -> None:
     from test_testbed import TINY
 
-    from paramlib.data.testbed.generate import generate
+    from paramlib.testbed.generate import generate
 
     generate(out, TINY, seed=2, log=lambda line: None)
 

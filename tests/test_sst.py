@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from paramlib.data.testbed import sst
+from paramlib.testbed import sst
 
 
 def test_samples_are_deterministic_tropical_ocean_in_kelvin():

@@ -13,10 +13,10 @@ import xarray as xr
 from paramlib import cli
 from paramlib.constants import CP, RD
 from paramlib.data.cli import TESTBED_SIZES
-from paramlib.data.testbed import generate, runs, summary, tuning
-from paramlib.data.testbed.runs import SchemeOutput, Timing
-from paramlib.data.testbed.wrf_set import PeriodicField, WrfSetConfig, convective_timescale
 from paramlib.guards import OWNED_MARKER, UserInputError
+from paramlib.testbed import generate, runs, summary, tuning
+from paramlib.testbed.runs import SchemeOutput, Timing
+from paramlib.testbed.wrf_set import PeriodicField, WrfSetConfig, convective_timescale
 
 SETS = ("lf_historical", "lf_plus4k", "hf_historical", "hf_plus4k")
 # A few columns for a few hours: enough to exercise every stage.

@@ -16,8 +16,8 @@ from paramlib import cli
 from paramlib.catalog import load_catalog
 from paramlib.data.pipeline import build_store
 from paramlib.data.recipe import load_recipe
-from paramlib.data.testbed import generate
 from paramlib.guards import UserInputError
+from paramlib.testbed import generate
 from paramlib.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]

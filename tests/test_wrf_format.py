@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from paramlib.constants import EPSILON, GRAVITY, RD
-from paramlib.data.testbed import wrf_format as wf
+from paramlib.testbed import wrf_format as wf
 
 REAL_WRF = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "wrf_mskf"
 NT, NZ, NY, NX = 3, 10, 5, 6

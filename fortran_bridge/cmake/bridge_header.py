@@ -1,7 +1,7 @@
 """The enums of the bridge's C header (fortran_bridge/src/paramlib_bridge.h), the one source
 of its status codes and flags: fypp generates the Fortran module's parameters from them
 (paramlib_bridge.fypp, `fypp -M fortran_bridge/cmake -m bridge_header`) and the tests check
-the Python copies (paramlib/fortran.py) against them."""
+the Python copies (paramlib/fortran/bridge.py) against them."""
 
 from __future__ import annotations
 

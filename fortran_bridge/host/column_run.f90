@@ -9,7 +9,7 @@
 !>   real64 ps(ncol), sst(ncol), omega0(ncol)
 !> OUT: real64 t(nlev, ncol), q(nlev, ncol), precip(ncol) of the last step (column-major).
 !> The set-up order (init, parameters, reset_state, steps) is the one of
-!> paramlib.data.testbed.column.ColumnModel, so the two runs must agree bit for bit.
+!> paramlib.testbed.column.ColumnModel, so the two runs must agree bit for bit.
 program column_run
   use, intrinsic :: iso_fortran_env, only: int32, int64, error_unit, output_unit
   use physical_constants, only: wp

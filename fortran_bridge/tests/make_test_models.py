@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from paramlib.export import ModelMetadata, save
-from paramlib.testing_models import make_example
+from paramlib.models.examples import make_example
 
 NCOL = 12  # = 4 x 3 so the same references serve the (i, k, j) tile tests
 SEED = 7
@@ -47,7 +47,7 @@ def read_field(path: Path) -> np.ndarray:
 
 
 def make_models() -> dict[str, tuple[torch.jit.ScriptModule, ModelMetadata]]:
-    """The example kinds the tests use, from paramlib.testing_models."""
+    """The example kinds the tests use, from paramlib.models.examples."""
     return {kind: make_example(kind, seed=SEED) for kind in ("simple", "named", "ensemble")}
 
 

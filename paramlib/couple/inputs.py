@@ -1,7 +1,7 @@
 """What ``paramlib_scm`` reads: a columns file (netCDF) and a namelist.
 
 The columns are tropical ocean cells drawn from the testbed's SST climatology
-(`paramlib.data.testbed.runs.sample_columns`) with the large-scale ascent that follows their
+(`paramlib.testbed.runs.sample_columns`) with the large-scale ascent that follows their
 SST; the WTG reference SST and the Betts-Miller parameters come from the testbed the model was
 trained on (its ``summary.json``), so the host runs the climate of the training data and the
 Betts-Miller inputs of an HF([BM, x]) model are the ones it was trained with. Every column-model
@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from paramlib.data.testbed import runs
-from paramlib.data.testbed.column import MODEL_PARAMETERS
-from paramlib.data.testbed.generate import SUMMARY
-from paramlib.data.testbed.sst import PLUS4K_K
 from paramlib.paths import TESTBED_ENV
+from paramlib.testbed import runs
+from paramlib.testbed.column import MODEL_PARAMETERS
+from paramlib.testbed.generate import SUMMARY
+from paramlib.testbed.sst import PLUS4K_K
 
 SCENARIOS = {"historical": 0.0, "plus4k": PLUS4K_K}  # name: SST shift, K
 MODES = ("physics", "ml", "hybrid", "stochastic")

@@ -1,5 +1,5 @@
 """The high-fidelity reference of the online experiments: the same column model with the Emanuel
-scheme, stepped from Python through the testbed tooling (`paramlib.data.testbed.runs`), on the
+scheme, stepped from Python through the testbed tooling (`paramlib.testbed.runs`), on the
 same columns, forcing and SSTs as the coupled runs, written in the layout of paramlib_scm's
 output so that `report` compares the two directly.
 
@@ -29,7 +29,7 @@ from paramlib.couple.inputs import (
     column_set,
     write_columns,
 )
-from paramlib.data.testbed import runs
+from paramlib.testbed import runs
 
 REFERENCE_FILE = "reference.nc"
 COLUMNS_FILE = "columns.nc"

@@ -11,7 +11,7 @@ import sys
 
 from paramlib.cli import Subparsers
 
-# The keys of paramlib.data.testbed.generate.SIZES (not imported here: it loads climt).
+# The keys of paramlib.testbed.generate.SIZES (not imported here: it loads climt).
 TESTBED_SIZES = ("small", "medium", "large")
 
 
@@ -41,8 +41,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run_testbed(args: argparse.Namespace) -> int:
-    from paramlib.data.testbed.generate import generate
     from paramlib.guards import UserInputError
+    from paramlib.testbed.generate import generate
 
     try:
         report = generate(args.out, size=args.size, seed=args.seed, wrf=not args.no_wrf)

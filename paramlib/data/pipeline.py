@@ -20,7 +20,7 @@
 The store is the one the earlier two-pass pipeline wrote (tests/test_pipeline_fused.py). Memory
 is set by the blocks (a chunk of frames of one source, a few MiB per variable) and the write
 batches, not by the size of the input. The dask scheduler is whatever is active: the CLI starts
-a distributed cluster (paramlib.dataset); tests may use the synchronous one.
+a distributed cluster (paramlib.data.build_cli); tests may use the synchronous one.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 !> paramlib_column_py: a flat facade over the column host model for f90wrap
-!> (Python module paramlib._ext.paramlib_column; paramlib/data/testbed/column.py wraps it).
+!> (Python module paramlib._ext.paramlib_column; paramlib/testbed/column.py wraps it).
 !>
 !> f90wrap cannot wrap class() arguments or type-bound procedures, hence plain
 !> subroutines on integer handles into a table of model instances. Each instance holds a

@@ -97,7 +97,7 @@ program paramlib_scm
                     status, message)
   call agree(status /= 0, 'columns file')
 
-  ! The set-up order of paramlib.data.testbed.column.ColumnModel: columns, parameters, WTG,
+  ! The set-up order of paramlib.testbed.column.ColumnModel: columns, parameters, WTG,
   ! initial state.
   sst = sst + s%sst_shift
   call model%init(s%nlev, ps, sst, omega0, status, message)

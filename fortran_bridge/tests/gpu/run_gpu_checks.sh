@@ -85,7 +85,7 @@ from pathlib import Path
 
 import make_test_models as fixture
 from paramlib.export import save
-from paramlib.testing_models import make_example
+from paramlib.models.examples import make_example
 
 out = Path(sys.argv[1])
 fixture.generate(out)

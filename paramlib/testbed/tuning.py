@@ -27,9 +27,9 @@ import math
 
 import numpy as np
 
-from paramlib.data.testbed.column import ColumnModel
-from paramlib.data.testbed.runs import ColumnRun, SchemeOutput, model_config
-from paramlib.data.testbed.summary import finite_or_none, pearson
+from paramlib.testbed.column import ColumnModel
+from paramlib.testbed.runs import ColumnRun, SchemeOutput, model_config
+from paramlib.testbed.summary import finite_or_none, pearson
 
 HOUR = 3600.0
 TAU_GRID_S = (1.0 * HOUR, 2.0 * HOUR, 4.0 * HOUR, 8.0 * HOUR)

@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from paramlib.constants import P0, RHO_WATER
-from paramlib.data.testbed.runs import SECONDS_PER_DAY, ColumnRun, Scheme, SchemeOutput
+from paramlib.testbed.runs import SECONDS_PER_DAY, ColumnRun, Scheme, SchemeOutput
 
 TIME_UNITS = "days since 2000-01-01 00:00:00"
 DIAGNOSTIC_PREFIX = {Scheme.BETTS_MILLER: "BM", Scheme.EMANUEL: "EM"}

@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from paramlib.constants import CP, EPSILON, GRAVITY, LV, RD
-from paramlib.data.testbed.column import ColumnModel
-from paramlib.data.testbed.emanuel import EmanuelColumns, EmanuelResult
-from paramlib.data.testbed.runs import (
+from paramlib.testbed.column import ColumnModel
+from paramlib.testbed.emanuel import EmanuelColumns, EmanuelResult
+from paramlib.testbed.runs import (
     PS_MEAN,
     SECONDS_PER_DAY,
     ColumnSet,
@@ -50,8 +50,8 @@ from paramlib.data.testbed.runs import (
     omega_amplitude,
     omega_profile,
 )
-from paramlib.data.testbed.sst import sample_sst
-from paramlib.data.testbed.wrf_format import (
+from paramlib.testbed.sst import sample_sst
+from paramlib.testbed.wrf_format import (
     WrfConfig,
     WrfFrames,
     cumulus_to_wrf,

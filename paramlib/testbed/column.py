@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from paramlib.fortran_support import FortranStatusError, FreedOnExit
+from paramlib.fortran.support import FortranStatusError, FreedOnExit
 
 BUILD_HINT = "the column model's Python bindings are not built: run `make build`"
 

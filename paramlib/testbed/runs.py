@@ -36,9 +36,9 @@ from enum import Enum
 
 import numpy as np
 
-from paramlib.data.testbed.column import ColumnConfig, ColumnModel
-from paramlib.data.testbed.emanuel import EmanuelColumns
-from paramlib.data.testbed.sst import PLUS4K_K, daily_mean_insolation, sample_sst
+from paramlib.testbed.column import ColumnConfig, ColumnModel
+from paramlib.testbed.emanuel import EmanuelColumns
+from paramlib.testbed.sst import PLUS4K_K, daily_mean_insolation, sample_sst
 
 SECONDS_PER_DAY = 86400.0
 NLEV = 26  # the MF-RPN layout: T on 26 levels

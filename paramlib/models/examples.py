@@ -237,7 +237,7 @@ def make_example(kind: str, seed: int = 0) -> tuple[torch.jit.ScriptModule, Mode
             for name, nlev in inputs
         },
         provenance={
-            "source": "paramlib.testing_models.make_example",
+            "source": "paramlib.models.examples.make_example",
             "kind": kind,
             "seed": seed,
             "trained": False,

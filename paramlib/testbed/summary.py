@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from paramlib.data.testbed.runs import SchemeOutput
+from paramlib.testbed.runs import SchemeOutput
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from paramlib.fortran_support import FortranStatusError, FreedOnExit
+from paramlib.fortran.support import FortranStatusError, FreedOnExit
 
 BUILD_HINT = "paramlib's Fortran bindings are not built: run `make build`"
 

@@ -34,11 +34,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from paramlib.data.testbed import cesm_history, runs, summary
-from paramlib.data.testbed.runs import ColumnRun, Scheme, Timing, run_columns, sample_columns
-from paramlib.data.testbed.sst import PLUS4K_K
-from paramlib.data.testbed.tuning import Tuning, diagnose_betts_miller, tune_betts_miller
-from paramlib.data.testbed.wrf_set import GridForcing, WrfSet, WrfSetConfig, make_wrf_set
 from paramlib.guards import (
     OWNED_MARKER,
     UserInputError,
@@ -46,6 +41,11 @@ from paramlib.guards import (
     check_replaceable,
     mark_owned,
 )
+from paramlib.testbed import history_writer, runs, summary
+from paramlib.testbed.runs import ColumnRun, Scheme, Timing, run_columns, sample_columns
+from paramlib.testbed.sst import PLUS4K_K
+from paramlib.testbed.tuning import Tuning, diagnose_betts_miller, tune_betts_miller
+from paramlib.testbed.wrf_set import GridForcing, WrfSet, WrfSetConfig, make_wrf_set
 
 SUMMARY = "summary.json"
 WRF_DIR = "wrf"
@@ -346,8 +346,8 @@ def _write_sets(
             "save_interval_s": run.timing.save_every * run.timing.dt_s,
         }
         name = f"{fidelity}_{scenario}.nc"
-        cesm_history.write_dataset(
-            cesm_history.column_dataset(run, diagnostic, other, attrs), out / name
+        history_writer.write_dataset(
+            history_writer.column_dataset(run, diagnostic, other, attrs), out / name
         )
         files[name] = (out / name).stat().st_size
     return files
