@@ -18,17 +18,17 @@ import zarr
 from train_stores import bilstm_store, feature_store, run_config, write_config
 
 from paramlib import cli
+from paramlib.export import load_metadata
 from paramlib.models import bilstm
 from paramlib.models.export_wrap import OUTPUT_MODES
-from paramlib.models.mfrpn import COMPOSITIONS
 from paramlib.models.mlp import PAPER_HIDDEN
-from paramlib.train import REQUEUE_EXIT, checkpoint
-from paramlib.train import config as config_module
+from paramlib.train import REQUEUE_EXIT, checkpoint, kinds
 from paramlib.train.calibrate import calibrate, coverage
 from paramlib.train.config import ConfigError, config_from_dict, load_config
 from paramlib.train.data import DataError
 from paramlib.train.distributed import Placement
 from paramlib.train.loop import METRICS_FILE, MODEL_FILE, RunDirError, train
+from paramlib.train.tasks import Task
 
 KINDS = ("mlp", "rpn", "mfrpn", "mfrpn_bm", "bilstm")
 
@@ -98,14 +98,16 @@ def test_config_errors_name_the_source_and_key(tmp_path: Path, stores: dict[str,
     with pytest.raises(ConfigError, match="export.output: mean_spread needs an ensemble"):
         load_config(good, ["model.members=1", "export.output=mean_spread"])
     bilstm = write_config(tmp_path / "b.yaml", run_config("bilstm", stores))
-    with pytest.raises(ConfigError, match="export.output: a Bi-LSTM exports one model"):
+    with pytest.raises(ConfigError, match="export.output: kind 'bilstm' exports mean$"):
         load_config(bilstm, ["export.output=members"])
-    with pytest.raises(ConfigError, match="train.precision: bfloat16 is implemented for kind"):
+    with pytest.raises(ConfigError, match="train.precision: kind 'rpn' implements float32$"):
         load_config(good, ["train.precision=bfloat16"])
     with pytest.raises(ConfigError, match="model.representation: expected one of physical"):
         load_config(bilstm, ["model.representation=warm"])
     with pytest.raises(ConfigError, match="model.scaling: not read by kind 'rpn'"):
         load_config(good, ["model.scaling=field"])
+    with pytest.raises(ConfigError, match="model.widht: unknown key; kind 'rpn' has kind, hidden"):
+        load_config(good, ["model.widht=3"])
 
 
 def test_bilstm_features_and_bfloat16_forward_train_and_export(
@@ -144,12 +146,51 @@ def test_overrides_are_typed_by_the_field_and_follow_the_variant(
     assert load_config(path).data.store == str(Path("nowhere/hf.zarr").absolute())
 
 
-def test_config_choices_are_the_models_own() -> None:
-    assert config_module.COMPOSITIONS == COMPOSITIONS
-    assert sorted(config_module.OUTPUTS) == sorted(OUTPUT_MODES)
-    assert config_module.PAPER_HIDDEN == list(PAPER_HIDDEN)
-    assert config_module.REPRESENTATIONS == bilstm.REPRESENTATIONS
-    assert config_module.SCALINGS == bilstm.SCALINGS
+def test_every_registered_kind_has_its_options_task_and_rules() -> None:
+    """The registry is the one list of kinds: each module defines the kind it is registered
+    under, and a config names a kind's own keys only."""
+    assert kinds.names() == ("mlp", "rpn", "mfrpn", "bilstm")
+    for name in kinds.names():
+        kind = kinds.get(name)
+        assert kind.name == name and issubclass(kind.task, Task)
+        assert kind.keys()[0] == "kind" and set(kind.outputs) <= set(OUTPUT_MODES)
+    assert kinds.get("mfrpn").options().hidden == list(PAPER_HIDDEN)
+    assert set(kinds.get("mfrpn").keys()) >= {"composition", "members", "alpha"}
+    assert kinds.exported(bilstm.MODEL_KIND) is kinds.get("bilstm")
+    assert kinds.exported("persistence") is None
+    assert kinds.readers_of("members") == ["rpn", "mfrpn"]
+    with pytest.raises(kinds.UnknownKind, match="expected one of mlp, rpn, mfrpn, bilstm"):
+        kinds.get("cnn")
+
+
+def test_a_new_kind_is_one_module_and_one_registry_line(
+    tmp_path: Path, stores: dict[str, Path], monkeypatch: pytest.MonkeyPatch, repo_root: Path
+) -> None:
+    """The example module of docs/training-on-hpc.md ("Adding a model kind"), as written there,
+    registered by one line, trains and exports from a config naming it."""
+    guide = (repo_root / "docs" / "training-on-hpc.md").read_text()
+    section = guide[guide.index("## Adding a model kind") :]
+    code = section.split("```python\n")[1].split("```")[0]
+    (tmp_path / "wide_mlp.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(kinds.MODULES, "wide_mlp", "wide_mlp")
+    raw = run_config("mlp", stores)
+    raw["model"] = {"kind": "wide_mlp", "width": 16}
+    config = load_config(write_config(tmp_path / "wide.yaml", raw))
+    assert type(config.model).__name__ == "WideOptions" and config.model.width == 16
+    with pytest.raises(ConfigError, match="model.hidden: not read by kind 'wide_mlp'"):
+        load_config(tmp_path / "wide.yaml", ["model.hidden=[4]"])
+    assert run(config, tmp_path / "run") == 0
+    assert load_metadata(tmp_path / "run" / MODEL_FILE)["model_kind"] == "wide_mlp"
+
+
+def test_the_command_line_does_not_import_a_kind_module() -> None:
+    code = (
+        "import sys, paramlib.cli; paramlib.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'paramlib.train.kinds.'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_shipped_configs_load_with_their_small_variant(repo_root: Path) -> None:

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from paramlib.atomic import write_atomic  # noqa: E402
 from paramlib.evaluate.engine import ALL  # noqa: E402
+from paramlib.train import kinds  # noqa: E402
 
 R2_FLOOR = -1.0  # profiles show R^2 from here to 1; lower values are drawn at the floor
 
@@ -474,7 +475,7 @@ def report_blocks(results: Mapping[str, Any], out: Path) -> list[Block]:
         Paragraph(DEFINITIONS),
     ]
     if any(
-        info["members"] == 1 and info["kind"] in ("rpn", "mfrpn")
+        info["members"] == 1 and getattr(kinds.exported(info["kind"]), "ensemble", False)
         for info in results["models"].values()
     ):
         blocks.append(

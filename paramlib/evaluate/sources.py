@@ -27,9 +27,9 @@ import xarray as xr
 from paramlib.constants import GRAVITY
 from paramlib.evaluate.metrics import sigma_thickness
 from paramlib.export import ExportError, load_metadata, metadata_text
-from paramlib.models.bilstm import MODEL_KIND as MSKF_KIND
 from paramlib.models.export_wrap import SPREAD_SUFFIX
 from paramlib.paths import STORES_ENV, demo_dir
+from paramlib.train import kinds
 
 MODEL_FILES = ("model.pt", "checkpoint.pt")  # named by their run directory
 
@@ -78,7 +78,8 @@ class Model:
 
     @property
     def is_mskf(self) -> bool:
-        return self.kind == MSKF_KIND
+        kind = kinds.exported(self.kind)
+        return kind is not None and kind.mskf_contract
 
     @cached_property
     def outputs(self) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from paramlib.cli import Subparsers
 from paramlib.guards import UserInputError, check_output_path
-from paramlib.train.config import OUTPUTS  # yaml and the standard library only
+from paramlib.train.kinds import OUTPUTS  # the standard library only
 
 
 class _IntermixedParser(argparse.ArgumentParser):

@@ -40,40 +40,13 @@ from typing import Any
 import yaml
 
 from paramlib.guards import UserInputError, safe_name
+from paramlib.train import kinds
+from paramlib.train.kinds import ModelOptions
 
-# Literals rather than imports from paramlib.models: the command line imports this module, and
-# it must not import torch (tests check that these equal the models' own lists).
-KINDS = ("mlp", "rpn", "mfrpn", "bilstm")
-COMPOSITIONS = ("hf_of_lf", "hf_of_lf_and_x", "hf_of_bm_and_x")
 NORMALISATIONS = ("train", "lf")
 LOADERS = ("auto", "memory", "streaming")
 DEVICES = ("auto", "cpu", "cuda")
-REPRESENTATIONS = ("physical", "invariant")  # the Bi-LSTM's features (paramlib.models.bilstm)
-SCALINGS = ("level", "field")
-PRECISIONS = ("float32", "bfloat16")  # train.precision: the forward pass's (autocast)
-OUTPUTS = ("mean_spread", "members", "mean", "member")
-PAPER_HIDDEN = [512] * 7
 
-# Model keys that only some kinds read; a config setting one for another kind is refused
-# (a typo'd kind would otherwise train something else without a word).
-KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "hidden": ("mlp", "rpn", "mfrpn"),
-    "members": ("rpn", "mfrpn"),
-    "prior_scale": ("rpn", "mfrpn"),
-    "bootstrap_fraction": ("rpn", "mfrpn"),
-    "composition": ("mfrpn",),
-    "alpha": ("mfrpn",),
-    "hf_hidden": ("mfrpn",),
-    "lstm_hidden": ("bilstm",),
-    "lstm_layers": ("bilstm",),
-    "dropout": ("bilstm",),
-    "trigger_weight": ("bilstm",),
-    "trigger_threshold": ("bilstm",),
-    "hold_nca_s": ("bilstm",),
-    "representation": ("bilstm",),
-    "scaling": ("bilstm",),
-    "drop_inputs": ("bilstm",),
-}
 # Keys a resumed run may change: how long and how verbosely it runs, not what it computes.
 RESUMABLE_CHANGES = (
     "train.steps",
@@ -92,27 +65,6 @@ RESUMABLE_CHANGES = (
 
 class ConfigError(ValueError):
     """An invalid config; the message names the source (file, variant, override) and key."""
-
-
-@dataclass
-class ModelConfig:
-    kind: str = "rpn"
-    hidden: list[int] = field(default_factory=lambda: list(PAPER_HIDDEN))
-    members: int = 32
-    prior_scale: float = 1.0
-    bootstrap_fraction: float = 0.8
-    composition: str = "hf_of_lf"
-    alpha: float = 1.0
-    hf_hidden: list[int] | None = None
-    lstm_hidden: int = 32
-    lstm_layers: int = 3
-    dropout: float = 0.0
-    trigger_weight: float = 1.0
-    trigger_threshold: float = 0.5
-    hold_nca_s: float = 300.0
-    representation: str = "physical"
-    scaling: str = "level"
-    drop_inputs: list[str] = field(default_factory=list)  # host inputs that are not features
 
 
 @dataclass
@@ -163,29 +115,32 @@ class ExportConfig:
 @dataclass
 class Config:
     name: str
-    model: ModelConfig
+    model: ModelOptions  # the dataclass of model.kind (paramlib.train.kinds)
     data: DataConfig
     train: TrainConfig
     export: ExportConfig = field(default_factory=ExportConfig)
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (the run's record); model keys its kind does not read are left out."""
-        data = dataclasses.asdict(self)
-        kind = self.model.kind
-        data["model"] = {
-            k: v for k, v in data["model"].items() if kind in KIND_KEYS.get(k, (kind,))
-        }
-        return data
+        """Plain data (the run's record)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def kind(self) -> kinds.ModelKind:
+        return kinds.get(self.model.kind)
+
+    @property
+    def members(self) -> int:
+        """Members trained: model.members for an ensemble kind, else 1."""
+        return int(getattr(self.model, "members", 1)) if self.kind.ensemble else 1
 
     @property
     def ensemble(self) -> bool:
-        return self.model.kind in ("rpn", "mfrpn") and self.model.members > 1
+        return self.members > 1
 
     @property
     def normalisation(self) -> str:
-        default = "lf" if self.model.kind == "mfrpn" else "train"
-        return self.data.normalisation or default
+        return self.data.normalisation or self.kind.normalisation
 
     @property
     def export_output(self) -> str:
@@ -193,7 +148,7 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "model": ModelConfig,
+    "model": ModelOptions,  # the kind's own dataclass once model.kind is known
     "data": DataConfig,
     "train": TrainConfig,
     "export": ExportConfig,
@@ -311,7 +266,7 @@ class _Tree:
                     f"{', '.join(SECTIONS)}"
                 )
             known = [f.name for f in dataclasses.fields(SECTIONS[section])]
-            if key not in known:
+            if key not in known and section != "model":  # by its kind, in _build
                 raise ConfigError(
                     f"{source}: {dotted}: unknown key; {section} has {', '.join(known)}"
                 )
@@ -384,6 +339,8 @@ def _build(tree: _Tree, expand: bool = True) -> Config:
         raise ConfigError(f"{tree.default_source}: name: required key is missing")
     sections = {}
     for section, cls in SECTIONS.items():
+        if section == "model":
+            cls = _model_options(tree)
         values = {}
         types_ = _field_types(cls)
         for key, value in tree.data.get(section, {}).items():
@@ -415,6 +372,26 @@ def _build(tree: _Tree, expand: bool = True) -> Config:
     return config
 
 
+def _model_options(tree: _Tree) -> type[ModelOptions]:
+    """The options dataclass of the config's model.kind, every model key checked against it."""
+    model = tree.data.get("model", {})
+    name = model.get("kind", kinds.DEFAULT_KIND)
+    try:
+        kind = kinds.get(name)
+    except kinds.UnknownKind as error:
+        raise ConfigError(f"{tree.source('model.kind')}: model.kind: {error}") from None
+    for key in model:
+        if key not in kind.keys():
+            readers = kinds.readers_of(key)
+            message = (
+                f"not read by kind {name!r} (only by {', '.join(readers)})"
+                if readers
+                else f"unknown key; kind {name!r} has {', '.join(kind.keys())}"
+            )
+            raise ConfigError(f"{tree.source(f'model.{key}')}: model.{key}: {message}")
+    return kind.options
+
+
 def _validate(config: Config, tree: _Tree) -> None:
     def fail(dotted: str, message: str) -> None:
         raise ConfigError(f"{tree.source(dotted)}: {dotted}: {message}")
@@ -424,29 +401,20 @@ def _validate(config: Config, tree: _Tree) -> None:
         safe_name(config.name, f"{tree.source('name')}: name")
     except UserInputError as error:
         raise ConfigError(str(error)) from None
-    if model.kind not in KINDS:
-        fail("model.kind", f"expected one of {', '.join(KINDS)}, got {model.kind!r}")
-    for key in tree.data.get("model", {}):
-        kinds = KIND_KEYS.get(key)
-        if kinds is not None and model.kind not in kinds:
-            fail(f"model.{key}", f"not read by kind {model.kind!r} (only by {', '.join(kinds)})")
+    kind = config.kind
+    for dotted, message in kind.problems(model):
+        fail(dotted, message)
     choices = {
-        "model.composition": (model.composition, COMPOSITIONS),
-        "model.representation": (model.representation, REPRESENTATIONS),
-        "model.scaling": (model.scaling, SCALINGS),
         "data.normalisation": (config.normalisation, NORMALISATIONS),
         "data.loader": (data.loader, LOADERS),
         "train.device": (train.device, DEVICES),
-        "train.precision": (train.precision, PRECISIONS),
-        "export.output": (config.export_output, OUTPUTS),
+        "train.precision": (train.precision, kinds.PRECISIONS),
+        "export.output": (config.export_output, kinds.OUTPUTS),
     }
     for dotted, (value, allowed) in choices.items():
         if value not in allowed:
             fail(dotted, f"expected one of {', '.join(allowed)}, got {value!r}")
     positive = {
-        "model.members": model.members,
-        "model.lstm_hidden": model.lstm_hidden,
-        "model.lstm_layers": model.lstm_layers,
         "data.val_max_samples": data.val_max_samples,
         "data.shuffle_chunks": data.shuffle_chunks,
         "data.prefetch": data.prefetch,
@@ -468,32 +436,21 @@ def _validate(config: Config, tree: _Tree) -> None:
             fail(dotted, f"expected a number > 0, got {value}")
     if not 0 < train.lr_decay <= 1:
         fail("train.lr_decay", f"expected in (0, 1], got {train.lr_decay}")
-    if not 0 < model.bootstrap_fraction <= 1:
-        fail("model.bootstrap_fraction", f"expected in (0, 1], got {model.bootstrap_fraction}")
-    for dotted, sizes in {"model.hidden": model.hidden, "model.hf_hidden": model.hf_hidden}.items():
-        if sizes is not None and (not sizes or min(sizes) < 1):
-            fail(dotted, f"expected a non-empty list of widths >= 1, got {sizes}")
     for name, levels in data.nlev.items():
         if levels < 1:
             fail(f"data.nlev.{name}", f"expected an integer >= 1, got {levels}")
     if not data.store:
         fail("data.store", "required: the path of the training store")
-    if model.kind == "mfrpn" and model.members < 2:
-        fail("model.members", "an MF-RPN ensemble needs at least 2 members")
-    needs_lf = config.normalisation == "lf" or (
-        model.kind == "mfrpn" and model.composition != "hf_of_bm_and_x"
-    )
-    if needs_lf and not data.lf_store:
+    if (config.normalisation == "lf" or kind.needs_lf_store(model)) and not data.lf_store:
         fail("data.lf_store", "required: the LF store (its statistics, or the LF-RPN's data)")
-    if train.precision != "float32" and model.kind != "bilstm":
-        fail("train.precision", f"{train.precision} is implemented for kind bilstm only")
-    if model.kind == "bilstm" and config.export_output != "mean":
-        fail("export.output", "a Bi-LSTM exports one model: mean (or leave it unset)")
+    if train.precision not in kind.precisions:
+        fail("train.precision", f"kind {model.kind!r} implements {', '.join(kind.precisions)}")
+    if config.export_output not in kind.outputs:
+        fail("export.output", f"kind {model.kind!r} exports {', '.join(kind.outputs)}")
     if config.export_output == "mean_spread" and not config.ensemble:
         fail("export.output", "mean_spread needs an ensemble (model.members >= 2)")
-    members = model.members if config.ensemble else 1
-    if not 0 <= config.export.member < members:
-        fail("export.member", f"expected 0 .. {members - 1}, got {config.export.member}")
+    if not 0 <= config.export.member < config.members:
+        fail("export.member", f"expected 0 .. {config.members - 1}, got {config.export.member}")
 
 
 def resume_conflicts(saved: Config, current: Config) -> list[str]:

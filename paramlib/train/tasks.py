@@ -1,10 +1,6 @@
-"""Model kinds as training tasks: the network, a step's loss, validation, and the export.
-
-- ``mlp``     deterministic MLP (`EnsembleMLP`, one member) on one store;
-- ``rpn``     RPN ensemble on one store: HF-only, LF-only or the oracle, by the store named;
-- ``mfrpn``   MF-RPN (`MFRPN`): the HF store in ``data.store``, the LF store in
-              ``data.lf_store``; loss MSE_HF + alpha MSE_LF (`mf_loss`);
-- ``bilstm``  Bi-LSTM MSKF emulator (`BiLSTMEmulator`, `bilstm_loss`).
+"""Training tasks: what a model kind (`paramlib.train.kinds`) implements for the loop — the
+network, a step's loss, validation, and the export — and `FeatureTask`, the task of the kinds on
+flat normalised features (mlp, rpn, mfrpn), which they specialise by their network.
 
 A task is built from the stores for training (`task_from_stores`) or from the ``spec`` it
 wrote into the checkpoint for export (`task_from_spec`): field layouts, normalisation, valid
@@ -22,7 +18,6 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +27,7 @@ from torch import Tensor, nn
 
 from paramlib.export import FieldSpec, save
 from paramlib.models import (
-    MFRPN,
-    RPN,
     BootstrapSampler,
-    EnsembleMLP,
     FieldLayout,
     Normaliser,
     ensemble_mse,
@@ -45,14 +37,8 @@ from paramlib.models import (
     store_fields,
     store_normalisation,
 )
-from paramlib.models.bilstm import (
-    BiLSTMConfig,
-    BiLSTMEmulator,
-    bilstm_loss,
-    config_from_store,
-    export_bilstm,
-)
 from paramlib.models.mfrpn import BM_PREFIX
+from paramlib.train import kinds
 from paramlib.train.config import Config
 from paramlib.train.data import (
     DataError,
@@ -91,7 +77,7 @@ def _norm(data: Mapping[str, Sequence[float]]) -> Normaliser:
     return Normaliser(torch.tensor(data["mean"]), torch.tensor(data["std"]))
 
 
-def _check_batch(sampler: BootstrapSampler, size: int, key: str) -> None:
+def check_batch(sampler: BootstrapSampler, size: int, key: str) -> None:
     """A batch larger than the (bootstrap subset of the) split is the config's mistake."""
     try:
         sampler.steps_per_epoch(size)
@@ -111,11 +97,18 @@ class Task(ABC):
     def __init__(self, config: Config) -> None:
         self.config = config
         self.kind = config.model.kind
-        self.members = config.model.members if config.ensemble else 1
+        self.options: Any = config.model  # the kind's options dataclass
+        self.members = config.members
         self.shard = slice(None)  # this rank's columns of a global batch (data-parallel)
         self.sources: dict[str, SplitSource] = {}  # streamed train splits (loader streaming)
         self.streams: dict[str, ChunkStream] = {}
         self.loader_note = ""  # which loader and why, said at start
+
+    @classmethod
+    @abstractmethod
+    def from_stores(cls, config: Config, pinned: str | None = None) -> Task:
+        """The task with its training and validation data read from the config's stores;
+        `pinned` (a checkpoint's loader) overrides the config's choice."""
 
     @abstractmethod
     def network(self, first_member: int, count: int) -> nn.Module:
@@ -223,7 +216,8 @@ class Task(ABC):
 
 
 class FeatureTask(Task):
-    """mlp, rpn, mfrpn: flat normalised features (B, n_in) -> (M, B, n_out)."""
+    """Flat normalised features (B, n_in) -> (M, B, n_out); a kind adds its `network`, and
+    the MF-RPN its LF data (`with_lf`) or Betts-Miller inputs (`with_bm`)."""
 
     def __init__(
         self,
@@ -236,39 +230,27 @@ class FeatureTask(Task):
         self.inputs, self.outputs = _layout(spec["inputs"]), _layout(spec["outputs"])
         self.in_norm, self.out_norm = _norm(spec["in_norm"]), _norm(spec["out_norm"])
         self.data: dict[str, tuple[Tensor, Tensor]] = dict(data or {})
-        composition = config.model.composition
-        self.with_lf = self.kind == "mfrpn" and composition != "hf_of_bm_and_x"
-        self.train_parts = ("loss", "loss_hf", "loss_lf") if self.with_lf else ("loss",)
-        self.val_parts = ("val_loss", "val_lf") if self.with_lf else ("val_loss",)
+        self.lf = self.with_lf(config.model)
+        self.train_parts = ("loss", "loss_hf", "loss_lf") if self.lf else ("loss",)
+        self.val_parts = ("val_loss", "val_lf") if self.lf else ("val_loss",)
 
-    def network(self, first_member: int, count: int) -> nn.Module:
-        model = self.config.model
-        seed, n_in, n_out = self.config.train.seed, self.inputs.size, self.outputs.size
-        if self.kind == "mlp":
-            return EnsembleMLP.create(n_in, n_out, model.hidden, 1, seed=seed)
-        if self.kind == "rpn":
-            return RPN.create(
-                n_in,
-                n_out,
-                model.hidden,
-                count,
-                seed=seed,
-                prior_scale=model.prior_scale,
-                first_member=first_member,
-            )
-        n_x = self.spec["n_x"]
-        return MFRPN.create(
-            model.composition,
-            n_x,
-            n_out,
-            n_bm=n_in - n_x,
-            hidden=model.hidden,
-            hf_hidden=model.hf_hidden,
-            members=count,
-            seed=seed,
-            prior_scale=model.prior_scale,
-            first_member=first_member,
-        )
+    @classmethod
+    def with_lf(cls, options: Any) -> bool:
+        """Whether it trains on the LF store too (``lf_train``, ``lf_val``)."""
+        return False
+
+    @classmethod
+    def with_bm(cls, options: Any) -> bool:
+        """Whether the physics scheme's outputs (``bm_*`` store fields) are inputs."""
+        return False
+
+    def bootstrap_fraction(self) -> float:
+        """The share of the train split each member samples (1: every member sees all)."""
+        return 1.0
+
+    @classmethod
+    def from_stores(cls, config: Config, pinned: str | None = None) -> FeatureTask:
+        return _feature_task(cls, config, pinned)
 
     def prepare(
         self, device: torch.device, first_member: int, count: int, rank: int, world: int
@@ -276,14 +258,14 @@ class FeatureTask(Task):
         train = self.config.train
         self.device = device
         self.data = {k: (x.to(device), y.to(device)) for k, (x, y) in self.data.items()}
-        fraction = self.config.model.bootstrap_fraction if self.kind != "mlp" else 1.0
+        fraction = self.bootstrap_fraction()
         self.batch_size = train.batch_size
         self.lf_batch_size = train.lf_batch_size or train.batch_size
         if self.sources:
             self.members_trained = range(first_member, first_member + count)
             self.fraction = fraction
             sizes = {"train": (self.batch_size, SAMPLER_SEED)}
-            if self.with_lf:
+            if self.lf:
                 sizes["lf_train"] = (self.lf_batch_size, LF_SAMPLER_SEED)
             self._open_streams(sizes, rank, world)
             return
@@ -298,10 +280,10 @@ class FeatureTask(Task):
             )
 
         self.sampler = sampler("train", SAMPLER_SEED)
-        _check_batch(self.sampler, self.batch_size, "train.batch_size")
-        if self.with_lf:
+        check_batch(self.sampler, self.batch_size, "train.batch_size")
+        if self.lf:
             self.lf_sampler = sampler("lf_train", LF_SAMPLER_SEED)
-            _check_batch(self.lf_sampler, self.lf_batch_size, "train.lf_batch_size")
+            check_batch(self.lf_sampler, self.lf_batch_size, "train.lf_batch_size")
         if not self.config.ensemble and world > 1:
             self.shard = self._batch_shard(self.batch_size, rank, world)
 
@@ -329,7 +311,7 @@ class FeatureTask(Task):
         if self.streams:
             return {s: self.streams[s].batch(step)[0].to(self.device) for s in self.streams}
         index = {"train": self._index(self.sampler, step, self.batch_size)}
-        if self.with_lf:
+        if self.lf:
             index["lf_train"] = self._index(self.lf_sampler, step, self.lf_batch_size)
         return index
 
@@ -338,11 +320,11 @@ class FeatureTask(Task):
 
     def step_loss(self, model: nn.Module, net: nn.Module, step: int) -> tuple[Tensor, Tensor]:
         x, y, weights = self._batch("train", step)
-        if not self.with_lf:
+        if not self.lf:
             loss = ensemble_mse(model(x), y, weights)
             return loss, loss.detach().reshape(1)
         x_lf, y_lf, weights_lf = self._batch("lf_train", step)
-        parts = mf_loss(model, x, y, x_lf, y_lf, self.config.model.alpha, weights, weights_lf)
+        parts = mf_loss(model, x, y, x_lf, y_lf, self.options.alpha, weights, weights_lf)
         assert parts.lf is not None  # with_lf
         return parts.total, torch.stack([parts.total, parts.hf, parts.lf]).detach()
 
@@ -357,10 +339,10 @@ class FeatureTask(Task):
         chunk = self.config.train.batch_size
         x, y = self.data["val"]
         parts = [ensemble_mse(self.predict(net, x, chunk), y)]
-        if self.with_lf and "lf_val" in self.data:
+        if self.lf and "lf_val" in self.data:
             x_lf, y_lf = self.data["lf_val"]
             parts.append(ensemble_mse(self.predict(net.lf, x_lf, chunk), y_lf))
-        elif self.with_lf:
+        elif self.lf:
             parts.append(torch.tensor(float("nan")))
         return torch.stack(parts)
 
@@ -391,7 +373,7 @@ def _split_nlev(nlev: Mapping[str, int], names: Sequence[str]) -> dict[str, int]
     return {k: v for k, v in nlev.items() if k in names}
 
 
-def _pick_loader(config: Config, readers: Sequence[SplitReader], pinned: str | None) -> str:
+def pick_loader(config: Config, readers: Sequence[SplitReader], pinned: str | None) -> str:
     """The loader for train splits read by `readers`; the note the run prints at start."""
     data = config.data
     need = sum(r.samples * r.row_bytes for r in readers)
@@ -406,7 +388,7 @@ def _pick_loader(config: Config, readers: Sequence[SplitReader], pinned: str | N
     return loader, note
 
 
-def _source(
+def streamed_source(
     reader: SplitReader, key: str, convert: Callable[[dict[str, np.ndarray]], tuple[Tensor, ...]]
 ) -> SplitSource:
     """A streamed split: `convert` turns the fields of a block of rows into its tensors."""
@@ -430,14 +412,13 @@ def _streamed_range(reader: SplitReader, layout: FieldLayout, rows: int) -> Tens
     return torch.stack([low, high])
 
 
-def _feature_task(config: Config, pinned: str | None = None) -> FeatureTask:
+def _feature_task(cls: type[FeatureTask], config: Config, pinned: str | None) -> FeatureTask:
     data, model = config.data, config.model
     main = open_store(data.store)
     lf = open_store(data.lf_store, "data.lf_store") if data.lf_store else None
     x_names = list(data.inputs or main.attrs["inputs"])
     y_names = list(data.targets or main.attrs["targets"])
-    with_bm = model.kind == "mfrpn" and model.composition == "hf_of_bm_and_x"
-    with_lf = model.kind == "mfrpn" and not with_bm
+    with_bm, with_lf = cls.with_bm(model), cls.with_lf(model)
     bm_names = [BM_PREFIX + n for n in y_names] if with_bm else []
     in_names = x_names + bm_names
     unknown = sorted(set(data.nlev) - set(in_names) - set(y_names))
@@ -479,14 +460,14 @@ def _feature_task(config: Config, pinned: str | None = None) -> FeatureTask:
         SplitReader(root, data.train_group, layout.names + outputs.names, key)
         for _, root, key, layout, _ in sources
     ]
-    loader, note = _pick_loader(config, readers, pinned)
+    loader, note = pick_loader(config, readers, pinned)
     tensors, streamed = {}, {}
     for (prefix, root, key, layout, norm), reader in zip(sources, readers, strict=True):
         if loader == "memory":
             x_train, x, y = convert(reader.read(), layout, norm)
             tensors[prefix + "train"] = (x, y)
         else:
-            streamed[prefix + "train"] = _source(
+            streamed[prefix + "train"] = streamed_source(
                 reader, key, lambda f, layout=layout, norm=norm: convert(f, layout, norm)[1:]
             )
             if not prefix:
@@ -511,161 +492,19 @@ def _feature_task(config: Config, pinned: str | None = None) -> FeatureTask:
         "stores": stores,
         "loader": loader,
     }
-    task = FeatureTask(config, spec, tensors)
-    task.sources, task.loader_note = streamed, note
-    return task
-
-
-class BiLSTMTask(Task):
-    """The Bi-LSTM MSKF emulator: one tensor per named input and target."""
-
-    train_parts = ("loss", "mae", "bce")
-    val_parts = ("val_loss", "val_mae", "val_bce")
-
-    def __init__(
-        self,
-        config: Config,
-        spec: dict[str, Any],
-        data: Mapping[str, tuple[list[Tensor], list[Tensor]]] | None = None,
-    ) -> None:
-        super().__init__(config)
-        self.spec = spec
-        self.bilstm = BiLSTMConfig.from_dict(spec["bilstm"])
-        self.data = dict(data or {})
-
-    def network(self, first_member: int, count: int) -> nn.Module:
-        return BiLSTMEmulator(self.bilstm)
-
-    def prepare(
-        self, device: torch.device, first_member: int, count: int, rank: int, world: int
-    ) -> None:
-        self.device = device
-        self.data = {
-            k: ([t.to(device) for t in x], [t.to(device) for t in y])
-            for k, (x, y) in self.data.items()
-        }
-        self.batch_size = self.config.train.batch_size
-        if self.sources:
-            self._open_streams({"train": (self.batch_size, SAMPLER_SEED)}, rank, world)
-            return
-        n = len(self.data["train"][0][0])
-        self.sampler = BootstrapSampler(
-            n, 1, 1.0, seed=derived_seed(self.config.train.seed, SAMPLER_SEED)
-        )
-        _check_batch(self.sampler, self.batch_size, "train.batch_size")
-        if world > 1:
-            self.shard = self._batch_shard(self.batch_size, rank, world)
-
-    def batch_index(self, step: int) -> dict[str, Tensor]:
-        if self.streams:
-            return {"train": self.streams["train"].batch(step)[0].to(self.device)}
-        return {"train": self.sampler.batch(step, self.batch_size)[0, self.shard].to(self.device)}
-
-    def split_tensors(self, split: str) -> list[Tensor]:
-        inputs, targets = self.data[split]
-        return [*inputs, *targets]
-
-    def step_loss(self, model: nn.Module, net: nn.Module, step: int) -> tuple[Tensor, Tensor]:
-        if self.streams:
-            _, *tensors = self.streams["train"].batch(step)
-            batch = [t.to(self.device) for t in tensors]
-            n_in = len(self.bilstm.input_names)
-            inputs, targets = batch[:n_in], batch[n_in:]
-        else:
-            index = self.batch_index(step)["train"]
-            inputs = [x[index] for x in self.data["train"][0]]
-            targets = [y[index] for y in self.data["train"][1]]
-        if self.config.train.precision == "bfloat16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                raw = model(inputs)
-            raw = tuple(part.float() for part in raw)  # the loss in float32
-        else:
-            raw = model(inputs)
-        loss, parts = bilstm_loss(net, raw, targets)
-        return loss, torch.stack([loss.detach(), parts["mae"], parts["bce"]])
-
-    def val_losses(self, net: nn.Module) -> Tensor:
-        if "val" not in self.data:
-            return torch.zeros(0)
-        inputs, targets = self.data["val"]
-        with torch.no_grad():
-            loss, parts = bilstm_loss(net, net(inputs), targets)
-        return torch.stack([loss, parts["mae"], parts["bce"]])
-
-    def export(
-        self,
-        net: nn.Module,
-        path: str | os.PathLike[str],
-        output: str,
-        member: int,
-        provenance: Mapping[str, Any],
-    ) -> Path:
-        if output != "mean":
-            raise ValueError(f"output: a Bi-LSTM exports one model (mean), not {output!r}")
-        assert isinstance(net, BiLSTMEmulator)
-        return export_bilstm(net, path, provenance)
-
-
-def _bilstm_task(config: Config, pinned: str | None = None) -> BiLSTMTask:
-    data, model = config.data, config.model
-    root = open_store(data.store)
-    try:
-        bilstm = config_from_store(
-            data.store,
-            group=data.train_group,
-            hidden=model.lstm_hidden,
-            layers=model.lstm_layers,
-            dropout=model.dropout,
-            trigger_weight=model.trigger_weight,
-            trigger_threshold=model.trigger_threshold,
-            hold_nca_s=model.hold_nca_s,
-            representation=model.representation,
-            scaling=model.scaling,
-            drop_inputs=tuple(model.drop_inputs),
-        )
-    except (KeyError, ValueError) as error:
-        raise DataError(f"data.store: {error}") from None
-    record = store_record(root, data.store)
-    bilstm = replace(bilstm, provenance={"stores": {"train": record}})
-
-    names = bilstm.input_names + bilstm.target_names
-
-    def convert(fields: Mapping[str, np.ndarray]) -> tuple[list[Tensor], list[Tensor]]:
-        return (
-            [torch.from_numpy(fields[n]) for n in bilstm.input_names],
-            [torch.from_numpy(fields[n]) for n in bilstm.target_names],
-        )
-
-    reader = SplitReader(root, data.train_group, names)
-    loader, note = _pick_loader(config, [reader], pinned)
-    tensors, streamed = {}, {}
-    if loader == "memory":
-        tensors["train"] = convert(reader.read())
-    else:
-
-        def flat(fields: Mapping[str, np.ndarray]) -> tuple[Tensor, ...]:
-            inputs, targets = convert(fields)
-            return (*inputs, *targets)
-
-        streamed["train"] = _source(reader, "data.store", flat)
-    n_val = group_size(root, data.val_group)
-    if n_val:
-        rows = val_rows(n_val, data.val_max_samples)
-        tensors["val"] = convert(read_fields(root, data.val_group, names, rows))
-    spec = {"bilstm": bilstm.to_dict(), "stores": {"train": record}, "loader": loader}
-    task = BiLSTMTask(config, spec, tensors)
+    task = cls(config, spec, tensors)
     task.sources, task.loader_note = streamed, note
     return task
 
 
 def task_from_stores(config: Config, loader: str | None = None) -> Task:
-    """The task with its training and validation data read from the config's stores;
-    `loader` (a checkpoint's) overrides the config's choice, so that a resumed run keeps it."""
-    build = _bilstm_task if config.model.kind == "bilstm" else _feature_task
-    return build(config, loader)
+    """The config's kind's task with its training and validation data read from the config's
+    stores; `loader` (a checkpoint's) overrides the config's choice, so that a resumed run
+    keeps it."""
+    return kinds.get(config.model.kind).task.from_stores(config, loader)
 
 
 def task_from_spec(config: Config, spec: dict[str, Any]) -> Task:
     """The task without data, from a checkpoint's spec (for export)."""
-    cls = BiLSTMTask if config.model.kind == "bilstm" else FeatureTask
-    return cls(config, spec)
+    task: Task = kinds.get(config.model.kind).task(config, spec)
+    return task
