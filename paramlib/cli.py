@@ -27,6 +27,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "train.cli",
     "couple.cli",
     "evaluate.cli",
+    "wrf.cli",
 )
 
 # The type `register(subparsers)` receives; argparse exposes no public name for it.
