@@ -145,7 +145,7 @@ NAMELIST: dict[str, dict[str, object]] = {
         "use_theta_m": 1,
     },
     "bdy_control": {
-        **{f"{k}_{side}": False for k in ("periodic", "symmetric") for side in ("x", "y")},
+        **{f"periodic_{side}": False for side in ("x", "y")},
         **{f"symmetric_{s}": False for s in ("xs", "xe", "ys", "ye")},
         **{f"open_{s}": True for s in ("xs", "xe", "ys", "ye")},
     },
