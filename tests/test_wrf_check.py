@@ -207,6 +207,10 @@ def test_report_of_two_different_runs(tmp_path: Path) -> None:
     markdown = (tmp_path / "report.md").read_text()
     assert "| x | 692.2 | 1011.1 | 1.46 |" in markdown
     assert "NOT MET" in markdown and "profiles_x.png" in markdown
+    tables = "\n".join(line if line.startswith("|") else "" for line in markdown.splitlines())
+    for table in filter(None, tables.split("\n\n")):
+        rows = table.strip().splitlines()  # no cell's text may add a column
+        assert {row.count("|") for row in rows} == {rows[0].count("|")}, rows[0]
     assert "<table>" in (tmp_path / "report.html").read_text()
     assert not list(tmp_path.glob(".*.tmp"))  # written through temporary files, renamed
 

@@ -413,7 +413,11 @@ TARGETS: tuple[tuple[str, str, Callable[[float], bool]], ...] = (
     ("heating_correlation", "mean heating profiles correlate ≥ 0.9", lambda v: v >= 0.9),
     ("negative_qvapor_created", "no negative QVAPOR created (plugin − MSKF ≤ 0)", lambda v: v <= 0),
     ("nan", "no NaN", lambda v: v == 0),
-    ("threads_max_abs_diff", "OpenMP threads give the same bits (max |Δ| = 0)", lambda v: v == 0),
+    (
+        "threads_max_abs_diff",
+        "OpenMP threads give the same bits (max abs diff = 0)",
+        lambda v: v == 0,
+    ),
 )
 
 
@@ -548,7 +552,7 @@ def report_blocks(report: Mapping[str, Any]) -> list:
                 "neg. QVAPOR MSKF / plugin",
                 "NaN MSKF / plugin",
                 "wrf.exe wall (s)",
-                "threads max |Δ|",
+                "threads max abs diff",
             ],
             rows,
         ),
@@ -566,7 +570,7 @@ def report_blocks(report: Mapping[str, Any]) -> list:
                     + (
                         " identical, bit for bit."
                         if reference["identical"]
-                        else f" differs, largest max |Δ| {worst[1]:.3g} in {worst[0]}."
+                        else f" differs, largest max abs diff {worst[1]:.3g} in {worst[0]}."
                     )
                 )
             )
