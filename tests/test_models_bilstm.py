@@ -329,6 +329,7 @@ def test_invariant_representation(store: Path, batch: tuple, tmp_path: Path) -> 
     [
         ({"representation": "warm"}, "representation: expected one of"),
         ({"scaling": "column"}, "scaling: expected one of"),
+        ({"target_scaling": "column"}, "target_scaling: expected one of"),
         ({"drop_inputs": ("t", "tk")}, r"drop_inputs: \['tk'\] cannot be dropped"),
         ({"drop_inputs": tuple(INPUTS)}, "drop_inputs: every input cannot be dropped"),
         ({"representation": "invariant", "thickness": "dz"}, "thickness: input 'dz'"),
@@ -357,3 +358,25 @@ def test_a_target_constant_in_training_is_predicted_exactly_zero(
     ]
     loss, _ = bilstm_loss(model, model(fields), zeroed)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("constant", [False, True])
+def test_target_scaling_per_level_uses_each_levels_floored_std(
+    config: BiLSTMConfig, batch: tuple, constant: bool
+) -> None:
+    """Per level: the level's std, at least std_floor x the field's RMS std; a field constant in
+    training keeps scale 0 (exact zeros); physical -> normalised -> physical is the identity."""
+    std = [0.0 if constant else 1e-7 * (k + 1) for k in range(NLEV)]
+    std[-1] = 0.0
+    stats = {**config.stats, "rthcuten": {"mean": [0.0] * NLEV, "std": std}}
+    model = BiLSTMEmulator(replace(config, stats=stats, target_scaling="level"))
+    scale = model.profile_scale[TARGETS.index("rthcuten")]
+    rms = float(np.sqrt(np.mean(np.square(std))))
+    expected = np.maximum(std, config.std_floor * rms)
+    assert np.allclose(scale.numpy(), expected, rtol=1e-6) and bool((scale == 0).all()) == constant
+    _, targets = batch
+    profiles, scalars = model.normalise_targets(targets)
+    back = model.to_physical(profiles, scalars)
+    for name, want, got in zip(TARGETS, targets, back, strict=True):
+        if not (constant and name == "rthcuten"):
+            assert torch.allclose(got, want.reshape(got.shape), rtol=1e-5, atol=0), name

@@ -27,6 +27,8 @@ the "invariant" representation (after Beucler et al., Sci. Adv. 2024) derives in
 and the config's `drop_inputs` (e.g. t, th, qv, p, rho, pi) stay host inputs without being
 features. `scaling: field` normalises every feature field by one mean and std over all its
 levels instead of per level, so no level's tiny training spread amplifies a shift.
+`target_scaling` does the same choice for the per-level targets (the loss's units): `field`
+(one scale per tendency) or `level` (each level's own spread, floored).
 
 A bidirectional LSTM (hidden 32, 3 layers by default) runs over the levels, so every level sees
 the whole column. Heads: a kernel-1 Conv1d over the LSTM outputs for the per-level targets
@@ -178,6 +180,10 @@ class BiLSTMConfig:
     # statistics per level or per field, and inputs the host passes that are not features.
     representation: str = "physical"
     scaling: str = "level"
+    # Per-level targets in units of one scale per field (the RMS of its level stds), or of each
+    # level's own std (floored at std_floor x that RMS), so that a level where a tendency is
+    # small but steady (the lowest level's drying) weighs in the loss like the others.
+    target_scaling: str = "field"
     drop_inputs: tuple[str, ...] = ()
     temperature: str = "t"
     pressure: str = "p"
@@ -200,8 +206,9 @@ class BiLSTMConfig:
             raise ValueError(
                 f"representation: expected one of {REPRESENTATIONS}, got {self.representation!r}"
             )
-        if self.scaling not in SCALINGS:
-            raise ValueError(f"scaling: expected one of {SCALINGS}, got {self.scaling!r}")
+        for name in ("scaling", "target_scaling"):
+            if getattr(self, name) not in SCALINGS:
+                raise ValueError(f"{name}: expected one of {SCALINGS}, got {getattr(self, name)!r}")
         unknown = sorted(set(self.drop_inputs) - set(in_nlev))
         if unknown or len(set(self.drop_inputs)) == len(in_nlev):
             raise ValueError(
@@ -421,8 +428,14 @@ class BiLSTMEmulator(nn.Module):
         # A target that never varies in training (the testbed's condensate tendencies) gets
         # scale 0: the model returns exactly 0 for it rather than unscaled noise.
         scale = {name: _rms(config.stats[name]["std"]) for name in config.target_names}
+        per_level = [
+            np.maximum(config.stats[n]["std"], config.std_floor * scale[n])
+            if config.target_scaling == "level"
+            else [scale[n]]
+            for n in profiles
+        ]
         self.register_buffer(
-            "profile_scale", torch.tensor([[scale[n]] for n in profiles], dtype=torch.float32)
+            "profile_scale", torch.tensor(np.array(per_level), dtype=torch.float32)
         )
         self.register_buffer(
             "scalar_scale", torch.tensor([scale[n] for n in scalars], dtype=torch.float32)

@@ -55,6 +55,7 @@ class BiLSTMOptions(ModelOptions):
     hold_nca_s: float = 300.0
     representation: str = "physical"
     scaling: str = "level"
+    target_scaling: str = "field"
     drop_inputs: list[str] = field(default_factory=list)  # host inputs that are not features
 
 
@@ -63,6 +64,7 @@ def problems(options: BiLSTMOptions) -> Problems:
     yield from at_least_one("model.lstm_layers", options.lstm_layers)
     yield from one_of("model.representation", options.representation, REPRESENTATIONS)
     yield from one_of("model.scaling", options.scaling, SCALINGS)
+    yield from one_of("model.target_scaling", options.target_scaling, SCALINGS)
 
 
 class BiLSTMTask(Task):
@@ -174,6 +176,7 @@ def _bilstm_task(config: Config, pinned: str | None = None) -> BiLSTMTask:
             hold_nca_s=model.hold_nca_s,
             representation=model.representation,
             scaling=model.scaling,
+            target_scaling=model.target_scaling,
             drop_inputs=tuple(model.drop_inputs),
         )
     except (KeyError, ValueError) as error:
