@@ -189,8 +189,9 @@ def test_report_of_a_run_against_itself_meets_every_target(tmp_path: Path) -> No
 
 
 def test_report_of_two_different_runs(tmp_path: Path) -> None:
-    """ctl as 'MSKF', qv110 as 'plugin' and as its 2-thread run, ctl as a 3-thread run."""
-    result = check.summarize("x", CTL, [QV110, QV110, CTL], {"mskf_1thread": 1.0}, tmp_path)
+    """ctl as 'MSKF' of the qv110 sounding, qv110 as 'plugin' and as its 2-thread run, ctl as
+    a 3-thread run."""
+    result = check.summarize("qv110", CTL, [QV110, QV110, CTL], {"mskf_1thread": 1.0}, tmp_path)
     comparison = result["comparison"]
     assert comparison["rainc_ratio"] == pytest.approx(1011.14 / 692.18, rel=1e-4)
     assert not comparison["targets"]["rainc_ratio"]["met"]
@@ -198,15 +199,18 @@ def test_report_of_two_different_runs(tmp_path: Path) -> None:
     assert 0.9 < comparison["heating_correlation"] < 1.0  # the same storm, moister
     assert comparison["threads_max_abs_diff"] > 0
     assert not comparison["targets"]["threads_max_abs_diff"]["met"]
-    assert result["reference"] is None  # no shared run is named x
+    reference = result["reference"]  # 'MSKF' (ctl) against the shared qv110 run
+    assert not reference["identical"] and reference["max_abs_diff"]["RAINC"] > 0
+    assert reference["shared_rainc_total_mm"] == pytest.approx(1011.14, abs=0.01)
 
-    report = {"wrf_dir": "WRF", "model": "m.pt", "threads": [1, 2], "soundings": {"x": result}}
+    report = {"wrf_dir": "WRF", "model": "m.pt", "threads": [1, 2], "soundings": {"qv110": result}}
     check.write_report(report, tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["soundings"]["x"]["comparison"]["rainc_ratio"] == comparison["rainc_ratio"]
+    assert saved["soundings"]["qv110"]["comparison"]["rainc_ratio"] == comparison["rainc_ratio"]
     markdown = (tmp_path / "report.md").read_text()
-    assert "| x | 692.2 | 1011.1 | 1.46 |" in markdown
-    assert "NOT MET" in markdown and "profiles_x.png" in markdown
+    assert "| qv110 | 692.2 | 1011.1 | 1.46 |" in markdown
+    assert "NOT MET" in markdown and "profiles_qv110.png" in markdown
+    assert "differs (RAINC domain total 692.2 mm, shared 1011.1 mm" in markdown
     tables = "\n".join(line if line.startswith("|") else "" for line in markdown.splitlines())
     for table in filter(None, tables.split("\n\n")):
         rows = table.strip().splitlines()  # no cell's text may add a column

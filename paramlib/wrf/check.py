@@ -448,15 +448,17 @@ def compare(mskf: Mapping[str, Any], plugin: Mapping[str, Any], threads_diff: fl
 
 def reference_check(out_file: Path, name: str) -> dict[str, Any] | None:
     """MSKF's run against the shared run of the same sounding, on the shared file's frames
-    (None where there is none): the build and namelist reproduce it when every max |Δ| is 0."""
+    (None where there is none): the build and namelist reproduce it when every max abs diff is 0."""
     shared = data_root() / SHARED_RUN.format(name)
     if not shared.is_file():
         return None
     with open_output(shared) as ds:
         frames = [t.decode() for t in ds["Times"].values]
+        rainc = float(ds["RAINC"].values[-1].sum(dtype=np.float64))
     diffs = max_abs_difference(out_file, shared, frames)
     return {
         "file": str(shared),
+        "shared_rainc_total_mm": rainc,
         "frames": f"{frames[0]} .. {frames[-1]}",
         "max_abs_diff": diffs,
         "identical": bool(diffs) and all(v == 0 for v in diffs.values()),
@@ -570,7 +572,10 @@ def report_blocks(report: Mapping[str, Any]) -> list:
                     + (
                         " identical, bit for bit."
                         if reference["identical"]
-                        else f" differs, largest max abs diff {worst[1]:.3g} in {worst[0]}."
+                        else f" differs (RAINC domain total {r['mskf']['rainc_total_mm']:.1f} mm,"
+                        f" shared {reference['shared_rainc_total_mm']:.1f} mm; RAINC max abs diff"
+                        f" {reference['max_abs_diff']['RAINC']:.3g} mm; largest max abs diff"
+                        f" {worst[1]:.3g} in {worst[0]}): another sounding, build or namelist."
                     )
                 )
             )
