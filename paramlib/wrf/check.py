@@ -258,7 +258,7 @@ def build(wrf: Path, prefix: Path | None, logs: Path, say: Callable[[str], None]
     if prefix is not None:
         link = [sys.executable, KIT, "link", "--wrf", wrf, "--prefix", prefix]
         _step(link, wrf, logs / "link.log", "patch_wrf.py link")
-    say(f"compiling em_quarter_ss (about 50 min on 2 cores; log {logs / 'compile.log'})")
+    say(f"compiling em_quarter_ss (20-50 min on 2 cores; log {logs / 'compile.log'})")
     jobs = str(min(os.cpu_count() or 1, 8))
     _step(
         ["./compile", "-j", jobs, "em_quarter_ss"], wrf, logs / "compile.log", "./compile", env=env
