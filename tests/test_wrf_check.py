@@ -269,6 +269,9 @@ def test_cli_refuses_bad_input_in_one_line(
     assert status == 2 and "--soundings: unknown 'hot'" in err
     status, err = run_cli(capsys, *given, "--out", out, "--skip-build")
     assert status == 2 and "--skip-build" in err and "ideal.exe" in err
+    status, err = run_cli(capsys, *given, "--out", out)  # to build, configure.wrf needs linking
+    assert status == 2 and "--prefix: needed to link the bridge" in err
+    assert not (wrf_tree / "phys" / "module_cu_paramlib.F").exists()  # refused before any edit
     with pytest.raises(SystemExit):
         run_cli(capsys, *given, "--out", out, "--threads", "1,x")
     assert "--threads" in capsys.readouterr().err

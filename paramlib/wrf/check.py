@@ -237,24 +237,26 @@ def build(wrf: Path, prefix: Path | None, logs: Path, say: Callable[[str], None]
     if build_is_current(wrf):
         say(f"build skipped: {', '.join(EXECUTABLES)} in {wrf}/main are newer than the patch")
         return
-    if shutil.which("tcsh") is None and shutil.which("csh") is None:
+    configure = wrf / "configure.wrf"
+    text = configure.read_text(errors="replace") if configure.is_file() else ""
+    reconfigure = "-fopenmp" not in text  # none yet, or not an OpenMP (smpar) build
+    if prefix is None and (reconfigure or "paramlib cumulus plugin" not in text):
+        raise UserInputError(
+            "--prefix: needed to link the bridge into configure.wrf; expected the folder"
+            " `cmake --install build --prefix P` installed the bridge into"
+        )
+    if not Path("/bin/csh").is_file():  # ./compile's first line: #!/bin/csh -f
         raise CheckError(
-            "tcsh not found: WRF's ./compile is a csh script (Debian: apt install tcsh)"
+            "/bin/csh not found: WRF's ./compile is a csh script (Debian: apt install tcsh)"
         )
     _step(
         [sys.executable, KIT, "apply", "--wrf", wrf], wrf, logs / "apply.log", "patch_wrf.py apply"
     )
     env = netcdf_env(wrf)
-    configure = wrf / "configure.wrf"
-    if not configure.is_file() or "-fopenmp" not in configure.read_text(errors="replace"):
+    if reconfigure:
         say(f"./configure: GNU smpar (option {GNU_SMPAR}), no nesting")
         _step(["./configure"], wrf, logs / "configure.log", "./configure", env=env,
               input=f"{GNU_SMPAR}\n1\n".encode())  # fmt: skip
-    if prefix is None and "paramlib cumulus plugin" not in configure.read_text(errors="replace"):
-        raise UserInputError(
-            "--prefix: needed to link the bridge into configure.wrf; expected the folder"
-            " `cmake --install build --prefix P` installed the bridge into"
-        )
     if prefix is not None:
         link = [sys.executable, KIT, "link", "--wrf", wrf, "--prefix", prefix]
         _step(link, wrf, logs / "link.log", "patch_wrf.py link")
@@ -272,7 +274,6 @@ def build(wrf: Path, prefix: Path | None, logs: Path, say: Callable[[str], None]
 
 @dataclass(frozen=True)
 class Run:
-    sounding: str
     scheme: str  # "mskf" or "plugin"
     threads: int
 
@@ -304,8 +305,8 @@ def _wrf_step(program: str, folder: Path, threads: int, success: str) -> float:
     return wall
 
 
-def run_wrf(wrf: Path, folder: Path, input_sounding: Path, namelist: str, threads: int) -> dict:
-    """ideal.exe then wrf.exe in a fresh ``folder``; their wall times (s)."""
+def run_wrf(wrf: Path, folder: Path, input_sounding: Path, namelist: str, threads: int) -> float:
+    """ideal.exe then wrf.exe in a fresh ``folder``; wrf.exe's wall time (s)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for entry in (wrf / CASE).iterdir():
@@ -314,10 +315,8 @@ def run_wrf(wrf: Path, folder: Path, input_sounding: Path, namelist: str, thread
     shutil.copyfile(input_sounding, folder / "input_sounding")
     (folder / "namelist.input").write_text(namelist)
     (folder / IOFIELDS_FILE).write_text(IOFIELDS_LINE + "\n")
-    return {
-        "ideal_s": _wrf_step("ideal.exe", folder, 1, "SUCCESS COMPLETE IDEAL INIT"),
-        "wrf_s": _wrf_step("wrf.exe", folder, threads, "SUCCESS COMPLETE WRF"),
-    }
+    _wrf_step("ideal.exe", folder, 1, "SUCCESS COMPLETE IDEAL INIT")
+    return _wrf_step("wrf.exe", folder, threads, "SUCCESS COMPLETE WRF")
 
 
 # --- measures --------------------------------------------------------------------------------
@@ -626,13 +625,13 @@ def sounding_check(
     else:
         sounding.write_sounding(sounding.variant(sounding.read_sounding(stock), name), path)
     plugin = PluginOptions(model=str(model))
-    runs = [Run(name, "mskf", threads[0]), *(Run(name, "plugin", n) for n in threads)]
+    runs = [Run("mskf", threads[0]), *(Run("plugin", n) for n in threads)]
     walls, files = {}, {}
     for run in runs:
         folder = out / "runs" / name / run.name
         say(f"{name}: {run.name} in {folder}")
         namelist = namelist_text(PLUGIN, plugin) if run.scheme == "plugin" else namelist_text()
-        walls[run.name] = run_wrf(wrf, folder, path, namelist, run.threads)["wrf_s"]
+        walls[run.name] = run_wrf(wrf, folder, path, namelist, run.threads)
         files[run.name] = folder / WRFOUT
     return summarize(name, files[runs[0].name], [files[r.name] for r in runs[1:]], walls, out)
 
