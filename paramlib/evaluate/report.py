@@ -499,15 +499,16 @@ def report_blocks(results: Mapping[str, Any], out: Path) -> list[Block]:
     return blocks
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: non-finite floats as null, numpy scalars as Python ones."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return jsonable(value.item())
     return value
 
 
@@ -522,7 +523,7 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Each file whole or not at all: an earlier report stays readable until replaced.
-    text = json.dumps(_jsonable(metrics or results), indent=1, allow_nan=False)
+    text = json.dumps(jsonable(metrics or results), indent=1, allow_nan=False)
     write_atomic(out / "metrics.json", lambda handle: handle.write(text.encode()))
     blocks = report_blocks(results, out)
     blocks[1:1] = list(extra)

@@ -591,20 +591,10 @@ def report_blocks(report: Mapping[str, Any]) -> list:
     return blocks
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def write_report(report: Mapping[str, Any], out: Path) -> None:
-    from paramlib.evaluate.report import render_html, render_markdown
+    from paramlib.evaluate.report import jsonable, render_html, render_markdown
 
-    text = json.dumps(_jsonable(report), indent=1, allow_nan=False)
+    text = json.dumps(jsonable(report), indent=1, allow_nan=False)
     write_atomic(out / "report.json", lambda handle: handle.write(text.encode()))
     blocks = report_blocks(report)
     markdown = render_markdown(blocks)
