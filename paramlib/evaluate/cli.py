@@ -26,7 +26,7 @@ def register(subparsers: Subparsers) -> None:
         "models", nargs="*", metavar="MODEL", help="model file (.pt), run directory or checkpoint"
     )
     parser.add_argument("--dataset", help="store path or name (under $PARAMLIB_STORES)")
-    parser.add_argument("--out", required=True, help="report directory")
+    parser.add_argument("--out", help="report directory (--work: WORK/report)")
     parser.add_argument(
         "--split",
         type=lambda text: text.split(","),
@@ -78,6 +78,14 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--variant", default="small", help="--compare: config variant (default small)"
     )
+    parser.add_argument(
+        "--work",
+        help="--compare from nothing: the variant's testbed, stores, runs and report under WORK"
+        " (paramlib.evaluate.study)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="--compare: training processes at a time (default 1)"
+    )
     parser.set_defaults(func=_evaluate)
 
 
@@ -101,13 +109,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 
             if args.models or args.dataset:
                 raise ValueError("--compare trains and picks its models and store itself")
+            if args.jobs < 1:
+                raise UserInputError(f"--jobs {args.jobs}: expected at least 1")
+            if args.work:
+                from paramlib.evaluate.study import run_study
+
+                if args.out or args.stores:
+                    raise UserInputError("--work: the report and stores go under WORK")
+                run_study(args.work, args.variant, args.seeds, jobs=args.jobs)
+                return 0
             stores = args.stores or default_stores()
-            compare_models(stores, args.runs_dir, args.seeds, args.out, variant=args.variant)
+            out = _required_out(args)
+            compare_models(
+                stores, args.runs_dir, args.seeds, out, variant=args.variant, jobs=args.jobs
+            )
             return 0
         return _score(args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
         print(f"paramlib evaluate: {error}", file=sys.stderr)
         return 2
+
+
+def _required_out(args: argparse.Namespace) -> str:
+    if not args.out:
+        raise UserInputError("--out: the report directory is required (or --compare --work)")
+    return str(args.out)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -124,7 +150,7 @@ def _score(args: argparse.Namespace) -> int:
         raise UserInputError("--baseline and --no-baselines: give one of them")
     if args.ood_bands < 1:
         raise UserInputError(f"--ood-bands {args.ood_bands}: expected at least 1")
-    check_output_path(args.out, "--out", "dir")
+    check_output_path(_required_out(args), "--out", "dir")
     labels = _labels(args.label, args.models)
     store = resolve_store(args.dataset)
     groups = set(zarr.open_group(str(store), mode="r").group_keys())

@@ -1,7 +1,7 @@
 """The MF-RPN paper's headline comparison, reproduced on the testbed (Bhouri et al. 2023).
 
 LF-RPN, HF-only RPN, the deterministic MLP, the three MF-RPN compositions and the oracle are
-trained (small variants, one run per seed; finished runs are kept) and scored on the
+trained (the small variants by default, one run per seed; finished runs are kept) and scored on the
 ``mfrpn_hf_testbed`` store: its val split is the historical climate (the last frames of the
 historical HF run, never trained on) and its test split +4K (the last 40 % of the +4K run;
 the oracle trains on the first half). One table and one figure give each configuration's
@@ -20,8 +20,10 @@ put it) and ``RUNS/NAME-seedS`` for the others.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from paramlib.evaluate.report import (
 )
 from paramlib.evaluate.sources import Model, load_model, resolve_store
 from paramlib.paths import CONFIGS, STORES_ENV
-from paramlib.train.config import load_config
+from paramlib.train.config import Config, load_config
 from paramlib.train.distributed import Placement
 from paramlib.train.loop import train
 
@@ -76,25 +78,41 @@ def run_dir(runs_root: Path, name: str, seed: int, own_seed: int) -> Path:
     return runs_root / (name if seed == own_seed else f"{name}-seed{seed}")
 
 
+def _train_one(config: Config, folder: Path) -> int:
+    return train(config, folder, resume=True, placement=Placement())
+
+
 def train_runs(
     configs: Sequence[Path],
     seeds: Sequence[int],
     runs_root: Path,
     variant: str | None,
     log: Callable[[str], None],
+    jobs: int = 1,
 ) -> dict[str, dict[int, Path]]:
-    """Train what is missing: {config name: {seed: run directory}}."""
+    """Train what is missing, `jobs` runs at a time (each in its own process when jobs > 1):
+    {config name: {seed: run directory}}."""
     runs: dict[str, dict[int, Path]] = {}
+    todo: list[tuple[Config, Path]] = []
     for path in configs:
         own = load_config(path, [], variant)
         for seed in seeds:
             config = load_config(path, [f"train.seed={seed}", "train.progress=false"], variant)
             folder = run_dir(runs_root, own.name, seed, own.train.seed)
-            status = train(config, folder, resume=True, placement=Placement())
-            if status != 0:
-                raise RuntimeError(f"training {folder} exited with status {status}")
+            todo.append((config, folder))
             runs.setdefault(own.name, {})[seed] = folder
-        log(f"{own.name}: seeds {', '.join(map(str, seeds))} in {runs_root}")
+    if jobs > 1:
+        # spawn: a forked child would inherit this process's torch threads and locks
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            statuses = list(pool.map(_train_one, *zip(*todo, strict=True)))
+    else:
+        statuses = [_train_one(config, folder) for config, folder in todo]
+    for (_, folder), status in zip(todo, statuses, strict=True):
+        if status != 0:
+            raise RuntimeError(f"training {folder} exited with status {status}")
+    for name, by_seed in runs.items():
+        log(f"{name}: seeds {', '.join(map(str, by_seed))} in {runs_root}")
     return runs
 
 
@@ -205,6 +223,7 @@ def compare_models(
     oracle: str = "rpn_oracle",
     log: Callable[[str], None] = print,
     progress: bool = False,
+    jobs: int = 1,
 ) -> Path:
     """Train the missing runs (`configs`, default the `COMPARED` ones; stores read from
     `stores_dir`, set as $PARAMLIB_STORES), score them on `dataset`'s historical and +4K
@@ -213,7 +232,7 @@ def compare_models(
     paths = (
         [Path(c) for c in configs] if configs else [CONFIGS / f"{n}.yaml" for n in dict(COMPARED)]
     )
-    runs = train_runs(paths, seeds, Path(runs_root), variant, log)
+    runs = train_runs(paths, seeds, Path(runs_root), variant, log, jobs)
     models: list[Model] = [
         load_model(folder, label(name, seed))
         for name, by_seed in runs.items()

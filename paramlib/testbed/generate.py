@@ -80,11 +80,14 @@ SIZES = {
         timing=Timing(spin_up_days=2.0, save_days=1.0, save_every=18),
         wrf=WrfSetConfig(nx=12, ny=12, spin_up_days=0.5, hours=1.0),
     ),
+    # The science size (README, "The medium study"): 30 saved days per climate, so the
+    # historical HF training range spans the climate's own variability (~49 000 training
+    # columns); fewer LF columns than before, each as long.
     "medium": TestbedSize(
-        lf_columns=4096,
-        hf_columns=512,
-        no_wtg_columns=256,
-        timing=Timing(spin_up_days=4.0, save_days=4.0, save_every=18),
+        lf_columns=1024,
+        hf_columns=256,
+        no_wtg_columns=64,
+        timing=Timing(spin_up_days=4.0, save_days=30.0, save_every=18),
         wrf=WrfSetConfig(nx=40, ny=40, spin_up_days=1.0, hours=3.0),
     ),
     "large": TestbedSize(
