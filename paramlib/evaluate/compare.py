@@ -89,15 +89,19 @@ def train_runs(
     variant: str | None,
     log: Callable[[str], None],
     jobs: int = 1,
+    overrides: Sequence[str] = (),
 ) -> dict[str, dict[int, Path]]:
-    """Train what is missing, `jobs` runs at a time (each in its own process when jobs > 1):
-    {config name: {seed: run directory}}."""
+    """Train what is missing, `jobs` runs at a time (each in its own process when jobs > 1),
+    with the command-line style `overrides` after the variant: {config name: {seed: run
+    directory}}."""
     runs: dict[str, dict[int, Path]] = {}
     todo: list[tuple[Config, Path]] = []
     for path in configs:
         own = load_config(path, [], variant)
         for seed in seeds:
-            config = load_config(path, [f"train.seed={seed}", "train.progress=false"], variant)
+            config = load_config(
+                path, [*overrides, f"train.seed={seed}", "train.progress=false"], variant
+            )
             folder = run_dir(runs_root, own.name, seed, own.train.seed)
             todo.append((config, folder))
             runs.setdefault(own.name, {})[seed] = folder
@@ -224,6 +228,7 @@ def compare_models(
     log: Callable[[str], None] = print,
     progress: bool = False,
     jobs: int = 1,
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Train the missing runs (`configs`, default the `COMPARED` ones; stores read from
     `stores_dir`, set as $PARAMLIB_STORES), score them on `dataset`'s historical and +4K
@@ -232,7 +237,7 @@ def compare_models(
     paths = (
         [Path(c) for c in configs] if configs else [CONFIGS / f"{n}.yaml" for n in dict(COMPARED)]
     )
-    runs = train_runs(paths, seeds, Path(runs_root), variant, log, jobs)
+    runs = train_runs(paths, seeds, Path(runs_root), variant, log, jobs, overrides)
     models: list[Model] = [
         load_model(folder, label(name, seed))
         for name, by_seed in runs.items()
