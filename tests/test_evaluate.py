@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 import xarray as xr
 import zarr
@@ -13,7 +14,7 @@ from train_stores import NLEV, bilstm_store, feature_store, run_config, write_co
 from paramlib import cli
 from paramlib.constants import CP, GRAVITY, LV
 from paramlib.evaluate import metrics
-from paramlib.evaluate.compare import COLUMNS, compare_models, gap_closed
+from paramlib.evaluate.compare import BAND_COLUMNS, COLUMNS, compare_models, gap_closed
 from paramlib.evaluate.engine import evaluate
 from paramlib.evaluate.report import write_report
 from paramlib.evaluate.sources import layer_mass, load_model, resolve_store
@@ -46,6 +47,9 @@ def test_deterministic_scores_by_hand() -> None:
     # Over all levels only the varying one counts.
     sums = metrics.deterministic_sums(pred, true)
     assert metrics.r2_all_levels(sums) == pytest.approx(0.6)
+    # A band of levels: level 1 alone never varies, so its R^2 is undefined.
+    assert metrics.r2_all_levels(sums, slice(0, 1)) == pytest.approx(0.6)
+    assert math.isnan(metrics.r2_all_levels(sums, slice(1, 2)))
     # Sums of chunks add up to the sums of the whole.
     halves = metrics.add(
         metrics.deterministic_sums(pred[:1], true[:1]),
@@ -269,6 +273,8 @@ def test_comparison_table_structure(
         variant=None,
         dataset="hf",
         log=lambda text: None,
+        jobs=2,  # two training processes (spawned)
+        overrides=["train.steps=20"],
     )
     assert report == tmp_path / "compare" / "report.html"
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
@@ -280,7 +286,9 @@ def test_comparison_table_structure(
     comparison = json.loads((tmp_path / "compare" / "metrics.json").read_text())["comparison"]
     table = comparison["table"]
     assert list(table) == ["tiny_mlp", "tiny_rpn"]
-    assert list(table["tiny_rpn"]) == [title for title, *_ in COLUMNS]
+    assert list(table["tiny_rpn"]) == [title for title, *_ in (*COLUMNS, *BAND_COLUMNS)]
+    run_config_file = tmp_path / "runs" / "tiny_rpn-seed1" / "config.yaml"
+    assert yaml.safe_load(run_config_file.read_text())["train"]["steps"] == 20
     cell = table["tiny_rpn"]["R² +4K"]
     assert len(cell["seeds"]) == 2
     assert cell["mean"] == pytest.approx(np.mean(cell["seeds"]))
@@ -288,6 +296,10 @@ def test_comparison_table_structure(
     assert table["tiny_mlp"]["CRPS +4K (W m-2)"]["mean"] is None  # deterministic
     assert (tmp_path / "compare" / "compare.png").is_file()
     assert "gap closed" in (tmp_path / "compare" / "report.md").read_text()
+    # R² per third of the levels, and the gap closed per band (empty: no oracle here)
+    bands = table["tiny_rpn"]["R² +4K lower"]
+    assert len(bands["seeds"]) == 2 and all(np.isfinite(bands["seeds"]))
+    assert list(comparison["gap_closed_bands"]) == ["lower", "mid", "upper"]
 
 
 def test_gap_closed_by_hand() -> None:

@@ -58,6 +58,7 @@ COMPARED: tuple[tuple[str, str], ...] = (
 )
 DATASET = "mfrpn_hf_testbed"
 HISTORICAL, PLUS4K = "val", "test"
+BANDS = ("lower", "mid", "upper")  # thirds of the levels, surface first (engine.R2_BANDS)
 FIELD = "heating"
 # (column title, split, field, score)
 COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -69,6 +70,10 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("CRPS +4K (W m-2)", PLUS4K, FIELD, "crps"),
     ("cov. 90 % +4K", PLUS4K, FIELD, "coverage90"),
     ("spread/skill +4K", PLUS4K, FIELD, "spread_skill_ratio"),
+)
+# R² over each band's levels (engine.R2_BANDS), in a table of their own
+BAND_COLUMNS = tuple(
+    (f"R² +4K {band}", PLUS4K, FIELD, f"r2_band{i}") for i, band in enumerate(BANDS)
 )
 GAP = (PLUS4K, FIELD + "_column", "r2")
 TICKS = (-100.0, -10.0, -1.0, -0.5, 0.0, 0.5, 1.0)
@@ -143,6 +148,14 @@ def _combine(values: Sequence[Any]) -> Any:
     return float(finite.mean()) if finite.size else None
 
 
+def _score(scores: Mapping[str, Any], field: str, score: str) -> float | None:
+    """`level_mean`'s number, or for ``r2_bandI`` the R² over band I's levels."""
+    if score.startswith("r2_band"):
+        bands = scores.get(field, {}).get("r2_bands")
+        return bands[int(score.removeprefix("r2_band"))]["r2"] if bands else None
+    return level_mean(scores, field, score)
+
+
 def seed_statistics(
     results: Mapping[str, Any], runs: Mapping[str, Mapping[int, Path]]
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -151,10 +164,9 @@ def seed_statistics(
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for name, by_seed in runs.items():
         table[name] = {}
-        for title, split, field, score in COLUMNS:
+        for title, split, field, score in (*COLUMNS, *BAND_COLUMNS):
             values = [
-                level_mean(results["scores"][label(name, s)][split][ALL], field, score)
-                for s in by_seed
+                _score(results["scores"][label(name, s)][split][ALL], field, score) for s in by_seed
             ]
             numbers = np.array([_nan(v) for v in values])
             finite = numbers[np.isfinite(numbers)]
@@ -167,11 +179,14 @@ def seed_statistics(
 
 
 def gap_closed(
-    table: Mapping[str, Mapping[str, Mapping[str, Any]]], baseline: str, oracle: str
+    table: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    baseline: str,
+    oracle: str,
+    gap: Sequence[str] = GAP,
 ) -> dict[str, float | None]:
-    """Per config, (m - m_baseline) / (m_oracle - m_baseline) of the `GAP` score's seed means
+    """Per config, (m - m_baseline) / (m_oracle - m_baseline) of the `gap` score's seed means
     (module docstring); only when both ends are in the table."""
-    title = next(t for t, *rest in COLUMNS if tuple(rest) == GAP)
+    title = next(t for t, *rest in (*COLUMNS, *BAND_COLUMNS) if tuple(rest) == tuple(gap))
     if baseline not in table or oracle not in table:
         return {}
     low, high = table[baseline][title]["mean"], table[oracle][title]["mean"]
@@ -258,6 +273,23 @@ def compare_models(
         ]
         for name, row in table.items()
     ]
+    band_gaps = {
+        band: gap_closed(table, baseline, oracle, rest)
+        for band, (_, *rest) in zip(BANDS, BAND_COLUMNS, strict=True)
+    }
+    band_headers = [
+        "model",
+        *(t for t, *_ in BAND_COLUMNS),
+        *(f"gap closed {band}" for band in BANDS),
+    ]
+    band_rows = [
+        [
+            names.get(name, name),
+            *(fmt(row[t]["mean"], row[t]["std"]) for t, *_ in BAND_COLUMNS),
+            *(fmt(band_gaps[band].get(name)) for band in BANDS),
+        ]
+        for name, row in table.items()
+    ]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _figure(table, names, out / "compare.png")
@@ -276,6 +308,11 @@ def compare_models(
             f" down show each configuration's mean over its seeds."
         ),
         Table(headers, rows),
+        Paragraph(
+            f"By level band: R² of {FIELD} over the band's levels at +4K (thirds of the levels,"
+            " surface first: lower, middle and upper troposphere) and the gap closed there."
+        ),
+        Table(band_headers, band_rows),
         Figure("compare.png", f"{FIELD} R², historical and +4K, mean ± std over seeds"),
     ]
     by_config = {
@@ -293,10 +330,16 @@ def compare_models(
         },
     }
     metrics = {
-        "comparison": {"seeds": list(seeds), "table": table, "gap_closed": gaps, "gap": GAP},
+        "comparison": {
+            "seeds": list(seeds),
+            "table": table,
+            "gap_closed": gaps,
+            "gap": GAP,
+            "gap_closed_bands": band_gaps,
+        },
         "evaluation": results,
     }
     report = write_report(by_config, out, extra, metrics)
-    log(render_markdown([Table(headers, rows)]))
+    log(render_markdown([Table(headers, rows), Table(band_headers, band_rows)]))
     log(f"report: {report}")
     return report

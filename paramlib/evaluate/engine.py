@@ -57,6 +57,9 @@ RUN = "run"
 ALL = "all"
 NCA = BiLSTMConfig.nca  # the MSKF emulators' convective time field (the config's default)
 OOD_BANDS = 4  # level bands of the out-of-distribution report
+# R^2 per third of the levels, surface first: on the testbed's 26 levels 990-727, 683-313 and
+# 271-50 hPa, the lower, middle and upper troposphere (the top three levels stratospheric).
+R2_BANDS = 3
 # Per model label and input field: the training range's (low, high, sigma) per level and bands.
 OODSpecs = dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]]]
 
@@ -192,6 +195,15 @@ def _scores(sums: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         if np.size(values["n"]) > 1:
             if "deterministic" in parts:
                 scores["r2_all_levels"] = _as_list(r2_all_levels(parts["deterministic"]))[0]
+                scores["r2_bands"] = [
+                    {
+                        "levels": [start, stop],
+                        "r2": _as_list(r2_all_levels(parts["deterministic"], slice(start, stop)))[
+                            0
+                        ],
+                    }
+                    for start, stop in level_bands(np.size(values["n"]), R2_BANDS)
+                ]
             scores["mean_over_levels"] = {
                 k: _level_mean(v) for k, v in values.items() if k not in ("n", "rank_histogram")
             }

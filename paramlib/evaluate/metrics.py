@@ -150,10 +150,12 @@ def deterministic_scores(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     }
 
 
-def r2_all_levels(sums: Mapping[str, np.ndarray]) -> float:
+def r2_all_levels(sums: Mapping[str, np.ndarray], levels: slice = slice(None)) -> float:
     """One R^2 for a profile: 1 - sum_k SSE_k / sum_k SST_k over the levels where the target
     varies, i.e. the per-level R^2 averaged with the levels' target variances as weights (a
-    near-constant level cannot swamp it, as it swamps a plain mean of per-level R^2)."""
+    near-constant level cannot swamp it, as it swamps a plain mean of per-level R^2); over
+    `levels` only when given (a band of levels)."""
+    sums = {k: np.asarray(v)[levels] for k, v in sums.items()}
     n = sums["n"]
     total = sums["sum_y2"] - _divide(np.square(sums["sum_y"]), n)
     varies = total > NO_VARIANCE * sums["sum_y2"]
