@@ -27,6 +27,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "train.cli",
     "couple.cli",
     "evaluate.cli",
+    "ood",
     "wrf.cli",
 )
 

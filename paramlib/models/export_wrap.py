@@ -19,6 +19,9 @@ Output modes (an ensemble can be exported several ways from one checkpoint):
 
 The last three have ensemble_size 1 in the metadata, as does any mode of a 1-member network.
 
+``ood=OodScore(...)`` (modes mean and mean_spread) adds a last output ``ood_score`` (ncol, 1):
+a host falls back where it is above 1 (`paramlib.models.ood`, made by `paramlib ood calibrate`).
+
 ``compute_dtype=torch.bfloat16`` (or float16) stores the network's weights in that type and
 runs it there, for GPUs; normalisation, inputs and outputs stay float32 (a surface pressure
 of 1e5 Pa has a resolution of 512 Pa in bfloat16).
@@ -34,8 +37,14 @@ from torch import Tensor, nn
 from paramlib.export import FieldSpec, ModelMetadata, forward_source
 from paramlib.models.mlp import EnsembleLinear
 from paramlib.models.normalise import FieldLayout, Normaliser
+from paramlib.models.ood import OUTPUT_NAME as OOD_OUTPUT
+from paramlib.models.ood import OodScore
 
 OUTPUT_MODES = ("members", "mean", "mean_spread", "member")
+OOD_MODES = (
+    "mean",
+    "mean_spread",
+)  # one value per column: the score is an output beside them
 SPREAD_SUFFIX = "_spread"
 
 
@@ -58,29 +67,52 @@ class ExportedEnsemble(nn.Module):
         out_nlev: Sequence[int],
         mode: str,
         compute_dtype: torch.dtype,
+        ood: OodScore | None = None,
     ) -> None:
         super().__init__()
         self.net = net
+        self.ood = ood
         self.in_norm = in_norm
         self.out_norm = out_norm
         self.out_nlev = list(out_nlev)
         self.mode = mode
         self.compute_dtype = compute_dtype
-        n_out = len(out_nlev) * (2 if mode == "mean_spread" else 1)
+        n_out = len(out_nlev) * (2 if mode == "mean_spread" else 1) + (ood is not None)
         self.forward_source = forward_source(n_inputs, n_out)
 
     @torch.jit.export
+    def features(self, fields: list[Tensor]) -> Tensor:
+        """The normalised input features (ncol, n) the network sees, in float32."""
+        return self.in_norm(torch.cat(fields, dim=1))
+
+    def normalised_outputs(self, x: Tensor) -> Tensor:
+        return self.net(x.to(self.compute_dtype)).float()
+
+    @torch.jit.export
     def forward_fields(self, fields: list[Tensor]) -> list[Tensor]:
-        x = self.in_norm(torch.cat(fields, dim=1)).to(self.compute_dtype)
-        y = self.out_norm.denormalise(self.net(x).float())
+        x = self.features(fields)
+        z = self.normalised_outputs(x)
+        y = self.out_norm.denormalise(z)
         if self.mode == "mean_spread":
             mean = list(torch.split(y.mean(dim=0), self.out_nlev, dim=-1))
-            return mean + list(torch.split(y.std(dim=0), self.out_nlev, dim=-1))
-        if self.mode == "mean":
-            y = y.mean(dim=0)
-        elif y.shape[0] == 1:  # mode "member", or any mode of a 1-member network
-            y = y[0]
-        return list(torch.split(y, self.out_nlev, dim=-1))
+            out = mean + list(torch.split(y.std(dim=0), self.out_nlev, dim=-1))
+        else:
+            if self.mode == "mean":
+                y = y.mean(dim=0)
+            elif y.shape[0] == 1:  # mode "member", or any mode of a 1-member network
+                y = y[0]
+            out = list(torch.split(y, self.out_nlev, dim=-1))
+        if self.ood is not None:
+            out.append(self.ood(x, z))
+        return out
+
+    @torch.jit.export
+    def ood_components(self, fields: list[Tensor]) -> Tensor:
+        """(ncol, 3) components of the OOD score (`paramlib.models.ood`); (ncol, 0) without."""
+        x = self.features(fields)
+        if self.ood is not None:
+            return self.ood.components(x, self.normalised_outputs(x))
+        return torch.zeros(x.shape[0], 0)
 
     @torch.jit.export
     def input_normalisation(self) -> tuple[Tensor, Tensor]:
@@ -90,7 +122,9 @@ class ExportedEnsemble(nn.Module):
 
     def to_torchscript(self) -> torch.jit.ScriptModule:
         scripted = torch.jit.script(self)
-        if not hasattr(scripted, "forward"):  # a module sharing this class type defined it
+        if not hasattr(
+            scripted, "forward"
+        ):  # a module sharing this class type defined it
             scripted.define(self.forward_source)
         return scripted
 
@@ -108,23 +142,36 @@ def export_module(
     compute_dtype: torch.dtype = torch.float32,
     valid_range: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    ood: OodScore | None = None,
 ) -> tuple[torch.jit.ScriptModule, ModelMetadata]:
     """A scripted model file module and its metadata, ready for `paramlib.export.save`.
 
     `net` maps normalised (B, inputs.size) to normalised (M, B, outputs.size); `in_norm` and
     `out_norm` are the normalisers it was trained with (over `inputs` and `outputs`). The
-    network is copied, so the trained model stays as it is (device, train mode).
+    network is copied, so the trained model stays as it is (device, train mode). `ood` adds
+    the output ``ood_score`` (ncol, 1) last (`paramlib.models.ood`; output modes `OOD_MODES`).
     """
     if output not in OUTPUT_MODES:
-        raise ValueError(f"output: expected one of {', '.join(OUTPUT_MODES)}, got {output!r}")
+        raise ValueError(
+            f"output: expected one of {', '.join(OUTPUT_MODES)}, got {output!r}"
+        )
     members = int(net.members)
     if not 0 <= member < members:
         raise ValueError(f"member: expected 0 .. {members - 1}, got {member}")
     if output == "mean_spread" and members < 2:
         raise ValueError("mean_spread needs an ensemble of at least 2 members")
-    for name, norm, layout in (("in_norm", in_norm, inputs), ("out_norm", out_norm, outputs)):
+    if ood is not None and output not in OOD_MODES:
+        raise ValueError(
+            f"ood: an OOD score goes with output {' or '.join(OOD_MODES)}, got {output!r}"
+        )
+    for name, norm, layout in (
+        ("in_norm", in_norm, inputs),
+        ("out_norm", out_norm, outputs),
+    ):
         if norm.mean.shape[0] != layout.size:
-            raise ValueError(f"{name} has {norm.mean.shape[0]} features, layout {layout.size}")
+            raise ValueError(
+                f"{name} has {norm.mean.shape[0]} features, layout {layout.size}"
+            )
     # CPU copies in eval mode, so the caller's model stays as it was.
     net, in_norm, out_norm = (
         copy.deepcopy(module).to("cpu", dtype).eval()
@@ -136,8 +183,17 @@ def export_module(
     )
     if output == "member":
         _keep_member(net, member)
+    if ood is not None:
+        ood = copy.deepcopy(ood).to("cpu", torch.float32).eval()
     wrapper = ExportedEnsemble(
-        net, in_norm, out_norm, len(inputs.fields), outputs.nlevs, output, compute_dtype
+        net,
+        in_norm,
+        out_norm,
+        len(inputs.fields),
+        outputs.nlevs,
+        output,
+        compute_dtype,
+        ood,
     )
     out_fields = list(outputs.fields)
     if output == "mean_spread":
@@ -151,6 +207,15 @@ def export_module(
             )
             for spec in outputs.fields
         ]
+    if ood is not None:
+        out_fields.append(
+            FieldSpec(
+                OOD_OUTPUT,
+                "1",
+                1,
+                long_name="out-of-distribution score, > 1: fall back",
+            )
+        )
     metadata = ModelMetadata(
         model_kind=model_kind,
         inputs=inputs.fields,
@@ -175,6 +240,8 @@ def _keep_member(net: nn.Module, member: int) -> None:
             for tensors in (module._parameters, module._buffers):
                 for name, tensor in tensors.items():
                     part = tensor.detach()[member : member + 1].clone()
-                    tensors[name] = nn.Parameter(part) if tensors is module._parameters else part
+                    tensors[name] = (
+                        nn.Parameter(part) if tensors is module._parameters else part
+                    )
         if hasattr(module, "members"):
             module.members = 1

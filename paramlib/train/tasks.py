@@ -38,6 +38,7 @@ from paramlib.models import (
     store_normalisation,
 )
 from paramlib.models.mfrpn import BM_PREFIX
+from paramlib.models.ood import OodScore
 from paramlib.train import kinds
 from paramlib.train.config import Config
 from paramlib.train.data import (
@@ -353,6 +354,7 @@ class FeatureTask(Task):
         output: str,
         member: int,
         provenance: Mapping[str, Any],
+        ood: OodScore | None = None,
     ) -> Path:
         module, metadata = export_module(
             net,
@@ -365,6 +367,7 @@ class FeatureTask(Task):
             model_kind=self.kind,
             valid_range=self.spec["valid_range"],
             provenance=provenance,
+            ood=ood,
         )
         return save(module, path, metadata)
 

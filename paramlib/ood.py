@@ -1,0 +1,384 @@
+"""`paramlib ood calibrate`: a model file that carries a calibrated out-of-distribution score.
+
+    paramlib ood calibrate RUN_DIR --out DIR [--dataset STORE] [--rate 0.05] [--split val]
+                           [--test-split test] [--tolerance 0.5] [--eig-floor 1e-3]
+                           [--error-quantile 0.9] [--chunk-samples 4096]
+
+From a training run (an mlp, rpn or mfrpn checkpoint): the statistics of the normalised input
+features of the store's training group (mean, covariance, range), the component scales chosen
+on the historical validation split for a false-fallback rate (`paramlib.models.ood`), then
+
+- DIR/model.pt   the run exported as mean_spread (mean for a single network) plus the output
+                 ``ood_score`` (fallback where > 1); the calibration in provenance.ood;
+- DIR/ood.json   fallback fractions per split (combined and per component) and the skill of
+                 each as a detector of large error: ROC AUC of "column-integrated heating
+                 error above X" (X: the validation errors' `error_quantile` quantile);
+- DIR/ood.md     the same as two short tables.
+
+Every file is written atomically. The store defaults to the run's data.store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paramlib.atomic import write_atomic
+from paramlib.cli import Subparsers
+from paramlib.guards import UserInputError, check_output_path
+from paramlib.models.ood import (
+    COMPONENTS,
+    DEFAULT_EIG_FLOOR,
+    DEFAULT_RATE,
+    DEFAULT_TOLERANCE,
+    OUTPUT_NAME,
+)
+
+DEFAULT_ERROR_QUANTILE = 0.9
+HEATING = "heating"
+
+
+def register(subparsers: Subparsers) -> None:
+    group = subparsers.add_parser(
+        "ood", help="out-of-distribution score: calibrate and export it with a model"
+    )
+    commands = group.add_subparsers(dest="ood_command", metavar="COMMAND", required=True)
+    parser = commands.add_parser(
+        "calibrate",
+        help="export a run with an ood_score output calibrated for a false-fallback rate",
+        description="Statistics of the run's training inputs, thresholds on the historical"
+        " validation split for --rate, DIR/model.pt (ood_score: fall back where > 1),"
+        " DIR/ood.json and DIR/ood.md (fallback fractions and detection AUC per split).",
+    )
+    parser.add_argument("run", type=Path, help="training run directory or its checkpoint.pt")
+    parser.add_argument("--out", type=Path, required=True, help="directory to write")
+    parser.add_argument("--dataset", help="store path or name (default: the run's data.store)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help=f"false-fallback rate on --split (default {DEFAULT_RATE})",
+    )
+    parser.add_argument("--split", default="val", help="calibration split (default val)")
+    parser.add_argument(
+        "--test-split", default="test", help="split reported beside it, e.g. +4K (default test)"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="beyond_range: training std beyond the range a feature must be "
+        f"(default {DEFAULT_TOLERANCE})",
+    )
+    parser.add_argument(
+        "--eig-floor",
+        type=float,
+        default=DEFAULT_EIG_FLOOR,
+        help=f"covariance eigenvalue floor, fraction of their mean (default {DEFAULT_EIG_FLOOR})",
+    )
+    parser.add_argument(
+        "--error-quantile",
+        type=float,
+        default=DEFAULT_ERROR_QUANTILE,
+        help="'large error': above this quantile of the calibration split's errors "
+        f"(default {DEFAULT_ERROR_QUANTILE})",
+    )
+    parser.add_argument(
+        "--chunk-samples", type=int, default=4096, help="samples per chunk (default 4096)"
+    )
+    parser.set_defaults(func=_calibrate)
+
+
+def _fraction(value: float, what: str) -> float:
+    if not 0.0 < value < 1.0:
+        raise UserInputError(f"{what}: expected a fraction between 0 and 1, got {value}")
+    return value
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from paramlib.export import ExportError
+    from paramlib.train.checkpoint import CheckpointError
+    from paramlib.train.data import DataError
+
+    try:
+        _fraction(args.rate, "--rate")
+        _fraction(args.error_quantile, "--error-quantile")
+        if not args.tolerance >= 0.0:
+            raise UserInputError(f"--tolerance: expected >= 0, got {args.tolerance}")
+        if not 0.0 < args.eig_floor < 1.0:
+            raise UserInputError(
+                f"--eig-floor: expected a fraction in (0, 1), got {args.eig_floor}"
+            )
+        if args.chunk_samples < 1:
+            raise UserInputError(f"--chunk-samples: expected >= 1, got {args.chunk_samples}")
+        check_output_path(args.out, "--out", "dir")
+        report = calibrate(
+            args.run,
+            args.out,
+            dataset=args.dataset,
+            rate=args.rate,
+            split=args.split,
+            test_split=args.test_split,
+            tolerance=args.tolerance,
+            eig_floor=args.eig_floor,
+            error_quantile=args.error_quantile,
+            chunk=args.chunk_samples,
+        )
+    except (
+        CheckpointError,
+        DataError,
+        ExportError,
+        FileNotFoundError,
+        UserInputError,
+        ValueError,
+    ) as error:
+        print(f"paramlib ood calibrate: {error}", file=sys.stderr)
+        return 2
+    fractions = ", ".join(
+        f"{name} {split['fallback']['combined']:.3f}" for name, split in report["splits"].items()
+    )
+    print(f"[paramlib ood] {args.out / 'model.pt'}: fallback fraction {fractions}")
+    return 0
+
+
+def _chunks(
+    store: Path, split: str, inputs: list[Mapping[str, Any]], chunk: int, with_target: bool
+) -> Iterator[tuple[list[Any], np.ndarray | None, np.ndarray | None]]:
+    """Per chunk of `split`: the model's input tensors, the heating target and its layer
+    mass (None where the store gives none); the target parts are None unless asked for."""
+    import torch
+
+    from paramlib.evaluate.sources import layer_mass, levels, open_split
+
+    ds = open_split(store, split, chunk)
+    missing = [spec["name"] for spec in inputs if spec["name"] not in ds]
+    if with_target and HEATING not in ds:
+        missing.append(HEATING)
+    if missing:
+        raise UserInputError(f"--dataset {store}: split {split!r} has no {', '.join(missing)}")
+    mass, _ = layer_mass(ds) if with_target else (None, "")
+    for start in range(0, ds.sizes["sample"], chunk):
+        part = ds.isel(sample=slice(start, start + chunk))
+        tensors = [
+            torch.from_numpy(levels(part[spec["name"]].values, spec["nlev"]).astype(np.float32))
+            for spec in inputs
+        ]
+        target = part[HEATING].values if with_target else None
+        weight = None
+        if mass is not None:
+            weight = mass.isel(sample=slice(start, start + chunk)).values
+        yield tensors, target, weight
+
+
+def _input_statistics(module: Any, store: Path, split: str, inputs: list, chunk: int, floor: float):
+    from paramlib.models.ood import Moments
+
+    moments = Moments()
+    for tensors, _, _ in _chunks(store, split, inputs, chunk, with_target=False):
+        moments.add(module.features(tensors).double().numpy())
+    return moments.statistics(floor)
+
+
+def _score_split(
+    module: Any, metadata: Mapping[str, Any], store: Path, split: str, chunk: int
+) -> dict[str, np.ndarray]:
+    """Per column of `split`: components, ood_score and |column-integrated heating error|
+    (cp sum (prediction - target) dp / g, W m-2; per unit mass where the store has no dp)."""
+    import torch
+
+    from paramlib.constants import CP
+
+    names = [spec["name"] for spec in metadata["outputs"]]
+    nlev = metadata["outputs"][names.index(HEATING)]["nlev"]
+    parts: dict[str, list[np.ndarray]] = {"components": [], "score": [], "error": []}
+    for tensors, target, weight in _chunks(store, split, metadata["inputs"], chunk, True):
+        with torch.inference_mode():
+            outputs = module(*tensors)
+            components = module.ood_components(tensors)
+        heating = outputs[names.index(HEATING)].double().numpy()
+        assert target is not None  # asked for
+        error = heating - np.asarray(target, np.float64).reshape(len(heating), -1)[:, :nlev]
+        if weight is not None:
+            error = error * weight[:, :nlev]
+        parts["components"].append(components.double().numpy())
+        parts["score"].append(outputs[names.index(OUTPUT_NAME)].double().numpy()[:, 0])
+        parts["error"].append(np.abs(CP * error.sum(axis=1)))
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def _export(task: Any, net: Any, path: Path, output: str, provenance: dict, ood: Any) -> Any:
+    import torch
+
+    from paramlib.export import load_metadata
+
+    task.export(net, path, output, 0, provenance, ood=ood)
+    return torch.jit.load(str(path)), load_metadata(path)
+
+
+def calibrate(
+    run: Path,
+    out: Path,
+    *,
+    dataset: str | None = None,
+    rate: float = DEFAULT_RATE,
+    split: str = "val",
+    test_split: str | None = "test",
+    tolerance: float = DEFAULT_TOLERANCE,
+    eig_floor: float = DEFAULT_EIG_FLOOR,
+    error_quantile: float = DEFAULT_ERROR_QUANTILE,
+    chunk: int = 4096,
+) -> dict[str, Any]:
+    """The module docstring's files in `out`; returns what ood.json holds."""
+    from paramlib.evaluate.sources import resolve_store
+    from paramlib.models.ood import OodScore, calibrate_scales
+    from paramlib.train import checkpoint
+    from paramlib.train.config import config_from_dict
+    from paramlib.train.loop import trained_network
+    from paramlib.train.tasks import FeatureTask, task_from_spec
+
+    state = checkpoint.load(run)
+    config = config_from_dict(state["config"])
+    task = task_from_spec(config, state["spec"])
+    if not isinstance(task, FeatureTask):
+        raise UserInputError(
+            f"{run}: model kind {config.model.kind} has no OOD score (it needs flat input"
+            " features: mlp, rpn, mfrpn)"
+        )
+    store = resolve_store(dataset or config.data.store)
+    net = trained_network(task, state)
+    output = "mean_spread" if task.members > 1 else "mean"
+    provenance = {**state["provenance"], "steps": state["step"]}
+    splits = [split] + ([test_split] if test_split and test_split != split else [])
+    with tempfile.TemporaryDirectory() as folder:
+        base, metadata = _export(task, net, Path(folder) / "base.pt", output, provenance, None)
+        inputs = list(metadata["inputs"])
+        stats = _input_statistics(base, store, config.data.train_group, inputs, chunk, eig_floor)
+        unit = OodScore(stats, tolerance, np.ones(len(COMPONENTS)))
+        probe, metadata = _export(task, net, Path(folder) / "probe.pt", output, provenance, unit)
+        if HEATING not in [spec["name"] for spec in metadata["outputs"]]:
+            raise UserInputError(f"{run}: the model has no output {HEATING!r} to score errors on")
+        calibration = _score_split(probe, metadata, store, split, chunk)["components"]
+    scales = calibrate_scales(calibration, rate, stats.mean.size)
+    settings = {
+        "rate": rate,
+        "calibration_split": split,
+        "tolerance": tolerance,
+        "eig_floor": eig_floor,
+        "components": list(COMPONENTS),
+        # The value of each component alone that scores 1 (null: not used).
+        "thresholds": {c: _number(s) for c, s in zip(COMPONENTS, scales, strict=True)},
+        "training_samples": stats.samples,
+        "eigenvalues_floored": stats.floored,
+        "store": str(store),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    model, metadata = _export(
+        task,
+        net,
+        out / "model.pt",
+        output,
+        {**provenance, "ood": settings},
+        OodScore(stats, tolerance, scales),
+    )
+    scored = {name: _score_split(model, metadata, store, name, chunk) for name in splits}
+    large = float(np.quantile(scored[split]["error"], error_quantile))
+    report = {
+        **settings,
+        "model": str(out / "model.pt"),
+        "error": {
+            "definition": "|cp sum_k (mean heating - target) dp_k / g| per column",
+            "quantile": error_quantile,
+            "large_above": large,
+        },
+        "splits": {name: _summary(values, scales, large) for name, values in scored.items()},
+    }
+    text = json.dumps(report, indent=1, allow_nan=False)
+    write_atomic(out / "ood.json", lambda handle: handle.write(text.encode()))
+    markdown = _markdown(report)
+    write_atomic(out / "ood.md", lambda handle: handle.write(markdown.encode()))
+    return report
+
+
+def _number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _summary(values: Mapping[str, np.ndarray], scales: np.ndarray, large: float) -> dict:
+    from paramlib.models.ood import roc_auc
+
+    ratios = values["components"] / scales
+    positive = values["error"] > large
+    per = {c: ratios[:, i] for i, c in enumerate(COMPONENTS) if np.isfinite(scales[i])}
+    return {
+        "columns": len(positive),
+        "large_error_fraction": float(positive.mean()),
+        "fallback": {
+            "combined": float((values["score"] > 1.0).mean()),
+            **{c: float((r > 1.0).mean()) for c, r in per.items()},
+        },
+        "auc": {
+            "combined": _number(roc_auc(values["score"], positive)),
+            **{c: _number(roc_auc(r, positive)) for c, r in per.items()},
+        },
+        "error_of_fallen_back": _number(_mean(values["error"], values["score"] > 1.0)),
+        "error_of_kept": _number(_mean(values["error"], values["score"] <= 1.0)),
+    }
+
+
+def _mean(values: np.ndarray, where: np.ndarray) -> float:
+    return float(values[where].mean()) if where.any() else float("nan")
+
+
+def _markdown(report: Mapping[str, Any]) -> str:
+    names = ["combined", *[c for c in COMPONENTS if report["thresholds"][c] is not None]]
+    splits = report["splits"]
+
+    def table(key: str, fmt: str) -> list[str]:
+        rows = ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for name, summary in splits.items():
+            cells = [
+                "n/a" if summary[key][c] is None else format(summary[key][c], fmt) for c in names
+            ]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        return rows
+
+    lines = [
+        "# Out-of-distribution score",
+        "",
+        f"Model file: `{report['model']}` (output `{OUTPUT_NAME}`: fall back where > 1).",
+        f"Calibrated on split `{report['calibration_split']}` for a false-fallback rate of"
+        f" {report['rate']:g}; beyond_range tolerance {report['tolerance']:g} training std;"
+        f" {report['eigenvalues_floored']} covariance eigenvalues floored.",
+        "",
+        "## Fallback fraction (score > 1)",
+        "",
+        *table("fallback", ".3f"),
+        "",
+        f"## Detection skill: ROC AUC of error > {report['error']['large_above']:.4g}"
+        f" (the {report['error']['quantile']:g} quantile of {report['calibration_split']}'s"
+        " column heating errors)",
+        "",
+        *table("auc", ".3f"),
+        "",
+        "| split | columns | large-error fraction | mean error, fallen back | mean error, kept |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in splits.items():
+        cells = [_cell(s[key]) for key in ("error_of_fallen_back", "error_of_kept")]
+        lines.append(
+            f"| {name} | {s['columns']} | {s['large_error_fraction']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
