@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from paramlib.cli import Subparsers
-from paramlib.paths import CONFIGS, RECIPES, STORES_ENV, TESTBED_ENV, build_dir, demo_dir
+from paramlib.paths import CONFIGS, RECIPES, STORES_ENV, build_dir, demo_dir
 
 NCOL = 64
 TOLERANCE = 1e-6  # float32, CPU: the bridge runs the same libtorch kernels as PyTorch
@@ -224,28 +224,16 @@ def wrfout_reader(demo: Demo) -> None:
 
 def training_stores(demo: Demo) -> None:
     """Build the shipped recipes' stores (each a no-op when up to date)."""
-    import os
-
-    import dask
-
     from paramlib.catalog import CatalogError, load_catalog, resolve_paths
-    from paramlib.data.pipeline import build_store
-    from paramlib.data.recipe import load_recipe
+    from paramlib.evaluate.study import build_stores
 
-    os.environ[TESTBED_ENV] = str(demo.testbed)  # the catalog's testbed entries
     names = list(TESTBED_RECIPES)
     try:
         resolve_paths(load_catalog(check_paths=False)["wrf_mskf_ctl"])
         names.append(REAL_WRF_RECIPE)
     except CatalogError as error:
         say(f"{REAL_WRF_RECIPE}: skipped, the real WRF runs are not here ({error})")
-    # dask's threads in this process: on a small machine the fastest way (README, pipelines)
-    with dask.config.set(scheduler="threads"):
-        for name in names:
-            recipe = load_recipe(RECIPES / f"{name}.yaml")
-            result = build_store(recipe, demo.stores / f"{name}.zarr")
-            built = f"{result.samples} samples in {result.seconds:.1f} s"
-            say(f"{name}: {'up to date' if result.up_to_date else built}")
+    build_stores(demo.testbed, demo.stores, [RECIPES / f"{name}.yaml" for name in names], say)
 
 
 def train_models(demo: Demo) -> None:

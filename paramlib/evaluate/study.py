@@ -23,7 +23,10 @@ from paramlib.atomic import write_atomic
 from paramlib.paths import RECIPES, TESTBED_ENV
 
 # The stores the compared configs read (`paramlib.evaluate.compare.COMPARED`).
-STUDY_RECIPES = ("mfrpn_lf_testbed", "mfrpn_hf_testbed", "mfrpn_hf_oracle_testbed")
+STUDY_RECIPES = tuple(
+    RECIPES / f"{name}.yaml"
+    for name in ("mfrpn_lf_testbed", "mfrpn_hf_testbed", "mfrpn_hf_oracle_testbed")
+)
 
 
 def ensure_testbed(folder: Path, size: str, seed: int, log: Callable[[str], None]) -> None:
@@ -41,10 +44,11 @@ def ensure_testbed(folder: Path, size: str, seed: int, log: Callable[[str], None
 
 
 def build_stores(
-    testbed: Path, stores: Path, names: Sequence[str], log: Callable[[str], None]
+    testbed: Path, stores: Path, recipes: Sequence[Path], log: Callable[[str], None]
 ) -> None:
-    """The stores of the testbed recipes `names` from `testbed` into `stores` (each a no-op
-    when up to date), with dask's threads in this process: the quickest way on a small node."""
+    """The stores of the testbed `recipes` (files) from `testbed` into `stores`, each named as
+    its recipe file (a no-op when up to date), with dask's threads in this process: the
+    quickest way on a small node."""
     import dask
 
     from paramlib.data.pipeline import build_store
@@ -52,10 +56,10 @@ def build_stores(
 
     os.environ[TESTBED_ENV] = str(testbed)  # the catalog's testbed entries
     with dask.config.set(scheduler="threads"):
-        for name in names:
-            result = build_store(load_recipe(RECIPES / f"{name}.yaml"), stores / f"{name}.zarr")
+        for path in recipes:
+            result = build_store(load_recipe(path), stores / f"{path.stem}.zarr")
             built = f"{result.samples} samples in {result.seconds:.1f} s"
-            log(f"{name}: {'up to date' if result.up_to_date else built}")
+            log(f"{path.stem}: {'up to date' if result.up_to_date else built}")
 
 
 def run_study(
