@@ -15,7 +15,11 @@
 !>   CP_HYBRID      the model where the column's ensemble spread is at most spread_max and none
 !>                  of its inputs lies outside the training range stored in the model metadata
 !>                  (valid_range, widened on each side by ood_margin times its width);
-!>                  Betts-Miller elsewhere;
+!>                  Betts-Miller elsewhere. A model with the output ood_score (one value per
+!>                  column, units 1: `paramlib ood calibrate`, which puts the spread into it)
+!>                  replaces both checks: the model where ood_score <= 1, Betts-Miller where it
+!>                  is above 1 or NaN (diag%reason FALLBACK_OOD); spread_max and ood_margin are
+!>                  then unused;
 !>   CP_STOCHASTIC  one ensemble member per column and call, drawn from (seed, column_id, step)
 !>                  alone, so a run is reproducible and independent of how columns are split
 !>                  into chunks, threads or MPI ranks. Needs a model exported with its members.
@@ -38,8 +42,9 @@
 !> levels gets the lowest n and gives zero tendencies above). Inputs: t [K], q [kg kg-1], ps [Pa],
 !> solin, shflx, lhflx [W m-2], and bm_heating [K s-1], bm_moistening [kg kg-1 s-1], bm_precip
 !> [mm s-1] (Betts-Miller on the same state, for HF([BM, x]) models). Outputs: heating [K s-1],
-!> moistening [kg kg-1 s-1], optionally precip [mm s-1] and the spread outputs <name>_spread of
-!> a mean_spread export; an export with members gives the spread through the bridge.
+!> moistening [kg kg-1 s-1], optionally precip [mm s-1], the spread outputs <name>_spread of
+!> a mean_spread export (an export with members gives the spread through the bridge) and
+!> ood_score [1].
 !>
 !> Nothing here stops the program: every procedure returns a status and a message. Statuses
 !> 1..9 are warnings (the call did its work), >= 10 errors. A model that cannot be used (bad
@@ -75,7 +80,7 @@ module paramlib_column_physics
 
   integer, parameter, public :: CP_OK = 0
   integer, parameter, public :: CP_WARN_NO_MODEL = 1   !< physics in every column, model unusable
-  integer, parameter, public :: CP_WARN_PARTIAL = 2    !< hybrid without spread or without ranges
+  integer, parameter, public :: CP_WARN_PARTIAL = 2    !< hybrid: no ood_score, spread or ranges
   integer, parameter, public :: CP_WARN_RUNTIME = 3    !< hybrid: forward failed, physics this call
   integer, parameter, public :: CP_WARN_NONFINITE = 4  !< NaN/Inf outputs: physics in those columns
   integer, parameter, public :: CP_WARN_LEVELS = 5     !< the model covers the lowest levels only
@@ -121,8 +126,10 @@ module paramlib_column_physics
     logical :: allow_missing_model = .false. !< hybrid: Betts-Miller alone when the file is absent
     integer :: device = PARAMLIB_CPU
     integer :: device_index = 0
-    real(wp) :: spread_max = 200.0_wp    !< W m-2, hybrid: column spread above which physics runs
-    real(wp) :: ood_margin = 0.0_wp      !< fraction of each valid range's width added either side
+    !> hybrid, models without ood_score: W m-2, column spread above which physics runs
+    real(wp) :: spread_max = 200.0_wp
+    !> hybrid, models without ood_score: fraction of each valid range's width added either side
+    real(wp) :: ood_margin = 0.0_wp
     integer(int64) :: seed = 0           !< stochastic mode
     real(wp) :: bm_tau = BM_DEFAULT_TAU  !< s, Betts-Miller relaxation time
     real(wp) :: bm_rh = BM_DEFAULT_RH    !< Betts-Miller reference relative humidity
@@ -136,6 +143,7 @@ module paramlib_column_physics
     !> W m-2: (cp sum(sd(dT/dt) dp) + L sum(sd(dq/dt) dp)) / g over the ensemble; 0 without one
     real(wp), allocatable :: spread(:)
     integer, allocatable :: n_ood(:)      !< input values outside the (widened) valid range
+    real(wp), allocatable :: ood_score(:) !< the model's ood_score (hybrid falls back above 1); 0
     integer, allocatable :: path(:)       !< PATH_PHYSICS, PATH_ML or PATH_MEMBER
     integer, allocatable :: reason(:)     !< FALLBACK_* bits where an ML mode used physics
     integer, allocatable :: member(:)     !< stochastic: the member used (1-based), else 0
@@ -163,6 +171,7 @@ module paramlib_column_physics
     type(model_input), allocatable :: inputs(:)
     integer :: nfeat = 0, nlev_heating = 0, nlev_moistening = 0
     logical :: has_precip = .false., needs_bm = .false., has_ranges = .false.
+    logical :: has_ood_score = .false.
     character(len=len(PRECIP_UNITS_ALT)) :: precip_units = ''   !< the model's, of the two allowed
     real(wp), allocatable :: lo(:), hi(:)              !< (nfeat) widened valid range
     ! work arrays, (levels, ncol) or (ncol), kept between calls
@@ -254,7 +263,7 @@ contains
     call self%load_model(status, message, levels_note)
     if (status /= CP_OK) message = 'column physics: ' // message
     if (status == CP_OK) call self%set_mode(config%mode, status, message)
-    if (status == CP_OK .and. config%mode == CP_HYBRID) then
+    if (status == CP_OK .and. config%mode == CP_HYBRID .and. .not. self%has_ood_score) then
       if (self%spread_source == SPREAD_NONE .or. .not. self%has_ranges) then
         status = CP_WARN_PARTIAL
         message = 'column physics: hybrid ' // trim(config%model_path) // ': the model has no ' &
@@ -349,6 +358,7 @@ contains
     self%nlev_heating = 0
     self%nlev_moistening = 0
     self%has_precip = .false.
+    self%has_ood_score = .false.
     has_heating_spread = .false.
     has_moistening_spread = .false.
     do i = 1, n_out
@@ -372,6 +382,9 @@ contains
       case ('moistening_spread')
         if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, MOISTENING_UNITS, .true.)) return
         has_moistening_spread = .true.
+      case ('ood_score')
+        if (.not. field_fits(PARAMLIB_OUTPUT, name, nl, '1', .false.)) return
+        self%has_ood_score = .true.
       case default
         continue  ! an output the column physics does not use
       end select
@@ -668,7 +681,10 @@ contains
       end if
       if (self%bad(i)) diag%reason(i) = ior(diag%reason(i), FALLBACK_BAD_INPUT)
       if (self%nonfinite(i)) diag%reason(i) = ior(diag%reason(i), FALLBACK_NONFINITE)
-      if (mode == CP_HYBRID) then
+      if (mode == CP_HYBRID .and. self%has_ood_score) then
+        ! Written so that a NaN score falls back too.
+        if (.not. (diag%ood_score(i) <= 1.0_wp)) diag%reason(i) = ior(diag%reason(i), FALLBACK_OOD)
+      else if (mode == CP_HYBRID) then
         if (diag%n_ood(i) > 0) diag%reason(i) = ior(diag%reason(i), FALLBACK_OOD)
         if (self%spread_source /= SPREAD_NONE .and. diag%spread(i) > self%config%spread_max) then
           diag%reason(i) = ior(diag%reason(i), FALLBACK_SPREAD)
@@ -856,6 +872,9 @@ contains
       case default
         continue  ! SPREAD_NONE: no spread to read
       end select
+      if (st == PARAMLIB_OK .and. self%has_ood_score) then
+        call self%model%get_output('ood_score', diag%ood_score, st, units='1')
+      end if
       if (st /= PARAMLIB_OK) exit bridge
       status = CP_OK
     end block bridge
@@ -1026,15 +1045,16 @@ contains
     class(column_diagnostics), intent(inout) :: self
     integer, intent(in) :: ncol
     if (allocated(self%spread)) then
-      if (size(self%spread) /= ncol) deallocate (self%spread, self%n_ood, self%path, &
-        self%reason, self%member, self%fixes, self%precip_change, self%water_moved, &
+      if (size(self%spread) /= ncol) deallocate (self%spread, self%n_ood, self%ood_score, &
+        self%path, self%reason, self%member, self%fixes, self%precip_change, self%water_moved, &
         self%top_removed)
     end if
     if (.not. allocated(self%spread)) allocate (self%spread(ncol), self%n_ood(ncol), &
-      self%path(ncol), self%reason(ncol), self%member(ncol), self%fixes(ncol), &
-      self%precip_change(ncol), self%water_moved(ncol), self%top_removed(ncol))
+      self%ood_score(ncol), self%path(ncol), self%reason(ncol), self%member(ncol), &
+      self%fixes(ncol), self%precip_change(ncol), self%water_moved(ncol), self%top_removed(ncol))
     self%spread = 0.0_wp
     self%n_ood = 0
+    self%ood_score = 0.0_wp
     self%path = PATH_PHYSICS
     self%reason = 0
     self%member = 0

@@ -16,7 +16,9 @@ act), precip = m * PRECIP (not the water removed, so the precipitation fix must 
 - runaway.pt       the ensemble mean with RUNAWAY heating: a host run leaves the physical range;
 - nan_members.pt   members.pt with member 2's heating NaN in every third column of a call
                    (0-based 1, 4, 7, ...): mean and spread are NaN there;
-- nan_spread.pt    mean_spread.pt with heating_spread NaN in those columns, the mean finite.
+- nan_spread.pt    mean_spread.pt with heating_spread NaN in those columns, the mean finite;
+- ood_score.pt     mean_spread.pt plus the output ood_score = (t at the lowest level - OOD_T0) /
+                   OOD_DT: a hybrid host falls back where that lowest level is above 300 K.
 """
 
 # (no `from __future__ import annotations`: TorchScript reads the Final annotations)
@@ -36,6 +38,7 @@ HEATING = 1.0e-5  # K s-1
 DRYING = 2.0e-5  # s-1
 PRECIP = 1.0e-4  # mm s-1
 RUNAWAY = 2.0e-3  # K s-1: runaway.pt heats a host past 400 K within a day
+OOD_T0, OOD_DT = 250.0, 50.0  # K: ood_score.pt's score is 1 at 300 K
 
 STATE = (
     ("t", "K", NLEV),
@@ -66,8 +69,9 @@ RANGES = {
 
 
 class MemberScaled(nn.Module):
-    """The ensemble of the module docstring; ``mode`` members | mean | mean_spread | echo_bm
-    (outputs = the bm_* inputs, for each of 2 members)."""
+    """The ensemble of the module docstring; ``mode`` members | mean | mean_spread |
+    mean_spread_ood (and ood_score) | echo_bm (outputs = the bm_* inputs, for each of 2
+    members)."""
 
     forward_source: Final[str]
     mode: Final[str]
@@ -79,6 +83,8 @@ class MemberScaled(nn.Module):
     drying: Final[float]
     precip: Final[float]
     nan_in: Final[str]
+    ood_t0: Final[float]
+    ood_dt: Final[float]
 
     def __init__(
         self,
@@ -99,6 +105,7 @@ class MemberScaled(nn.Module):
         self.heating = heating
         self.drying = DRYING
         self.precip = PRECIP
+        self.ood_t0, self.ood_dt = OOD_T0, OOD_DT
         self.forward_source = forward_source(n_inputs, n_outputs)
 
     @torch.jit.export
@@ -129,6 +136,8 @@ class MemberScaled(nn.Module):
         if self.nan_in == "spread":
             nan = torch.full_like(spreads[0], float("nan"))
             spreads[0] = torch.where(nan_column, nan, spreads[0])
+        if self.mode == "mean_spread_ood":
+            return means + spreads + [(fields[0][:, :1] - self.ood_t0) / self.ood_dt]
         return means + spreads
 
 
@@ -195,6 +204,8 @@ def main(out: Path) -> None:
     write(out, "runaway", state, outputs, "mean", MEMBERS, with_ranges=False, heating=RUNAWAY)
     write(out, "nan_members", state, outputs, "members", MEMBERS, nan_in="members")
     write(out, "nan_spread", state, outputs + spreads, "mean_spread", MEMBERS, nan_in="spread")
+    score = FieldSpec("ood_score", "1", 1)
+    write(out, "ood_score", state, outputs + spreads + [score], "mean_spread_ood", MEMBERS)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 !> The generic column interface (paramlib_column_physics), built with -fcheck=all, on the test
 !> models of make_coupling_models.py (whose outputs are known exactly) and real column states:
-!> mode switching, fallback by out-of-range inputs and by large spread, the constraints (water
+!> mode switching, fallback by out-of-range inputs, by large spread and by the model's ood_score
+!> (exactly where it is above 1, spread_max unused), the constraints (water
 !> conserved, precipitation = the water removed, tendencies zeroed aloft), stochastic draws
 !> reproducible from a seed and independent of chunking, Betts-Miller inputs, clones, NaN/Inf
 !> outputs (never a result: physics in hybrid and stochastic, an error in ml), and the errors:
@@ -9,7 +10,7 @@
 !>   test_column_physics MODELDIR
 program test_column_physics
   use, intrinsic :: iso_fortran_env, only: int64
-  use, intrinsic :: ieee_arithmetic, only: ieee_is_finite
+  use, intrinsic :: ieee_arithmetic, only: ieee_is_finite, ieee_value, ieee_quiet_nan
   use physical_constants, only: wp, GRAVITY, CP, LV
   use column_fields, only: mass_integral
   use column_host, only: column_model
@@ -41,6 +42,7 @@ program test_column_physics
   call mode_switching()
   call hybrid_falls_back_out_of_range()
   call hybrid_falls_back_on_large_spread()
+  call hybrid_falls_back_where_ood_score_above_one()
   call water_fix_conserves_column_water()
   call precipitation_is_the_water_removed()
   call tendencies_zeroed_aloft()
@@ -264,6 +266,43 @@ contains
     call ensemble%free()
     call outputs%free()
   end subroutine hybrid_falls_back_on_large_spread
+
+  !> ood_score.pt: mean_spread.pt plus ood_score = (t(1) - 250 K) / 50 K (make_coupling_models).
+  subroutine hybrid_falls_back_where_ood_score_above_one()
+    type(column_physics) :: conv
+    type(column_physics_config) :: config
+    real(wp) :: saved(NCOL), expected(NCOL), bt(NLEV), bq(NLEV), bp
+    integer :: i
+    print '(a)', 'hybrid: ood_score'
+    saved = t(1, :)
+    t(1, :) = [(290.0_wp + 3.0_wp * i, i = 1, NCOL)]   ! 293 .. 314 K: score 0.86 .. 1.28
+    expected = (t(1, :) - 250.0_wp) / 50.0_wp
+    config = settings(CP_HYBRID, 'ood_score.pt', .false.)
+    config%spread_max = 0.0_wp   ! every column's spread is above it: unused with ood_score
+    call start(conv, config, CP_OK, 'init hybrid, ood_score: no partial-check warning')
+    call run(conv, 'compute')
+    call check(all(abs(diag%ood_score - expected) <= F32 * expected), &
+               'diag%ood_score is the model''s output')
+    call check(all((diag%path == PATH_PHYSICS) .eqv. (expected > 1.0_wp)) .and. &
+               count(diag%path == PATH_PHYSICS) == 5, &
+               'physics exactly in the columns with ood_score > 1, the model elsewhere')
+    call check(all((diag%reason == FALLBACK_OOD) .eqv. (expected > 1.0_wp)), 'reason: ood')
+    call betts_miller(8, bt, bq, bp)
+    call check(all(dtdt(:, 8) == bt) .and. all(dqdt(:, 8) == bq), 'with Betts-Miller''s tendencies')
+    call check(all(abs(dtdt(:, 1) - 2.5_wp * UNIT_HEATING) <= F32 * 2.5_wp * UNIT_HEATING), &
+               'a column with ood_score <= 1 gets the ensemble mean')
+    t(1, 2) = ieee_value(t(1, 2), ieee_quiet_nan)   ! NaN input: NaN score, never "<= 1"
+    call conv%compute(t, q, p, p_int, ps, STEP_S, dtdt, dqdt, precip, diag, status, message, &
+                      solin=solin, shflx=shflx, lhflx=lhflx)
+    call check(diag%path(2) == PATH_PHYSICS .and. status < CP_ERR_ARGUMENT, &
+               'a NaN input falls back, the call succeeds')
+    call conv%set_mode(CP_ML, status, message)
+    t(1, :) = [(290.0_wp + 3.0_wp * i, i = 1, NCOL)]
+    call run(conv, 'compute, ml')
+    call check(all(diag%path == PATH_ML), 'ml mode ignores ood_score')
+    t(1, :) = saved
+    call conv%free()
+  end subroutine hybrid_falls_back_where_ood_score_above_one
 
   subroutine water_fix_conserves_column_water()
     type(column_physics) :: raw, fixed
