@@ -2,19 +2,26 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
-import yaml
 import pytest
 import xarray as xr
+import yaml
 import zarr
 from train_stores import NLEV, bilstm_store, feature_store, run_config, write_config
 
 from paramlib import cli
 from paramlib.constants import CP, GRAVITY, LV
 from paramlib.evaluate import metrics
-from paramlib.evaluate.compare import BAND_COLUMNS, COLUMNS, compare_models, gap_closed
+from paramlib.evaluate.compare import (
+    BAND_COLUMNS,
+    COLUMNS,
+    COMPARED,
+    compare_models,
+    gap_closed,
+)
 from paramlib.evaluate.engine import evaluate
 from paramlib.evaluate.report import write_report
 from paramlib.evaluate.sources import layer_mass, load_model, resolve_store
@@ -309,3 +316,25 @@ def test_gap_closed_by_hand() -> None:
     }
     assert gap_closed(table, "hf", "or") == {"mf": pytest.approx(0.8)}
     assert gap_closed(table, "hf", "absent") == {}
+
+
+def test_study_command_from_nothing(small_testbed: Path, tmp_path: Path) -> None:
+    """`paramlib evaluate --compare --variant small --work DIR`: the testbed (here the session's
+    small one, copied: the study keeps a testbed of its size and seed), the three stores, every
+    compared config trained for the seed, the report and the stage timings."""
+    work = tmp_path / "study"
+    shutil.copytree(small_testbed, work / "testbed")
+    argv = ["evaluate", "--compare", "--variant", "small", "--work", str(work), "--seeds", "0"]
+    assert cli.main(argv) == 0
+    assert sorted(p.name for p in (work / "stores").glob("*.zarr")) == [
+        "mfrpn_hf_oracle_testbed.zarr",
+        "mfrpn_hf_testbed.zarr",
+        "mfrpn_lf_testbed.zarr",
+    ]
+    assert sorted(p.name for p in (work / "runs").iterdir()) == sorted(dict(COMPARED))
+    comparison = json.loads((work / "report" / "metrics.json").read_text())["comparison"]
+    assert set(comparison["gap_closed"]) == {n for n in dict(COMPARED) if n.startswith("mfrpn")}
+    timings = json.loads((work / "timings.json").read_text())
+    assert set(timings) == {"testbed", "stores", "training and evaluation", "total"}
+    # --out belongs to the study's folder with --work
+    assert cli.main([*argv, "--out", str(tmp_path / "elsewhere")]) == 2
