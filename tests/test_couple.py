@@ -421,3 +421,17 @@ def test_online_experiment_of_the_demo(
     assert any("hybrid spread limit" in line for line in lines)
     assert "| run | scenario |" in lines[-1] and "rpn_hf_only hybrid" in lines[-1]
     assert (tmp_path / "couple" / "custom" / "report" / "timeseries.png").is_file()
+
+
+def test_ood_score_decides_the_fallback_in_the_host(run: Run, coupling_models: Path) -> None:
+    """A model with ood_score ((t at the lowest level - 250 K) / 50 K, make_coupling_models):
+    physics exactly where it is above 1, spread_max (0 here: every column) unused."""
+    coupling = Coupling(mode="hybrid", model=coupling_models / "ood_score.pt", spread_max=0.0)
+    out = run("ood", coupling, scenario="plus4k")
+    score, fallback = out["ood_score"], out["fallback"]  # means over each record's 3 steps
+    np.testing.assert_allclose(score, (out["t"].isel(lev=0) - 250.0) / 50.0, atol=0.05)
+    assert bool((fallback > 0).any()) and bool((fallback < 1).any())
+    assert bool((score > 1).where(fallback == 1, True).all())
+    assert bool((score <= 1).where(fallback == 0, True).all())
+    assert set(np.unique(out["fallback_reason"])) <= {0, 1}  # FALLBACK_OOD alone
+    assert float(out["fallback_fraction"].mean()) == pytest.approx(float(fallback.mean()))

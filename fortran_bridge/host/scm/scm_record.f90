@@ -19,7 +19,7 @@ module scm_record
     real(wp), allocatable :: t(:, :), q(:, :), pw(:)
     ! means over the interval
     real(wp), allocatable :: dtdt(:, :), dqdt(:, :), precip(:), precip_ls(:), spread(:), &
-                             n_ood(:), fallback(:), precip_change(:), water_moved(:), &
+                             n_ood(:), ood_score(:), fallback(:), precip_change(:), water_moved(:), &
                              top_removed(:), energy_convection(:), water_convection(:)
     ! largest magnitude over the interval
     real(wp), allocatable :: energy_residual(:), water_residual(:)
@@ -40,7 +40,7 @@ contains
     integer, intent(in) :: nlev, ncol
     allocate (self%t(nlev, ncol), self%q(nlev, ncol), self%dtdt(nlev, ncol), &
               self%dqdt(nlev, ncol), self%pw(ncol), self%precip(ncol), self%precip_ls(ncol), &
-              self%spread(ncol), self%n_ood(ncol), self%fallback(ncol), &
+              self%spread(ncol), self%n_ood(ncol), self%ood_score(ncol), self%fallback(ncol), &
               self%precip_change(ncol), self%water_moved(ncol), self%top_removed(ncol), &
               self%energy_convection(ncol), self%water_convection(ncol), &
               self%energy_residual(ncol), self%water_residual(ncol), self%path(ncol), &
@@ -60,6 +60,7 @@ contains
     self%precip_ls = 0.0_wp
     self%spread = 0.0_wp
     self%n_ood = 0.0_wp
+    self%ood_score = 0.0_wp
     self%fallback = 0.0_wp
     self%precip_change = 0.0_wp
     self%water_moved = 0.0_wp
@@ -98,6 +99,7 @@ contains
       associate (d => scheme%diag(c))
         self%spread(i0:i1) = self%spread(i0:i1) + d%spread
         self%n_ood(i0:i1) = self%n_ood(i0:i1) + d%n_ood
+        self%ood_score(i0:i1) = self%ood_score(i0:i1) + d%ood_score
         self%precip_change(i0:i1) = self%precip_change(i0:i1) + d%precip_change
         self%water_moved(i0:i1) = self%water_moved(i0:i1) + d%water_moved
         self%top_removed(i0:i1) = self%top_removed(i0:i1) + d%top_removed
@@ -126,6 +128,7 @@ contains
     self%precip_ls = self%precip_ls / n
     self%spread = self%spread / n
     self%n_ood = self%n_ood / n
+    self%ood_score = self%ood_score / n
     self%fallback = self%fallback / n
     self%precip_change = self%precip_change / n
     self%water_moved = self%water_moved / n
@@ -157,6 +160,7 @@ contains
     call columns(self%precip_ls, global%precip_ls)
     call columns(self%spread, global%spread)
     call columns(self%n_ood, global%n_ood)
+    call columns(self%ood_score, global%ood_score)
     call columns(self%fallback, global%fallback)
     call columns(self%precip_change, global%precip_change)
     call columns(self%water_moved, global%water_moved)
