@@ -13,6 +13,8 @@
 was trained on: its tuned Betts-Miller, WTG reference SST and spin-up. Exit status: 0 done,
 1 a run failed (its messages are printed; a run that stopped after it began keeps the records it
 wrote, and its run_status says why), 2 bad arguments (an --out that cannot be written included).
+In hybrid mode a model file with the output ``ood_score`` (``paramlib ood calibrate``) falls back
+where that score is above 1, and --spread-max / --ood-margin are unused.
 """
 
 from __future__ import annotations
@@ -58,13 +60,15 @@ def register(subparsers: Subparsers) -> None:
         "--spread-max",
         type=float,
         default=200.0,
-        help="hybrid: column spread (W m-2) above which physics runs (default 200)",
+        help="hybrid, a model without an ood_score output: column spread (W m-2) above which"
+        " physics runs (default 200); a model with one falls back where ood_score > 1",
     )
     run.add_argument(
         "--ood-margin",
         type=float,
         default=0.0,
-        help="hybrid: widen each training range by this fraction of its width",
+        help="hybrid, a model without an ood_score output: widen each training range by this"
+        " fraction of its width (default 0)",
     )
     run.add_argument("--member-seed", type=int, default=0, help="stochastic: the draws' seed")
     run.add_argument(
