@@ -6,8 +6,8 @@ Network. The vertical levels are the sequence, surface to top. At every level th
 the normalised inputs (2-D fields broadcast over the levels) and three derived fields computed
 inside the module from the physical inputs, so the host passes only what WRF holds:
 
-- qv_sat: saturation mixing ratio eps e_s / (p - e_s), e_s from Bolton (1980, eq. 10) over
-  liquid water and capped at p/2, as in the column model (fortran_bridge/host/thermodynamics.f90);
+- qv_sat: saturation mixing ratio eps e_s / (p - e_s) (`paramlib.models.thermo`, shared with
+  the feature kinds' invariant inputs);
 - rh = qv / qv_sat;
 - dp: p(k) - p(k+1), the pressure drop to the next level up; the top level repeats the one below.
 
@@ -83,7 +83,15 @@ import zarr
 from torch import Tensor, nn
 
 from paramlib.export import FieldSpec, ModelMetadata, forward_source, save
-from paramlib.models.normalise import FieldLayout, Normaliser, store_fields, store_normalisation
+from paramlib.models.normalise import (
+    SCALINGS,
+    FieldLayout,
+    Normaliser,
+    pooled,
+    store_fields,
+    store_normalisation,
+)
+from paramlib.models.thermo import plume_buoyancy, saturation_mixing_ratio
 
 MODEL_KIND = "bilstm_mskf"
 PREV = "_prev"  # suffix of the previous call's fields in the store (sampling.previous)
@@ -92,14 +100,6 @@ DERIVED: tuple[FieldSpec, ...] = (
     FieldSpec("rh", "1", 1, long_name="relative humidity, qv / qv_sat"),
     FieldSpec("dp", "Pa", 1, long_name="pressure drop to the next level up"),
 )
-
-
-def saturation_mixing_ratio(t: Tensor, p: Tensor) -> Tensor:
-    """eps e_s / (p - e_s) in kg kg-1 from temperature (K) and pressure (Pa)."""
-    # Literals: TorchScript cannot read module globals. Bolton (1980) e_s in Pa, T0 = 273.15 K
-    # and eps = Rd / Rv as in paramlib.constants (a test checks the value).
-    es = torch.minimum(611.2 * torch.exp(17.67 * (t - 273.15) / (t - 29.65)), 0.5 * p)
-    return (287.04 / 461.50) * es / (p - es)
 
 
 def derived_inputs(t: Tensor, p: Tensor, qv: Tensor) -> list[Tensor]:
@@ -120,10 +120,7 @@ def invariant_inputs(t: Tensor, p: Tensor, qv: Tensor, dz: Tensor) -> list[Tenso
     qv_sat = saturation_mixing_ratio(t, p)
     sigma = p / p[:, :1]
     z = torch.cumsum(dz, dim=1) - 0.5 * dz  # height of the mass levels above the ground
-    # Literals as in saturation_mixing_ratio: g, L_v and c_p of paramlib.constants.
-    h_sat = 1004.64 * t + 9.80665 * z + 2.501e6 * qv_sat
-    h_parcel = 1004.64 * t[:, :1] + 9.80665 * z[:, :1] + 2.501e6 * qv[:, :1]
-    return [qv / qv_sat, sigma, _level_drop(sigma), (h_parcel - h_sat) / 1004.64]
+    return [qv / qv_sat, sigma, _level_drop(sigma), plume_buoyancy(t, z, qv_sat, qv)]
 
 
 # The climate-invariant representation (`BiLSTMConfig.representation = "invariant"`, after
@@ -140,17 +137,8 @@ INVARIANT: tuple[FieldSpec, ...] = (
     ),
 )
 REPRESENTATIONS = ("physical", "invariant")
-SCALINGS = ("level", "field")
 
 Stats = dict[str, dict[str, list[float]]]
-
-
-def pooled(stats: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
-    """Per-level {"mean", "std"} -> the same over all levels together, repeated per level."""
-    mean, std = (np.asarray(stats[k], dtype=np.float64) for k in ("mean", "std"))
-    total = mean.mean()
-    spread = math.sqrt(max(float(np.mean(std**2 + mean**2)) - total**2, 0.0)) or 1.0
-    return {"mean": [float(total)] * len(mean), "std": [spread] * len(mean)}
 
 
 @dataclass(frozen=True)

@@ -39,17 +39,16 @@ from paramlib.models.mlp import EnsembleLinear
 from paramlib.models.normalise import FieldLayout, Normaliser
 from paramlib.models.ood import OUTPUT_NAME as OOD_OUTPUT
 from paramlib.models.ood import OodScore
+from paramlib.models.represent import InputTransform
 
 OUTPUT_MODES = ("members", "mean", "mean_spread", "member")
-OOD_MODES = (
-    "mean",
-    "mean_spread",
-)  # one value per column: the score is an output beside them
+OOD_MODES = ("mean", "mean_spread")  # one value per column: the score is an output beside them
 SPREAD_SUFFIX = "_spread"
 
 
 class ExportedEnsemble(nn.Module):
-    """Physical (ncol, nlev) fields -> normalise -> net -> denormalise -> output mode."""
+    """Physical (ncol, nlev) fields -> representation -> normalise -> net -> denormalise ->
+    output mode."""
 
     # A TorchScript constant, so modules whose generated forward differs get distinct
     # TorchScript class types and defining forward on one never clashes with another.
@@ -68,10 +67,13 @@ class ExportedEnsemble(nn.Module):
         mode: str,
         compute_dtype: torch.dtype,
         ood: OodScore | None = None,
+        transform: InputTransform | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.ood = ood
+        # Raw fields -> the features in_norm normalises (paramlib.models.represent).
+        self.transform = InputTransform(copy.deepcopy(in_norm)) if transform is None else transform
         self.in_norm = in_norm
         self.out_norm = out_norm
         self.out_nlev = list(out_nlev)
@@ -83,7 +85,7 @@ class ExportedEnsemble(nn.Module):
     @torch.jit.export
     def features(self, fields: list[Tensor]) -> Tensor:
         """The normalised input features (ncol, n) the network sees, in float32."""
-        return self.in_norm(torch.cat(fields, dim=1))
+        return self.in_norm(self.transform(torch.cat(fields, dim=1)))
 
     def normalised_outputs(self, x: Tensor) -> Tensor:
         return self.net(x.to(self.compute_dtype)).float()
@@ -117,14 +119,12 @@ class ExportedEnsemble(nn.Module):
     @torch.jit.export
     def input_normalisation(self) -> tuple[Tensor, Tensor]:
         """(mean, std) of the inputs' levels in the order forward reads them; `save` checks
-        the metadata's input order against it."""
-        return self.in_norm.mean, self.in_norm.std
+        the metadata's input order against it: the raw inputs', whatever the representation."""
+        return self.transform.raw_norm.mean, self.transform.raw_norm.std
 
     def to_torchscript(self) -> torch.jit.ScriptModule:
         scripted = torch.jit.script(self)
-        if not hasattr(
-            scripted, "forward"
-        ):  # a module sharing this class type defined it
+        if not hasattr(scripted, "forward"):  # a module sharing this class type defined it
             scripted.define(self.forward_source)
         return scripted
 
@@ -143,6 +143,7 @@ def export_module(
     valid_range: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
     provenance: Mapping[str, Any] | None = None,
     ood: OodScore | None = None,
+    transform: InputTransform | None = None,
 ) -> tuple[torch.jit.ScriptModule, ModelMetadata]:
     """A scripted model file module and its metadata, ready for `paramlib.export.save`.
 
@@ -150,11 +151,11 @@ def export_module(
     `out_norm` are the normalisers it was trained with (over `inputs` and `outputs`). The
     network is copied, so the trained model stays as it is (device, train mode). `ood` adds
     the output ``ood_score`` (ncol, 1) last (`paramlib.models.ood`; output modes `OOD_MODES`).
+    `transform` (`paramlib.models.represent`, default: none) makes the features `in_norm`
+    normalises from the raw input fields, as in training.
     """
     if output not in OUTPUT_MODES:
-        raise ValueError(
-            f"output: expected one of {', '.join(OUTPUT_MODES)}, got {output!r}"
-        )
+        raise ValueError(f"output: expected one of {', '.join(OUTPUT_MODES)}, got {output!r}")
     members = int(net.members)
     if not 0 <= member < members:
         raise ValueError(f"member: expected 0 .. {members - 1}, got {member}")
@@ -164,14 +165,9 @@ def export_module(
         raise ValueError(
             f"ood: an OOD score goes with output {' or '.join(OOD_MODES)}, got {output!r}"
         )
-    for name, norm, layout in (
-        ("in_norm", in_norm, inputs),
-        ("out_norm", out_norm, outputs),
-    ):
+    for name, norm, layout in (("in_norm", in_norm, inputs), ("out_norm", out_norm, outputs)):
         if norm.mean.shape[0] != layout.size:
-            raise ValueError(
-                f"{name} has {norm.mean.shape[0]} features, layout {layout.size}"
-            )
+            raise ValueError(f"{name} has {norm.mean.shape[0]} features, layout {layout.size}")
     # CPU copies in eval mode, so the caller's model stays as it was.
     net, in_norm, out_norm = (
         copy.deepcopy(module).to("cpu", dtype).eval()
@@ -185,6 +181,8 @@ def export_module(
         _keep_member(net, member)
     if ood is not None:
         ood = copy.deepcopy(ood).to("cpu", torch.float32).eval()
+    if transform is not None:
+        transform = copy.deepcopy(transform).to("cpu").eval()
     wrapper = ExportedEnsemble(
         net,
         in_norm,
@@ -194,6 +192,7 @@ def export_module(
         output,
         compute_dtype,
         ood,
+        transform,
     )
     out_fields = list(outputs.fields)
     if output == "mean_spread":
@@ -209,12 +208,7 @@ def export_module(
         ]
     if ood is not None:
         out_fields.append(
-            FieldSpec(
-                OOD_OUTPUT,
-                "1",
-                1,
-                long_name="out-of-distribution score, > 1: fall back",
-            )
+            FieldSpec(OOD_OUTPUT, "1", 1, long_name="out-of-distribution score, > 1: fall back")
         )
     metadata = ModelMetadata(
         model_kind=model_kind,
@@ -240,8 +234,6 @@ def _keep_member(net: nn.Module, member: int) -> None:
             for tensors in (module._parameters, module._buffers):
                 for name, tensor in tensors.items():
                     part = tensor.detach()[member : member + 1].clone()
-                    tensors[name] = (
-                        nn.Parameter(part) if tensors is module._parameters else part
-                    )
+                    tensors[name] = nn.Parameter(part) if tensors is module._parameters else part
         if hasattr(module, "members"):
             module.members = 1

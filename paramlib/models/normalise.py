@@ -12,6 +12,7 @@ than the store holds keeps the lowest ones: the MF-RPN paper's q on 22 of 26 lev
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +28,19 @@ if TYPE_CHECKING:  # zarr is imported where a store is read: model files need to
     import zarr
 
 STD_FLOOR = 1e-6  # relative to the field's largest per-level std; see Normaliser.from_stats
+# Input scalings: statistics per level, or one mean and std per field over all its levels (a
+# level where a field hardly varies in training then cannot amplify a shift of it).
+SCALINGS = ("level", "field")
 
 Stats = Mapping[str, Mapping[str, Sequence[float]]]  # store attrs "normalisation"
+
+
+def pooled(stats: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """Per-level {"mean", "std"} -> the same over all levels together, repeated per level."""
+    mean, std = (np.asarray(stats[k], dtype=np.float64) for k in ("mean", "std"))
+    total = mean.mean()
+    spread = math.sqrt(max(float(np.mean(std**2 + mean**2)) - total**2, 0.0)) or 1.0
+    return {"mean": [float(total)] * len(mean), "std": [spread] * len(mean)}
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import zarr
 from torch import Tensor, nn
 
 from paramlib.export import FieldSpec, save
@@ -38,7 +40,16 @@ from paramlib.models import (
     store_normalisation,
 )
 from paramlib.models.mfrpn import BM_PREFIX
+from paramlib.models.normalise import SCALINGS
 from paramlib.models.ood import OodScore
+from paramlib.models.represent import (
+    REPRESENTATIONS,
+    TEMPERATURE,
+    InputTransform,
+    feature_statistics,
+    scaled,
+    store_sigma,
+)
 from paramlib.train import kinds
 from paramlib.train.config import Config
 from paramlib.train.data import (
@@ -216,6 +227,21 @@ class Task(ABC):
         return slice(rank * share, (rank + 1) * share)
 
 
+@dataclass
+class FeatureOptions(kinds.ModelOptions):
+    """The ``model:`` keys every feature kind has: its input representation
+    (`paramlib.models.represent`: raw | invariant) and scaling (level | field: statistics per
+    level, or one mean and std per input field over its levels)."""
+
+    representation: str = "raw"
+    scaling: str = "level"
+
+
+def feature_problems(options: FeatureOptions) -> kinds.Problems:
+    yield from kinds.one_of("model.representation", options.representation, REPRESENTATIONS)
+    yield from kinds.one_of("model.scaling", options.scaling, SCALINGS)
+
+
 class FeatureTask(Task):
     """Flat normalised features (B, n_in) -> (M, B, n_out); a kind adds its `network`, and
     the MF-RPN its LF data (`with_lf`) or Betts-Miller inputs (`with_bm`)."""
@@ -230,6 +256,12 @@ class FeatureTask(Task):
         self.spec = spec
         self.inputs, self.outputs = _layout(spec["inputs"]), _layout(spec["outputs"])
         self.in_norm, self.out_norm = _norm(spec["in_norm"]), _norm(spec["out_norm"])
+        # Checkpoints from before representations had none: raw inputs.
+        self.transform = (
+            InputTransform.from_dict(spec["transform"], self.inputs)
+            if "transform" in spec
+            else InputTransform(self.in_norm)
+        )
         self.data: dict[str, tuple[Tensor, Tensor]] = dict(data or {})
         self.lf = self.with_lf(config.model)
         self.train_parts = ("loss", "loss_hf", "loss_lf") if self.lf else ("loss",)
@@ -368,6 +400,7 @@ class FeatureTask(Task):
             valid_range=self.spec["valid_range"],
             provenance=provenance,
             ood=ood,
+            transform=self.transform,
         )
         return save(module, path, metadata)
 
@@ -403,16 +436,56 @@ def streamed_source(
     )
 
 
+def _blocks(reader: SplitReader, layout: FieldLayout, rows: int) -> Iterator[Tensor]:
+    """`layout`'s fields of the split, flat, `rows` samples at a time."""
+    for start in range(0, reader.samples, rows):
+        yield layout.flatten(reader.read(slice(start, start + rows)), crop_top=True)
+
+
 def _streamed_range(reader: SplitReader, layout: FieldLayout, rows: int) -> Tensor:
     """(2, size): per feature, the min and max of `layout`'s fields over the split, read
     `rows` at a time (a streamed split is never whole in memory)."""
     low = high = None
-    for start in range(0, reader.samples, rows):
-        x = layout.flatten(reader.read(slice(start, start + rows)), crop_top=True)
+    for x in _blocks(reader, layout, rows):
         low = x.amin(0) if low is None else torch.minimum(low, x.amin(0))
         high = x.amax(0) if high is None else torch.maximum(high, x.amax(0))
     assert low is not None and high is not None  # a split has samples
     return torch.stack([low, high])
+
+
+def _input_transform(
+    config: Config,
+    inputs: FieldLayout,
+    raw_norm: Normaliser,
+    main: zarr.Group,
+    lf: zarr.Group | None,
+) -> InputTransform:
+    """The config's input representation over `inputs`. Invariant takes each level's sigma
+    from the store's levels; `lf`, the LF store where the transform also reads it (LF
+    training data or statistics), must have the same levels."""
+    representation, group = config.model.representation, config.data.train_group
+    where = f"model.representation: {representation} needs each level's pressure"
+    sigma: list[float] = []
+    if representation == "invariant":
+        nlev = {s.name: s.nlev for s in inputs.fields}.get(TEMPERATURE, 0)
+        try:
+            sigma = store_sigma(main, group, nlev)
+        except ValueError as error:
+            raise DataError(f"{where}: data.store {config.data.store}: {error}") from None
+        if lf is not None:
+            try:
+                same = np.allclose(store_sigma(lf, group, nlev), sigma, rtol=1e-6)
+            except ValueError as error:
+                raise DataError(f"{where}: data.lf_store {config.data.lf_store}: {error}") from None
+            if not same:
+                raise DataError(
+                    f"{where}: data.lf_store {config.data.lf_store}: its lev differs from"
+                    " data.store's (both fidelities are transformed on the same levels)"
+                )
+    try:
+        return InputTransform.create(representation, inputs, raw_norm, sigma)
+    except ValueError as error:
+        raise DataError(f"model.representation: {representation}: {error}") from None
 
 
 def _feature_task(cls: type[FeatureTask], config: Config, pinned: str | None) -> FeatureTask:
@@ -439,20 +512,36 @@ def _feature_task(cls: type[FeatureTask], config: Config, pinned: str | None) ->
     if config.normalisation == "lf":
         assert lf is not None  # validated: normalisation lf needs data.lf_store
         stats = mf_statistics(store_normalisation(lf), stats, "lf")
+    x_layout = inputs.select(x_names)
     try:
-        in_norm = Normaliser.from_stats(inputs, stats)
+        raw_norm = Normaliser.from_stats(inputs, stats)
         out_norm = Normaliser.from_stats(outputs, stats)
     except (KeyError, ValueError) as error:
         raise DataError(f"data.normalisation: {error}") from None
-    x_layout = inputs.select(x_names)
+    lf_read = with_lf or config.normalisation == "lf"
+    transform = _input_transform(config, inputs, raw_norm, main, lf if lf_read else None)
+    features = transform.features(inputs)
+    if transform.invariant:
+        # The derived fields' statistics from the train split of the store whose statistics
+        # normalise (the LF store's with normalisation lf), as the store's own were made.
+        root, key = (lf, "data.lf_store") if config.normalisation == "lf" else (main, "data.store")
+        assert root is not None  # validated: normalisation lf needs data.lf_store
+        reader = SplitReader(root, data.train_group, x_layout.names, key)
+        blocks = _blocks(reader, x_layout, reader.chunk * data.shuffle_chunks)
+        stats = {**stats, **feature_statistics(transform, transform.features(x_layout), blocks)}
+    try:
+        in_norm = Normaliser.from_stats(features, scaled(features, stats, model.scaling))
+    except (KeyError, ValueError) as error:
+        raise DataError(f"data.normalisation: {error}") from None
     x_norm = Normaliser(in_norm.mean[: x_layout.size], in_norm.std[: x_layout.size])
 
     def convert(
         fields: Mapping[str, np.ndarray], layout: FieldLayout, norm: Normaliser
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(physical inputs, normalised inputs, normalised targets) of a split's fields."""
+        """(physical inputs, normalised features, normalised targets) of a split's fields;
+        the transform reads only the x fields, which come first, so it serves LF rows too."""
         x = layout.flatten(fields, crop_top=True)
-        return x, norm(x), out_norm(outputs.flatten(fields, crop_top=True))
+        return x, norm(transform(x)), out_norm(outputs.flatten(fields, crop_top=True))
 
     # The training store, and for the LF compositions the LF store under "lf_train", "lf_val".
     sources = [("", main, "data.store", inputs, in_norm)]
@@ -491,6 +580,7 @@ def _feature_task(cls: type[FeatureTask], config: Config, pinned: str | None) ->
         "n_x": x_layout.size,
         "in_norm": _norm_dict(in_norm),
         "out_norm": _norm_dict(out_norm),
+        "transform": transform.to_dict(),
         "valid_range": valid_range,
         "stores": stores,
         "loader": loader,

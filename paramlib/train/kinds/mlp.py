@@ -8,16 +8,17 @@ from torch import nn
 
 from paramlib.models import EnsembleMLP
 from paramlib.models.mlp import PAPER_HIDDEN
-from paramlib.train.kinds import ModelKind, ModelOptions, Problems, widths
-from paramlib.train.tasks import FeatureTask
+from paramlib.train.kinds import ModelKind, Problems, widths
+from paramlib.train.tasks import FeatureOptions, FeatureTask, feature_problems
 
 
 @dataclass
-class MLPOptions(ModelOptions):
+class MLPOptions(FeatureOptions):
     hidden: list[int] = field(default_factory=lambda: list(PAPER_HIDDEN))
 
 
 def problems(options: MLPOptions) -> Problems:
+    yield from feature_problems(options)
     yield from widths("model.hidden", options.hidden)
 
 

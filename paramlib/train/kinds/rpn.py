@@ -9,12 +9,12 @@ from torch import nn
 
 from paramlib.models import RPN
 from paramlib.models.mlp import PAPER_HIDDEN
-from paramlib.train.kinds import ModelKind, ModelOptions, Problems, at_least_one, widths
-from paramlib.train.tasks import FeatureTask
+from paramlib.train.kinds import ModelKind, Problems, at_least_one, widths
+from paramlib.train.tasks import FeatureOptions, FeatureTask, feature_problems
 
 
 @dataclass
-class RPNOptions(ModelOptions):
+class RPNOptions(FeatureOptions):
     hidden: list[int] = field(default_factory=lambda: list(PAPER_HIDDEN))
     members: int = 32
     prior_scale: float = 1.0
@@ -22,6 +22,7 @@ class RPNOptions(ModelOptions):
 
 
 def problems(options: RPNOptions) -> Problems:
+    yield from feature_problems(options)
     yield from at_least_one("model.members", options.members)
     if not 0 < options.bootstrap_fraction <= 1:
         yield "model.bootstrap_fraction", f"expected in (0, 1], got {options.bootstrap_fraction}"
