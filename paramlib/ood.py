@@ -299,6 +299,9 @@ def calibrate(
         },
         "splits": {name: _summary(values, scales, large) for name, values in scored.items()},
     }
+    if len(splits) > 1:  # +4K columns may all have large errors: its own AUC is then undefined
+        pooled = {key: np.concatenate([scored[s][key] for s in splits]) for key in scored[split]}
+        report["pooled_auc"] = {"splits": splits, **_summary(pooled, scales, large)["auc"]}
     text = json.dumps(report, indent=1, allow_nan=False)
     write_atomic(out / "ood.json", lambda handle: handle.write(text.encode()))
     markdown = _markdown(report)
@@ -340,14 +343,16 @@ def _markdown(report: Mapping[str, Any]) -> str:
     names = ["combined", *[c for c in COMPONENTS if report["thresholds"][c] is not None]]
     splits = report["splits"]
 
-    def table(key: str, fmt: str) -> list[str]:
-        rows = ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        for name, summary in splits.items():
-            cells = [
-                "n/a" if summary[key][c] is None else format(summary[key][c], fmt) for c in names
-            ]
-            rows.append(f"| {name} | " + " | ".join(cells) + " |")
-        return rows
+    def table(rows: Mapping[str, Mapping[str, float | None]], fmt: str) -> list[str]:
+        lines = ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for name, values in rows.items():
+            cells = ["n/a" if values[c] is None else format(values[c], fmt) for c in names]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return lines
+
+    auc = {name: summary["auc"] for name, summary in splits.items()}
+    if "pooled_auc" in report:
+        auc[" + ".join(report["pooled_auc"]["splits"])] = report["pooled_auc"]
 
     lines = [
         "# Out-of-distribution score",
@@ -359,13 +364,13 @@ def _markdown(report: Mapping[str, Any]) -> str:
         "",
         "## Fallback fraction (score > 1)",
         "",
-        *table("fallback", ".3f"),
+        *table({name: summary["fallback"] for name, summary in splits.items()}, ".3f"),
         "",
         f"## Detection skill: ROC AUC of error > {report['error']['large_above']:.4g}"
         f" (the {report['error']['quantile']:g} quantile of {report['calibration_split']}'s"
         " column heating errors)",
         "",
-        *table("auc", ".3f"),
+        *table(auc, ".3f"),
         "",
         "| split | columns | large-error fraction | mean error, fallen back | mean error, kept |",
         "|---|---|---|---|---|",

@@ -158,6 +158,9 @@ def test_calibrate_scales_and_auc() -> None:
     assert np.mean(combined > 1) == pytest.approx(0.1, abs=1e-3)
     spreadless = calibrate_scales(components * [1, 1, 0], 0.1, 4)
     assert np.isinf(spreadless[2]) and np.isfinite(spreadless[:2]).all()
+    # No validation column beyond the range: one feature of 4 beyond it still counts (floor).
+    inside = calibrate_scales(components * [1, 0, 1], 0.1, 4)
+    assert 0.25 <= inside[1] < np.inf
     assert roc_auc(np.arange(10.0), np.arange(10) >= 5) == 1.0
     assert roc_auc(np.ones(10), np.arange(10) >= 5) == 0.5
     assert np.isnan(roc_auc(np.arange(3.0), np.zeros(3, bool)))

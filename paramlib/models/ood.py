@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 COMPONENTS = ("mahalanobis", "beyond_range", "spread")
+SPREAD = COMPONENTS.index("spread")
 OUTPUT_NAME = "ood_score"
 DEFAULT_RATE = 0.05
 DEFAULT_TOLERANCE = 0.5  # training standard deviations beyond the range
@@ -134,7 +135,8 @@ def component_floors(n_features: int) -> np.ndarray:
 def calibrate_scales(components: np.ndarray, rate: float, n_features: int) -> np.ndarray:
     """Scales (3,) such that max_c(components_c / scale_c) > 1 for a fraction of at most
     `rate` (exactly floor(rate N) / N without ties) of the N validation columns (rows of
-    `components`); inf for a component that is 0 everywhere (no ensemble, no spread)."""
+    `components`); inf for the spread of a single network (0 everywhere). A beyond_range of 0
+    everywhere keeps its floor: no validation column beyond the range, but a warmer one may be."""
     if not 0.0 < rate < 1.0:
         raise ValueError(f"rate: expected a fraction in (0, 1), got {rate}")
     values = np.asarray(components, np.float64)
@@ -144,7 +146,8 @@ def calibrate_scales(components: np.ndarray, rate: float, n_features: int) -> np
         raise ValueError("components: validation columns with NaN/Inf inputs or outputs")
     quantile = np.quantile(values, 1.0 - rate, axis=0, method="higher")
     scales = np.maximum(quantile, component_floors(n_features))
-    scales[~values.any(axis=0)] = np.inf
+    if not values[:, SPREAD].any():
+        scales[SPREAD] = np.inf
     combined = np.sort((values / scales).max(axis=1))
     allowed = int(np.floor(rate * len(values)))
     return scales * combined[len(values) - allowed - 1]
