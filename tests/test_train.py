@@ -104,9 +104,12 @@ def test_config_errors_name_the_source_and_key(tmp_path: Path, stores: dict[str,
         load_config(good, ["train.precision=bfloat16"])
     with pytest.raises(ConfigError, match="model.representation: expected one of physical"):
         load_config(bilstm, ["model.representation=warm"])
-    with pytest.raises(ConfigError, match="model.scaling: not read by kind 'rpn'"):
-        load_config(good, ["model.scaling=field"])
-    with pytest.raises(ConfigError, match="model.widht: unknown key; kind 'rpn' has kind, hidden"):
+    with pytest.raises(ConfigError, match="model.target_scaling: not read by kind 'rpn'"):
+        load_config(good, ["model.target_scaling=field"])
+    with pytest.raises(
+        ConfigError,
+        match="model.widht: unknown key; kind 'rpn' has kind, representation, scaling, hidden",
+    ):
         load_config(good, ["model.widht=3"])
 
 

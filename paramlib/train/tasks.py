@@ -237,6 +237,15 @@ class FeatureOptions(kinds.ModelOptions):
     scaling: str = "level"
 
 
+def feature_choices(options: Any) -> tuple[str, str]:
+    """(representation, scaling) of a kind's options; raw and level for a kind on features
+    whose options do not subclass `FeatureOptions`."""
+    return (
+        getattr(options, "representation", FeatureOptions.representation),
+        getattr(options, "scaling", FeatureOptions.scaling),
+    )
+
+
 def feature_problems(options: FeatureOptions) -> kinds.Problems:
     yield from kinds.one_of("model.representation", options.representation, REPRESENTATIONS)
     yield from kinds.one_of("model.scaling", options.scaling, SCALINGS)
@@ -463,7 +472,7 @@ def _input_transform(
     """The config's input representation over `inputs`. Invariant takes each level's sigma
     from the store's levels; `lf`, the LF store where the transform also reads it (LF
     training data or statistics), must have the same levels."""
-    representation, group = config.model.representation, config.data.train_group
+    representation, group = feature_choices(config.model)[0], config.data.train_group
     where = f"model.representation: {representation} needs each level's pressure"
     sigma: list[float] = []
     if representation == "invariant":
@@ -530,7 +539,9 @@ def _feature_task(cls: type[FeatureTask], config: Config, pinned: str | None) ->
         blocks = _blocks(reader, x_layout, reader.chunk * data.shuffle_chunks)
         stats = {**stats, **feature_statistics(transform, transform.features(x_layout), blocks)}
     try:
-        in_norm = Normaliser.from_stats(features, scaled(features, stats, model.scaling))
+        in_norm = Normaliser.from_stats(
+            features, scaled(features, stats, feature_choices(model)[1])
+        )
     except (KeyError, ValueError) as error:
         raise DataError(f"data.normalisation: {error}") from None
     x_norm = Normaliser(in_norm.mean[: x_layout.size], in_norm.std[: x_layout.size])
