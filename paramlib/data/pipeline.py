@@ -42,8 +42,8 @@ import xarray as xr
 import zarr
 
 from paramlib.catalog import CatalogEntry, load_catalog, resolve_paths
-from paramlib.data.canonical import LEV, SAMPLE, stack_columns
-from paramlib.data.readers import open_source
+from paramlib.data.canonical import GRID_DIMS, LEV, SAMPLE, stack_columns
+from paramlib.data.readers import has_frame_reader, open_source, read_source_frames
 from paramlib.data.recipe import SPLITS, Balance, IndexSlice, Recipe
 from paramlib.data.store import (
     atomic_store,
@@ -174,9 +174,40 @@ def choose_columns(
 # --- stages -----------------------------------------------------------------------------------
 
 
+class Selection:
+    """One source's part of a recipe: ``data``, its frames, levels and variables, lazily (dask);
+    ``frames``, the indices of those frames along the source's time; and `read`, a block of
+    them in memory through the reader's frame reader, narrowed the same way. A plain class:
+    dask passes it to the tasks whole instead of looking inside for collections."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        entry: CatalogEntry,
+        root: str | os.PathLike | None,
+        data: xr.Dataset,
+        frames: np.ndarray,
+        where: str,
+    ) -> None:
+        self.recipe, self.entry, self.root = recipe, entry, root
+        self.data, self.frames, self.where = data, frames, where
+        self.variables = list(data.data_vars)
+        self.readable = has_frame_reader(entry.format)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for workers in other processes: without the lazy data where `read` does
+        without it (its graph covers every file)."""
+        return dict(self.__dict__, data=None) if self.readable else self.__dict__
+
+    def read(self, start: int, stop: int) -> xr.Dataset:
+        """Frames ``start`` to ``stop`` of ``data``, in memory (only where ``readable``)."""
+        ds = read_source_frames(self.entry, self.frames[start:stop], root=self.root)
+        return select_levels(ds, self.recipe, self.where)[self.variables]
+
+
 def open_selection(
     recipe: Recipe, entry: CatalogEntry, root: str | os.PathLike | None
-) -> tuple[xr.Dataset, str]:
+) -> Selection:
     """The entry's data (time, y, x, lev) with the recipe's frames and levels and the variables
     its columns are derived from, lazily, and a description of the source for messages. Every
     check a recipe can fail on its sources' metadata is made here, before anything is read."""
@@ -195,13 +226,13 @@ def open_selection(
             raise PipelineError(
                 f"{where}: variable {var!r} has units {found!r}, expected {expected!r}"
             )
-    ds = ds.isel(time=checked_slice(recipe.times, ds.sizes["time"], "times", "frames", where))
+    times = checked_slice(recipe.times, ds.sizes["time"], "times", "frames", where)
+    frames = np.arange(ds.sizes["time"])[times]
+    ds = ds.isel(time=times)
     if entry.name in recipe.source_fractions:
-        ds = ds.isel(time=recipe.source_fractions[entry.name].of(ds.sizes["time"]))
-    if LEV in ds.dims and recipe.levels.interpolate:
-        ds = interpolate_levels(ds, recipe.levels.interpolate, where)
-    elif LEV in ds.dims:
-        ds = ds.isel({LEV: checked_slice(recipe.levels, ds.sizes[LEV], "levels", "levels", where)})
+        part = recipe.source_fractions[entry.name].of(ds.sizes["time"])
+        frames, ds = frames[part], ds.isel(time=part)
+    ds = select_levels(ds, recipe, where)
     if ds.sizes.get("time", 0) <= int(with_previous(recipe)) or ds.sizes.get(LEV, 1) == 0:
         raise PipelineError(
             f"{where}: the recipe's times {recipe.times}"
@@ -213,7 +244,19 @@ def open_selection(
                 else ")"
             )
         )
-    return ds[list(dict.fromkeys([*wanted, *history_variables(recipe, ds)]))], where
+    data = ds[list(dict.fromkeys([*wanted, *history_variables(recipe, ds)]))]
+    return Selection(recipe, entry, root, data, frames, where)
+
+
+def select_levels(ds: xr.Dataset, recipe: Recipe, where: str) -> xr.Dataset:
+    """The recipe's levels of ``ds``: an index slice, or interpolated onto named levels."""
+    if LEV in ds.dims and recipe.levels.interpolate:
+        return interpolate_levels(ds, recipe.levels.interpolate, where)
+    if LEV in ds.dims:
+        return ds.isel(
+            {LEV: checked_slice(recipe.levels, ds.sizes[LEV], "levels", "levels", where)}
+        )
+    return ds
 
 
 def wanted_variables(recipe: Recipe) -> list[str]:
@@ -229,14 +272,19 @@ def with_previous(recipe: Recipe) -> bool:
     return recipe.sampling.mskf_fresh or bool(recipe.sampling.previous)
 
 
-def derive_columns(
+def derive_columns(ds: xr.Dataset, recipe: Recipe, where: str) -> xr.Dataset:
+    """Columns (sample, lev) of an `open_selection`, lazily (`derive_frames`, stacked)."""
+    return stack_columns(derive_frames(ds, recipe, where))
+
+
+def derive_frames(
     ds: xr.Dataset, recipe: Recipe, where: str, before: xr.Dataset | None = None
 ) -> xr.Dataset:
-    """Columns (sample, lev) of an `open_selection` (lazy) or of a block of its frames (numpy):
-    the recipe's variables, previous frames and ``mskf_call_state`` added. Where previous
-    frames are needed, ``before`` holds the frame before the block's first (only the variables
-    the previous frames are taken from: `history_variables`); without it the first frame of
-    ``ds`` goes, it has no previous frame."""
+    """The columns (time, y, x, lev) of an `open_selection` (lazy) or of a block of its frames
+    (numpy): the recipe's variables, previous frames and ``mskf_call_state`` added. Where
+    previous frames are needed, ``before`` holds the frame before the block's first (only the
+    variables the previous frames are taken from: `history_variables`); without it the first
+    frame of ``ds`` goes, it has no previous frame."""
     if with_previous(recipe):
         history = ds[history_variables(recipe, ds)]
         if before is None:
@@ -258,7 +306,7 @@ def derive_columns(
                 f"{where}: sampling.mskf_fresh needs WRF MSKF data (nca, DT, CUDT): {error}"
             ) from error
     selected.attrs = {}
-    return stack_columns(selected)
+    return selected
 
 
 def history_variables(recipe: Recipe, ds: xr.Dataset) -> list[str]:
@@ -359,11 +407,14 @@ def _names(paths: list[Path]) -> str:
 def column_flags(ds: xr.Dataset, recipe: Recipe) -> dict[str, Any]:
     """``dropped``, one boolean per column (any reason to drop it), ``counts`` of columns per
     reason, and ``positive``, the balance predicate per column (None without balancing), of
-    the columns of one block. Only these two booleans per column are kept, not one per reason."""
+    the columns of one block, stacked (sample, lev) or not (time, y, x, lev; the booleans then
+    in the order stacking gives). Only these two booleans per column are kept, not one per
+    reason."""
     flags: dict[str, xr.DataArray] = {}
+    columns = [d for d in (SAMPLE, *GRID_DIMS) if d in ds.dims]
     for var in recipe.variables:
         da = ds[var]
-        per_column = [d for d in da.dims if d != SAMPLE]
+        per_column = [d for d in da.dims if d not in columns]
         flags[f"nonfinite.{var}"] = (~np.isfinite(da)).any(per_column)
         if var in recipe.ranges:
             low, high = recipe.ranges[var]
@@ -374,12 +425,12 @@ def column_flags(ds: xr.Dataset, recipe: Recipe) -> dict[str, Any]:
     balance = recipe.sampling.balance
     if balance:
         da = ds[balance.variable]
-        positive = OPS[balance.op](da, balance.value).any([d for d in da.dims if d != SAMPLE])
+        positive = OPS[balance.op](da, balance.value).any([d for d in da.dims if d not in columns])
     dropped = functools.reduce(operator.or_, flags.values())
     return {
-        "dropped": dropped.data,
+        "dropped": dropped.transpose(*columns).data.ravel(),
         "counts": {name: flag.sum().data for name, flag in flags.items()},
-        "positive": None if positive is None else positive.data,
+        "positive": None if positive is None else positive.transpose(*columns).data.ravel(),
     }
 
 
@@ -526,7 +577,7 @@ def _build(
     root: str | os.PathLike | None,
     stop: StopRequest | None,
 ) -> BuildResult:
-    sources = [SourcePass(recipe, *open_selection(recipe, entry, root)) for entry in entries]
+    sources = [SourcePass(recipe, open_selection(recipe, entry, root)) for entry in entries]
     # Lazy columns: their coordinates (times, levels) only; the data are read block by block.
     columns = {entry.name: s.columns for entry, s in zip(entries, sources, strict=True)}
     check_same_levels(columns, files)
@@ -552,21 +603,19 @@ def _build(
                     f" (counts: {qc})"
                 )
         passes = dict(zip(columns, sources, strict=True))
-        stats = None
-        for split, items in parts.items():
-            if samples[split] == 0:
-                continue
+        splits = {split: items for split, items in parts.items() if samples[split]}
+        for split, items in splits.items():
             _create_split(columns, items, tmp, split, recipe)
-            moments = _compact(
-                [(passes[name], index) for name, index in items],
-                tmp,
-                split,
-                recipe,
-                with_moments=split == "train",
-                stop=stop,
-            )
-            if moments is not None:
-                stats = moments.as_stats()
+        moments = _compact(
+            {
+                split: [(passes[name], index) for name, index in items]
+                for split, items in splits.items()
+            },
+            tmp,
+            recipe,
+            stop=stop,
+        )
+        stats = None if moments is None else moments.as_stats()
         shutil.rmtree(tmp / SCRATCH)
         write_attrs(
             tmp,
@@ -623,15 +672,16 @@ class SourcePass:
     A plain class, not a dataclass: dask passes it to the tasks whole instead of looking inside
     for collections (the selection is a lazy dataset each task computes a block of)."""
 
-    def __init__(self, recipe: Recipe, selection: xr.Dataset, where: str) -> None:
-        self.recipe, self.selection, self.where = recipe, selection, where
+    def __init__(self, recipe: Recipe, selection: Selection) -> None:
+        self.recipe, self.source, self.where = recipe, selection, selection.where
+        self.selection = selection.data
         first = int(with_previous(recipe))  # the first frame has no previous frame
         chunked = (
             v.chunks[v.dims.index("time")]
-            for v in selection.data_vars.values()
+            for v in self.selection.data_vars.values()
             if v.chunks is not None and "time" in v.dims
         )
-        chunks = next(chunked, (selection.sizes["time"],))
+        chunks = next(chunked, (self.selection.sizes["time"],))
         self.edges = np.unique(np.clip(np.cumsum((0, *chunks)), first, None)).tolist()
         self.shards: list[Path] = []
         self.dropped = np.zeros(0, bool)
@@ -640,34 +690,48 @@ class SourcePass:
         self.shard_starts = np.zeros(1, np.int64)  # the first shard row of each block
         # The columns, lazily (labels, levels); their dtypes are the store's: interpolating a
         # block of numpy float32 values gives float64, dask keeps float32.
-        self.columns = derive_columns(selection, recipe, where)
+        self.columns = derive_columns(self.selection, recipe, self.where)
         self.dtypes = {name: self.columns[name].dtype for name in recipe.variables}
+        self.history = history_variables(recipe, self.selection)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a task needs (distributed pickles it for workers in other processes): not the
+        lazy columns, nor the lazy selection where blocks are read without it."""
+        state = dict(self.__dict__, columns=None)
+        return dict(state, selection=None) if self.source.readable else state
+
+    def read(self, start: int, stop: int) -> tuple[xr.Dataset, xr.Dataset | None]:
+        """Frames ``start`` to ``stop`` in memory, and the frame before them with the variables
+        previous frames come from (None when the recipe takes none)."""
+        first = start - 1 if with_previous(self.recipe) else start
+        if self.source.readable:  # no dask graph; the frame before read apart (it is often
+            # in the file before: read together, both files' frames were joined by a copy)
+            before = self.source.read(first, start)[self.history] if start > first else None
+            return self.source.read(start, stop), before
+        # The frame before: only the variables previous frames need (reading all of them
+        # across the chunk boundary doubled a block's time). The block's graph runs in this
+        # task, as numpy: no task per chunk and operation.
+        return dask.compute(
+            self.selection.isel(time=slice(start, stop)),
+            self.selection[self.history].isel(time=slice(first, start)) if start > first else None,
+            scheduler="synchronous",
+        )
 
     def block(self, k: int, shard: Path) -> dict[str, Any]:
         """Read, derive, screen and write block ``k`` (a task)."""
-        start, stop = self.edges[k], self.edges[k + 1]
-        frames = self.selection.isel(time=slice(start, stop))
-        # The frame before, for previous frames: only the variables they need (reading all
-        # of them across the chunk boundary doubled a block's time).
-        before = (
-            self.selection[history_variables(self.recipe, self.selection)].isel(
-                time=slice(start - 1, start)
-            )
-            if with_previous(self.recipe)
-            else None
-        )
-        # The block's whole graph in this task, as numpy: no task per chunk and operation.
-        frames, before = dask.compute(frames, before, scheduler="synchronous")
-        columns = derive_columns(frames, self.recipe, self.where, before)
-        found = column_flags(columns, self.recipe)
-        keep = ~found["dropped"]
+        frames, before = self.read(self.edges[k], self.edges[k + 1])
+        grid = derive_frames(frames, self.recipe, self.where, before)
+        found = column_flags(grid, self.recipe)
+        keep = ~found["dropped"].reshape([grid.sizes[d] for d in GRID_DIMS])
         # exist_ok: distributed runs a task again when its worker is lost (a SLURM job's
         # walltime); the new attempt overwrites every file of the block.
         shard.mkdir(parents=True, exist_ok=True)
         for name in self.recipe.variables:
-            np.save(shard / f"{name}.npy", columns[name].values[keep].astype(self.dtypes[name]))
+            # The kept columns gathered from the grid in one copy (stacking first copied all).
+            values = grid[name].transpose(*GRID_DIMS, ...).values[keep]
+            np.save(shard / f"{name}.npy", values.astype(self.dtypes[name], copy=False))
         found["counts"] = {reason: int(n) for reason, n in found["counts"].items()}
-        del frames, before, columns
+        del frames, before, grid
         release_freed_memory()
         return found
 
@@ -754,49 +818,56 @@ def _create_split(
 
 
 def _compact(
-    items: list[tuple[SourcePass, np.ndarray]],
+    splits: Mapping[str, list[tuple[SourcePass, np.ndarray]]],
     store: Path,
-    split: str,
     recipe: Recipe,
     *,
-    with_moments: bool,
     stop: StopRequest | None,
 ) -> Moments | None:
-    """Copy the split's columns from the shards into its arrays, a task per ``BATCH_CHUNKS``
+    """Copy each split's columns from the shards into its arrays, a task per ``BATCH_CHUNKS``
     zarr chunks (chunk-aligned: no two tasks write one chunk), ``BATCH_CHUNKS`` tasks per
-    compute; with the moments of every variable, from the same copies."""
-    pieces = [piece for source, index in items for piece in source.pieces(index)]
+    compute, the splits' tasks together (a small split is no compute of one task); with the
+    train split's moments of every variable, from the same copies."""
     batch = BATCH_CHUNKS * recipe.chunk_samples
-    tasks, offset, current, filled = [], 0, [], 0
-    for shard, rows in pieces:
-        while len(rows):
-            take = rows[: batch - filled]
-            current.append((shard, take))
-            filled += len(take)
-            rows = rows[len(take) :]
-            if filled == batch:
-                tasks.append((offset, current))
-                offset, current, filled = offset + batch, [], 0
-    if current:
-        tasks.append((offset, current))
-    total = offset + filled
+    tasks: list[tuple[str, int, list[tuple[Path, np.ndarray]]]] = []
+    for split, items in splits.items():
+        offset, current, filled = 0, [], 0
+        for shard, rows in (piece for source, index in items for piece in source.pieces(index)):
+            while len(rows):
+                take = rows[: batch - filled]
+                current.append((shard, take))
+                filled += len(take)
+                rows = rows[len(take) :]
+                if filled == batch:
+                    tasks.append((split, offset, current))
+                    offset, current, filled = offset + batch, [], 0
+        if current:
+            tasks.append((split, offset, current))
+    ends = {split: start + sum(len(rows) for _, rows in copies) for split, start, copies in tasks}
     moments = None
     for first in range(0, len(tasks), BATCH_CHUNKS):
         chosen = tasks[first : first + BATCH_CHUNKS]
-        end = min(chosen[-1][0] + batch, total)
-        label = f"{split}: writing samples {chosen[0][0]}-{end} of {total}"
+        spans: dict[str, list[int]] = {}
+        for split, start, _ in chosen:
+            spans.setdefault(split, []).append(start)
+        label = "writing " + ", ".join(
+            f"{split} samples {starts[0]}-{min(starts[-1] + batch, ends[split])} of {ends[split]}"
+            + (" and statistics" if split == "train" else "")
+            for split, starts in spans.items()
+        )
         found = compute(
             *[
                 dask.delayed(_copy_batch, pure=False)(
-                    store, split, start, copies, recipe, with_moments
+                    store, split, start, copies, recipe, split == "train"
                 )
-                for start, copies in chosen
+                for split, start, copies in chosen
             ],
-            label=label + (" and statistics" if with_moments else ""),
+            label=label,
             stop=stop,
         )
-        for part in found if with_moments else ():
-            moments = part if moments is None else moments.combine(part)
+        for part in found:
+            if part is not None:
+                moments = part if moments is None else moments.combine(part)
     return moments
 
 

@@ -7,6 +7,11 @@ only when used (a broken or heavy reader cannot break the others).
 
 ``open_source(entry)`` reads a catalog entry: its paths under the data root, its ``options``
 passed to the reader, then its ``variables`` mapping applied (select, check units, rename).
+
+A reader may also register a frame reader, ``frames(paths, frames, **options) -> xr.Dataset``:
+the same dataset's frames ``frames`` (indices along ``time``) read into memory without dask.
+The pipeline reads its blocks through it where there is one (``read_source_frames``), and
+computes a block of the lazy dataset otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from paramlib.catalog import CatalogEntry, resolve_paths
@@ -23,17 +29,28 @@ from paramlib.catalog import CatalogEntry, resolve_paths
 Reader = Callable[..., xr.Dataset]
 
 _READERS: dict[str, Reader | str] = {}
+_FRAME_READERS: dict[str, Reader | str] = {}
 
 
 class SourceError(ValueError):
     """A source that cannot be read as its catalog entry says; the message names it."""
 
 
-def register_reader(format: str, reader: Reader | str, *, replace: bool = False) -> None:
-    """Register ``reader`` (a callable or ``"package.module:function"``) for ``format``."""
+def register_reader(
+    format: str,
+    reader: Reader | str,
+    *,
+    frames: Reader | str | None = None,
+    replace: bool = False,
+) -> None:
+    """Register ``reader`` (a callable or ``"package.module:function"``) for ``format``, and
+    its frame reader ``frames`` if it has one."""
     if format in _READERS and not replace:
         raise ValueError(f"a reader for format {format!r} is already registered")
     _READERS[format] = reader
+    _FRAME_READERS.pop(format, None)
+    if frames is not None:
+        _FRAME_READERS[format] = frames
 
 
 def registered_formats() -> tuple[str, ...]:
@@ -41,16 +58,24 @@ def registered_formats() -> tuple[str, ...]:
 
 
 def get_reader(format: str) -> Reader:
-    try:
-        reader = _READERS[format]
-    except KeyError:
+    if format not in _READERS:
         raise SourceError(
             f"no reader for format {format!r}; registered: {', '.join(registered_formats())}"
-        ) from None
+        )
+    return _resolve(_READERS, format)
+
+
+def has_frame_reader(format: str) -> bool:
+    return format in _FRAME_READERS
+
+
+def _resolve(registry: dict[str, Reader | str], format: str) -> Reader:
+    """The registered callable, imported on first use."""
+    reader = registry[format]
     if isinstance(reader, str):
         module, _, function = reader.partition(":")
         reader = getattr(importlib.import_module(module), function)
-        _READERS[format] = reader
+        registry[format] = reader
     return reader
 
 
@@ -73,6 +98,15 @@ def open_source(
     files = resolve_paths(source, root) if paths is None else [Path(p) for p in paths]
     ds = get_reader(source.format)(files, **{**source.options, **options})
     return apply_variables(ds, source)
+
+
+def read_source_frames(
+    entry: CatalogEntry, frames: np.ndarray, *, root: str | os.PathLike | None = None
+) -> xr.Dataset:
+    """Frames ``frames`` of ``open_source(entry)`` in memory, through the format's frame reader
+    (``has_frame_reader``)."""
+    reader = _resolve(_FRAME_READERS, entry.format)
+    return apply_variables(reader(resolve_paths(entry, root), frames, **entry.options), entry)
 
 
 def apply_variables(ds: xr.Dataset, entry: CatalogEntry) -> xr.Dataset:
@@ -107,7 +141,11 @@ def apply_variables(ds: xr.Dataset, entry: CatalogEntry) -> xr.Dataset:
     )
 
 
-register_reader("wrfout", "paramlib.data.readers.wrfout:open_wrfout")
+register_reader(
+    "wrfout",
+    "paramlib.data.readers.wrfout:open_wrfout",
+    frames="paramlib.data.readers.wrfout:read_wrfout_frames",
+)
 register_reader("cesm-history", "paramlib.data.readers.cesm_history:open_cesm_history")
 register_reader("srm-coarse", "paramlib.data.readers.srm_coarse:open_srm_coarse")
 register_reader("zarr", "paramlib.data.readers.zarr_store:open_zarr_store")
