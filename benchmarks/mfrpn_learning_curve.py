@@ -13,8 +13,11 @@ of the HF-only -> oracle gap each MF composition closes, for the column and per 
         --points 1:1000 1:3000 1:9000 0.25:3000 0.5:3000 1:3000:256 --jobs 2 \\
         --json build/study_medium/curve.json
 
-The point at the variant's own steps, width and all data reuses the study's runs (WORK/runs);
-finished runs are kept, so an interrupted curve resumes. The testbed and stores are built first
+`--set KEY=VALUE` (repeatable) overrides every run of every point, e.g. the input
+representation (``--set model.representation=invariant --set model.scaling=field --tag
+invariant``); its runs and reports carry ``--tag``. The point at the variant's own steps, width
+and all data, without --set, reuses the study's runs (WORK/runs); finished runs are kept, so an
+interrupted curve resumes. The testbed and stores are built first
 when WORK lacks them (`paramlib.evaluate.study`).
 """
 
@@ -81,14 +84,18 @@ def run_point(
     variant: str,
     seeds: list[int],
     jobs: int,
+    settings: list[str],
+    tag_prefix: str,
 ) -> dict[str, Any]:
     fraction, steps, width = point
     paths = [CONFIGS / f"{name}.yaml" for name in configs]
     own = load_config(paths[0], [], variant)
     hidden = list(own.model.hidden) if width is None else [width] * 3
-    own_point = fraction == 1 and steps == own.train.steps and hidden == own.model.hidden
-    tag = f"f{fraction:g}-s{steps}" + ("" if width is None else f"-w{width}")
-    overrides = [f"train.steps={steps}", f"model.hidden={json.dumps(hidden)}"]
+    own_point = (
+        fraction == 1 and steps == own.train.steps and hidden == own.model.hidden and not settings
+    )
+    tag = tag_prefix + f"f{fraction:g}-s{steps}" + ("" if width is None else f"-w{width}")
+    overrides = [f"train.steps={steps}", f"model.hidden={json.dumps(hidden)}", *settings]
     out = work / "curve" / f"report-{tag}"
     compare_models(
         fraction_stores(work, fraction),
@@ -104,6 +111,7 @@ def run_point(
     comparison = json.loads((out / "metrics.json").read_text())["comparison"]
     return {
         "point": tag,
+        "settings": settings,
         "fraction": fraction,
         "steps": steps,
         "hidden": hidden,
@@ -148,17 +156,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS_DEFAULT))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="training processes at a time")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override every run"
+    )
+    parser.add_argument("--tag", default="", help="names the runs and reports of --set")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    if args.set and not args.tag:
+        parser.error("--set needs --tag (its runs must not mix with the plain ones)")
     if not {"rpn_hf_only", "rpn_oracle"} <= set(args.configs):
         parser.error("--configs must include rpn_hf_only and rpn_oracle (the gap's two ends)")
     ensure_testbed(args.work / "testbed", args.variant, 0, print)
     build_stores(args.work / "testbed", args.work / "stores", STUDY_RECIPES, print)
     points = [
-        run_point(args.work, point, args.configs, args.variant, args.seeds, args.jobs)
+        run_point(
+            args.work,
+            point,
+            args.configs,
+            args.variant,
+            args.seeds,
+            args.jobs,
+            args.set,
+            f"{args.tag}-" if args.tag else "",
+        )
         for point in args.points
     ]
-    report = {"variant": args.variant, "seeds": args.seeds, "configs": args.configs}
+    report = {
+        "variant": args.variant,
+        "seeds": args.seeds,
+        "configs": args.configs,
+        "settings": args.set,
+    }
     return publish({**report, "points": points}, print_table, args.json)
 
 

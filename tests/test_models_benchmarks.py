@@ -3,11 +3,13 @@ run on CPU, print their tables and write complete JSON. Timings are only checked
 positive numbers, never against thresholds."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import zarr
 
 from paramlib import paths
 
@@ -47,3 +49,48 @@ def test_inference_benchmark_quick(tmp_path: Path) -> None:
         assert positive(fp32[key]), (key, fp32[key])
     assert fp32["rel_l2_error_vs_fp32"] == 0.0  # the reference itself
     assert report["settings"]["members"] == 4 and report["settings"]["output"] == "members"
+
+
+def test_learning_curve_on_the_small_study(small_testbed: Path, tmp_path: Path) -> None:
+    """benchmarks/mfrpn_learning_curve.py at two points of the small variant (20 steps; half
+    the historical HF frames): a store of half the training samples is built, both points
+    are trained for the seed and their gap closed is reported per level band."""
+    work = tmp_path / "study"
+    shutil.copytree(small_testbed, work / "testbed")
+    out = tmp_path / "curve.json"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "mfrpn_learning_curve.py"),
+        "--work",
+        str(work),
+        "--variant",
+        "small",
+        "--points",
+        "1:20",
+        "0.5:20",
+        "--configs",
+        "rpn_hf_only",
+        "mfrpn_hf_of_bm_and_x",
+        "rpn_oracle",
+        "--seeds",
+        "0",
+        "--json",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert [p["point"] for p in report["points"]] == ["f1-s20", "f0.5-s20"]
+    for point in report["points"]:
+        assert set(point["gap_closed_bands"]) == {"lower", "mid", "upper"}
+        assert set(point["r2_column_plus4k"]) == {
+            "rpn_hf_only",
+            "mfrpn_hf_of_bm_and_x",
+            "rpn_oracle",
+        }
+    half = zarr.open_group(str(work / "curve" / "stores-f0.5" / "mfrpn_hf_testbed.zarr"), mode="r")
+    whole = zarr.open_group(str(work / "stores" / "mfrpn_hf_testbed.zarr"), mode="r")
+    n_half, n_whole = (len(g["train"]["t"]) + len(g["val"]["t"]) for g in (half, whole))
+    assert n_half < 0.6 * n_whole
+    assert len(half["test"]["t"]) == len(whole["test"]["t"])  # the same +4K test frames
+    assert "| f0.5-s20 |" in result.stdout
