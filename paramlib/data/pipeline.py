@@ -30,7 +30,7 @@ import operator
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +40,14 @@ import dask
 import numpy as np
 import xarray as xr
 import zarr
+from numcodecs import Blosc
 
 from paramlib.catalog import CatalogEntry, load_catalog, resolve_paths
 from paramlib.data.canonical import GRID_DIMS, LEV, SAMPLE, stack_columns
 from paramlib.data.readers import has_frame_reader, open_source, read_source_frames
 from paramlib.data.recipe import SPLITS, Balance, IndexSlice, Recipe
 from paramlib.data.store import (
+    BackgroundHashes,
     atomic_store,
     fingerprint,
     package_versions,
@@ -82,6 +84,7 @@ OPEN_FILES = 8
 MOMENT_ROWS = 1024
 # The pass's shards, inside the temporary store: removed with it on failure or signal.
 SCRATCH = ".scratch"
+SHARD_CODEC = Blosc(cname="lz4", clevel=1, shuffle=Blosc.SHUFFLE)
 # Levels of two sources closer than this (relative) are the same level: float32 rounding of
 # one grid, not two grids (a 0.1 % difference in WRF's ZNU is refused).
 LEVEL_RTOL = 1e-6
@@ -541,29 +544,45 @@ def build_store(
         )
     entries = [catalog[name] for name in recipe.sources]
     files = {entry.name: resolve_paths(entry, root) for entry in entries}
-    hashes = sha256_files([p for paths in files.values() for p in paths])
-    key = fingerprint(recipe, entries, hashes)
+    paths = [p for paths in files.values() for p in paths]
     if out.exists() and stored_fingerprint(out) is None:
         # Replacing is only safe for a store this pipeline wrote: never remove anything else.
         raise PipelineError(
             f"{out}: exists and is not a paramlib training store (no fingerprint attribute);"
             " remove it or choose another output path"
         )
-    if not force and stored_fingerprint(out) == key:
-        print(f"[paramlib dataset] {out}: up to date (fingerprint {key[:12]})")
-        return BuildResult(out, True, {}, time.perf_counter() - started)
-
+    pending = None
+    if not force and out.exists():
+        hashes = sha256_files(paths)
+        key = fingerprint(recipe, entries, hashes)
+        if stored_fingerprint(out) == key:
+            print(f"[paramlib dataset] {out}: up to date (fingerprint {key[:12]})")
+            return BuildResult(out, True, {}, time.perf_counter() - started)
+    else:  # no fingerprint to compare: the hashes overlap the pass
+        pending = BackgroundHashes(paths)
     try:
         with bounded_file_memory():
-            return _build(recipe, out, entries, files, hashes, key, started, root, stop)
+            return _build(
+                recipe,
+                out,
+                entries,
+                files,
+                pending.result if pending else lambda: hashes,
+                started,
+                root,
+                stop,
+            )
     except (OSError, RuntimeError) as error:
         # Raised while computing: a file readable at open but broken inside (truncated data),
         # or the store's disk full (its path was checked writable before).
         raise PipelineError(
             f"{recipe.path}: reading the sources or writing {out} failed"
             f" ({type(error).__name__}: {error});"
-            f" files: {[str(p) for paths in files.values() for p in paths]}"
+            f" files: {[str(p) for p in paths]}"
         ) from error
+    finally:
+        if pending:
+            pending.cancel()  # a failed build does not wait for them; done otherwise
 
 
 def _build(
@@ -571,8 +590,7 @@ def _build(
     out: Path,
     entries: list[CatalogEntry],
     files: Mapping[str, list[Path]],
-    hashes: Mapping[str, str],
-    key: str,
+    hashes_of: Callable[[], Mapping[str, str]],
     started: float,
     root: str | os.PathLike | None,
     stop: StopRequest | None,
@@ -617,6 +635,8 @@ def _build(
         )
         stats = None if moments is None else moments.as_stats()
         shutil.rmtree(tmp / SCRATCH)
+        hashes = hashes_of()
+        key = fingerprint(recipe, entries, hashes)
         write_attrs(
             tmp,
             {
@@ -665,9 +685,9 @@ class SourcePass:
     """The single pass over one source: a task per block of frames (a chunk of its selection
     along time) that reads the block, derives its columns, screens them (`column_flags`) and
     writes the columns no check dropped to the block's shard in the store's scratch folder (one
-    ``.npy`` per variable); only the per-column booleans come back. Which of those columns the
-    store keeps (balance draws over the whole source) and where they go is decided afterwards
-    and `_compact` copies them from the shards: the sources are read once.
+    compressed file per variable, `write_shard`); only the per-column booleans come back. Which
+    of those columns the store keeps (balance draws over the whole source) and where they go is
+    decided afterwards and `_compact` copies them from the shards: the sources are read once.
 
     A plain class, not a dataclass: dask passes it to the tasks whole instead of looking inside
     for collections (the selection is a lazy dataset each task computes a block of)."""
@@ -729,7 +749,7 @@ class SourcePass:
         for name in self.recipe.variables:
             # The kept columns gathered from the grid in one copy (stacking first copied all).
             values = grid[name].transpose(*GRID_DIMS, ...).values[keep]
-            np.save(shard / f"{name}.npy", values.astype(self.dtypes[name], copy=False))
+            write_shard(shard / name, values.astype(self.dtypes[name], copy=False))
         found["counts"] = {reason: int(n) for reason, n in found["counts"].items()}
         del frames, before, grid
         release_freed_memory()
@@ -871,6 +891,18 @@ def _compact(
     return moments
 
 
+def write_shard(path: Path, values: np.ndarray) -> None:
+    """One variable's columns of a block, compressed (lz4, fast): a block's shard is about as
+    large as its input, and writing it uncompressed and reading it back took longer than
+    compressing it (a third of the bytes here: convective tendencies are mostly zeros)."""
+    path.write_bytes(SHARD_CODEC.encode(np.ascontiguousarray(values)))
+
+
+def read_shard(path: Path, dtype: np.dtype, tail: tuple[int, ...]) -> np.ndarray:
+    """The columns `write_shard` wrote, given their dtype and shape after the first dim."""
+    return np.frombuffer(SHARD_CODEC.decode(path.read_bytes()), dtype).reshape(-1, *tail)
+
+
 def _copy_batch(
     store: Path,
     split: str,
@@ -884,10 +916,11 @@ def _copy_batch(
     count = sum(len(rows) for _, rows in copies)
     moments = Moments(count, {}, {})
     for name in recipe.variables:  # one variable in memory at a time
+        array = group[name]
         values = np.concatenate(
-            [np.load(shard / f"{name}.npy", mmap_mode="r")[rows] for shard, rows in copies]
+            [read_shard(shard / name, array.dtype, array.shape[1:])[rows] for shard, rows in copies]
         )
-        group[name][start : start + count] = values
+        array[start : start + count] = values
         if with_moments:
             found = Moments.of({name: values})
             moments.mean.update(found.mean)
