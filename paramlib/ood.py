@@ -32,6 +32,7 @@ import numpy as np
 
 from paramlib.atomic import write_atomic
 from paramlib.cli import Subparsers
+from paramlib.constants import CP
 from paramlib.guards import UserInputError, check_output_path
 from paramlib.models.ood import (
     COMPONENTS,
@@ -43,6 +44,7 @@ from paramlib.models.ood import (
 
 DEFAULT_ERROR_QUANTILE = 0.9
 HEATING = "heating"
+BM_HEATING = "bm_heating"  # Betts-Miller's on the same state: the hybrid's alternative
 
 
 def register(subparsers: Subparsers) -> None:
@@ -150,9 +152,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _chunks(
     store: Path, split: str, inputs: list[Mapping[str, Any]], chunk: int, with_target: bool
-) -> Iterator[tuple[list[Any], np.ndarray | None, np.ndarray | None]]:
-    """Per chunk of `split`: the model's input tensors, the heating target and its layer
-    mass (None where the store gives none); the target parts are None unless asked for."""
+) -> Iterator[tuple[list[Any], dict[str, np.ndarray]]]:
+    """Per chunk of `split`: the model's input tensors and, when asked for, the heating
+    target, Betts-Miller's heating (where the store has it) and the layer mass (where the
+    store gives it) by name: HEATING, BM_HEATING, "mass"."""
     import torch
 
     from paramlib.evaluate.sources import layer_mass, levels, open_split
@@ -164,24 +167,25 @@ def _chunks(
     if missing:
         raise UserInputError(f"--dataset {store}: split {split!r} has no {', '.join(missing)}")
     mass, _ = layer_mass(ds) if with_target else (None, "")
+    wanted = [name for name in (HEATING, BM_HEATING) if with_target and name in ds]
     for start in range(0, ds.sizes["sample"], chunk):
-        part = ds.isel(sample=slice(start, start + chunk))
+        rows = slice(start, start + chunk)
+        part = ds.isel(sample=rows)
         tensors = [
             torch.from_numpy(levels(part[spec["name"]].values, spec["nlev"]).astype(np.float32))
             for spec in inputs
         ]
-        target = part[HEATING].values if with_target else None
-        weight = None
+        fields = {name: part[name].values for name in wanted}
         if mass is not None:
-            weight = mass.isel(sample=slice(start, start + chunk)).values
-        yield tensors, target, weight
+            fields["mass"] = mass.isel(sample=rows).values
+        yield tensors, fields
 
 
 def _input_statistics(module: Any, store: Path, split: str, inputs: list, chunk: int, floor: float):
     from paramlib.models.ood import Moments
 
     moments = Moments()
-    for tensors, _, _ in _chunks(store, split, inputs, chunk, with_target=False):
+    for tensors, _ in _chunks(store, split, inputs, chunk, with_target=False):
         moments.add(module.features(tensors).double().numpy())
     return moments.statistics(floor)
 
@@ -189,28 +193,37 @@ def _input_statistics(module: Any, store: Path, split: str, inputs: list, chunk:
 def _score_split(
     module: Any, metadata: Mapping[str, Any], store: Path, split: str, chunk: int
 ) -> dict[str, np.ndarray]:
-    """Per column of `split`: components, ood_score and |column-integrated heating error|
-    (cp sum (prediction - target) dp / g, W m-2; per unit mass where the store has no dp)."""
+    """Per column of `split`: components, ood_score and the |column-integrated heating error|
+    (cp sum (prediction - target) dp / g, W m-2; per unit mass where the store has no dp) of
+    the model ("error") and, where the store has it, of Betts-Miller ("bm_error")."""
     import torch
-
-    from paramlib.constants import CP
 
     names = [spec["name"] for spec in metadata["outputs"]]
     nlev = metadata["outputs"][names.index(HEATING)]["nlev"]
-    parts: dict[str, list[np.ndarray]] = {"components": [], "score": [], "error": []}
-    for tensors, target, weight in _chunks(store, split, metadata["inputs"], chunk, True):
+    parts: dict[str, list[np.ndarray]] = {}
+    for tensors, fields in _chunks(store, split, metadata["inputs"], chunk, True):
         with torch.inference_mode():
             outputs = module(*tensors)
             components = module.ood_components(tensors)
-        heating = outputs[names.index(HEATING)].double().numpy()
-        assert target is not None  # asked for
-        error = heating - np.asarray(target, np.float64).reshape(len(heating), -1)[:, :nlev]
-        if weight is not None:
-            error = error * weight[:, :nlev]
-        parts["components"].append(components.double().numpy())
-        parts["score"].append(outputs[names.index(OUTPUT_NAME)].double().numpy()[:, 0])
-        parts["error"].append(np.abs(CP * error.sum(axis=1)))
+        shape = (len(components), nlev)
+        weight = fields["mass"][:, :nlev] if "mass" in fields else np.ones(shape)
+        target = np.asarray(fields[HEATING], np.float64).reshape(shape[0], -1)[:, :nlev]
+        column = {
+            "components": components.double().numpy(),
+            "score": outputs[names.index(OUTPUT_NAME)].double().numpy()[:, 0],
+            "error": _column_error(outputs[names.index(HEATING)].double().numpy(), target, weight),
+        }
+        if BM_HEATING in fields:
+            bm = np.asarray(fields[BM_HEATING], np.float64).reshape(shape[0], -1)[:, :nlev]
+            column["bm_error"] = _column_error(bm, target, weight)
+        for key, value in column.items():
+            parts.setdefault(key, []).append(value)
     return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def _column_error(heating: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """|cp sum_k (heating - target) weight_k| per column, all (ncol, nlev)."""
+    return np.abs(CP * ((heating - target) * weight).sum(axis=1))
 
 
 def _export(task: Any, net: Any, path: Path, output: str, provenance: dict, ood: Any) -> Any:
@@ -301,7 +314,13 @@ def calibrate(
     }
     if len(splits) > 1:  # +4K columns may all have large errors: its own AUC is then undefined
         pooled = {key: np.concatenate([scored[s][key] for s in splits]) for key in scored[split]}
-        report["pooled_auc"] = {"splits": splits, **_summary(pooled, scales, large)["auc"]}
+        both = _summary(pooled, scales, large)
+        report["pooled_auc"] = {"splits": splits, **both["auc"]}
+        if "auc_ml_worse_than_bm" in both:
+            report["pooled_auc_ml_worse_than_bm"] = {
+                "splits": splits,
+                **both["auc_ml_worse_than_bm"],
+            }
     text = json.dumps(report, indent=1, allow_nan=False)
     write_atomic(out / "ood.json", lambda handle: handle.write(text.encode()))
     markdown = _markdown(report)
@@ -317,22 +336,38 @@ def _summary(values: Mapping[str, np.ndarray], scales: np.ndarray, large: float)
     from paramlib.models.ood import roc_auc
 
     ratios = values["components"] / scales
-    positive = values["error"] > large
     per = {c: ratios[:, i] for i, c in enumerate(COMPONENTS) if np.isfinite(scales[i])}
-    return {
-        "columns": len(positive),
-        "large_error_fraction": float(positive.mean()),
-        "fallback": {
-            "combined": float((values["score"] > 1.0).mean()),
-            **{c: float((r > 1.0).mean()) for c, r in per.items()},
-        },
-        "auc": {
+    fallen = values["score"] > 1.0
+
+    def auc(positive: np.ndarray) -> dict[str, float | None]:
+        return {
             "combined": _number(roc_auc(values["score"], positive)),
             **{c: _number(roc_auc(r, positive)) for c, r in per.items()},
+        }
+
+    summary = {
+        "columns": len(fallen),
+        "large_error_fraction": float((values["error"] > large).mean()),
+        "fallback": {
+            "combined": float(fallen.mean()),
+            **{c: float((r > 1.0).mean()) for c, r in per.items()},
         },
-        "error_of_fallen_back": _number(_mean(values["error"], values["score"] > 1.0)),
-        "error_of_kept": _number(_mean(values["error"], values["score"] <= 1.0)),
+        "auc": auc(values["error"] > large),
+        "error_of_fallen_back": _number(_mean(values["error"], fallen)),
+        "error_of_kept": _number(_mean(values["error"], ~fallen)),
     }
+    if "bm_error" in values:
+        worse = values["error"] > values["bm_error"]
+        summary["ml_worse_than_bm_fraction"] = float(worse.mean())
+        summary["auc_ml_worse_than_bm"] = auc(worse)
+        # What the hybrid's column error would be, against the model alone and Betts-Miller.
+        hybrid = np.where(fallen, values["bm_error"], values["error"])
+        summary["mean_error"] = {
+            "model": float(values["error"].mean()),
+            "betts_miller": float(values["bm_error"].mean()),
+            "hybrid": float(hybrid.mean()),
+        }
+    return summary
 
 
 def _mean(values: np.ndarray, where: np.ndarray) -> float:
@@ -350,9 +385,11 @@ def _markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         return lines
 
-    auc = {name: summary["auc"] for name, summary in splits.items()}
-    if "pooled_auc" in report:
-        auc[" + ".join(report["pooled_auc"]["splits"])] = report["pooled_auc"]
+    def with_pooled(key: str) -> dict[str, Mapping[str, Any]]:
+        rows = {name: summary[key] for name, summary in splits.items() if key in summary}
+        if f"pooled_{key}" in report:
+            rows[" + ".join(report[f"pooled_{key}"]["splits"])] = report[f"pooled_{key}"]
+        return rows
 
     lines = [
         "# Out-of-distribution score",
@@ -370,7 +407,7 @@ def _markdown(report: Mapping[str, Any]) -> str:
         f" (the {report['error']['quantile']:g} quantile of {report['calibration_split']}'s"
         " column heating errors)",
         "",
-        *table(auc, ".3f"),
+        *table(with_pooled("auc"), ".3f"),
         "",
         "| split | columns | large-error fraction | mean error, fallen back | mean error, kept |",
         "|---|---|---|---|---|",
@@ -382,6 +419,23 @@ def _markdown(report: Mapping[str, Any]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    if "auc_ml_worse_than_bm" in next(iter(splits.values())):
+        lines += [
+            "",
+            "## Detection skill: ROC AUC of 'the model's column heating error exceeds"
+            " Betts-Miller's'",
+            "",
+            *table(with_pooled("auc_ml_worse_than_bm"), ".3f"),
+            "",
+            "| split | model worse than BM | mean error: model | Betts-Miller | hybrid |",
+            "|---|---|---|---|---|",
+        ]
+        for name, s in splits.items():
+            e = s["mean_error"]
+            lines.append(
+                f"| {name} | {s['ml_worse_than_bm_fraction']:.3f} | {e['model']:.4g} |"
+                f" {e['betts_miller']:.4g} | {e['hybrid']:.4g} |"
+            )
     return "\n".join(lines) + "\n"
 
 

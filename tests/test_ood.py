@@ -63,8 +63,14 @@ def test_calibration_meets_the_rate_and_warming_falls_back_more(calibrated) -> N
         assert val["fallback"][name] <= val["fallback"]["combined"]
         assert 0.0 <= val["auc"][name] <= 1.0
     assert json.loads((out / "ood.json").read_text()) == report
+    # The store has Betts-Miller's heating: the hybrid's alternative is scored too.
+    assert 0.0 <= val["ml_worse_than_bm_fraction"] <= 1.0
+    assert set(val["mean_error"]) == {"model", "betts_miller", "hybrid"}
+    assert sorted(report["pooled_auc_ml_worse_than_bm"]) == sorted(
+        ["splits", "combined", *COMPONENTS]
+    )
     markdown = (out / "ood.md").read_text()
-    assert "| val | 0.050 |" in markdown and "ROC AUC" in markdown
+    assert "| val | 0.050 |" in markdown and "exceeds Betts-Miller's" in markdown
     meta = load_metadata(out / "model.pt")
     assert meta["outputs"][-1] == {
         "name": "ood_score",
