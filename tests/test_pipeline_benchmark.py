@@ -13,7 +13,7 @@ SCRIPT = paths.REPO_ROOT / "benchmarks" / "pipeline_throughput.py"
 
 def test_quick_run_writes_ratio_and_peak_rss_per_input_size(tmp_path: Path) -> None:
     out = tmp_path / "pipeline.json"
-    command = [sys.executable, str(SCRIPT), "--quick", "--scheduler", "threads"]
+    command = [sys.executable, str(SCRIPT), "--quick", "--scheduler", "threads", "--repeat", "2"]
     result = subprocess.run(
         [*command, "--json", str(out)], capture_output=True, text=True, timeout=600
     )
@@ -28,3 +28,18 @@ def test_quick_run_writes_ratio_and_peak_rss_per_input_size(tmp_path: Path) -> N
     assert all(entry["peak_rss_mb"] > 0 for entry in sizes)
     for row in report["sizes"]:
         assert row["raw_seconds"] > 0 and row["pipeline_seconds"] > 0
+        assert row["pipeline_import_seconds"] > 0 and row["raw_import_seconds"] > 0
+        # --repeat 2: both runs recorded, the fastest counts
+        assert row["pipeline_seconds"] == min(row["all_pipeline_seconds"])
+        assert len(row["all_raw_seconds"]) == len(row["all_pipeline_seconds"]) == 2
+
+
+def test_repeat_below_one_is_one_line_and_an_error() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--repeat", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == "--repeat 0: expected 1 or more"
