@@ -2,7 +2,8 @@
 
     paramlib ood calibrate RUN_DIR --out DIR [--dataset STORE] [--rate 0.05] [--split val]
                            [--test-split test] [--tolerance 0.5] [--eig-floor 1e-3]
-                           [--error-quantile 0.9] [--chunk-samples 4096]
+                           [--error-quantile 0.9] [--components mahalanobis,beyond_range]
+                           [--chunk-samples 4096]
 
 From a training run (an mlp, rpn or mfrpn checkpoint): the statistics of the normalised input
 features of the store's training group (mean, covariance, range), the component scales chosen
@@ -12,8 +13,11 @@ on the historical validation split for a false-fallback rate (`paramlib.models.o
                  ``ood_score`` (fallback where > 1); the calibration in provenance.ood;
 - DIR/ood.json   fallback fractions per split (combined and per component) and the skill of
                  each as a detector of large error: ROC AUC of "column-integrated heating
-                 error above X" (X: the validation errors' `error_quantile` quantile);
-- DIR/ood.md     the same as two short tables.
+                 error above X" (X: the validation errors' `error_quantile` quantile), per
+                 split and pooled over both; where the store has Betts-Miller's heating
+                 (bm_heating) also of "model error above Betts-Miller's", and the mean column
+                 error of the model, Betts-Miller and the hybrid (Betts-Miller where score > 1);
+- DIR/ood.md     the same as short tables.
 
 Every file is written atomically. The store defaults to the run's data.store.
 """
@@ -24,7 +28,7 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ from paramlib.constants import CP
 from paramlib.guards import UserInputError, check_output_path
 from paramlib.models.ood import (
     COMPONENTS,
+    DEFAULT_COMPONENTS,
     DEFAULT_EIG_FLOOR,
     DEFAULT_RATE,
     DEFAULT_TOLERANCE,
@@ -93,6 +98,14 @@ def register(subparsers: Subparsers) -> None:
         f"(default {DEFAULT_ERROR_QUANTILE})",
     )
     parser.add_argument(
+        "--components",
+        type=lambda text: text.split(","),
+        default=list(DEFAULT_COMPONENTS),
+        metavar="C,C,...",
+        help=f"components the score combines, of {','.join(COMPONENTS)} (default"
+        f" {','.join(DEFAULT_COMPONENTS)}: see paramlib.models.ood on the spread)",
+    )
+    parser.add_argument(
         "--chunk-samples", type=int, default=4096, help="samples per chunk (default 4096)"
     )
     parser.set_defaults(func=_calibrate)
@@ -118,6 +131,11 @@ def _calibrate(args: argparse.Namespace) -> int:
             raise UserInputError(
                 f"--eig-floor: expected a fraction in (0, 1), got {args.eig_floor}"
             )
+        unknown = sorted(set(args.components) - set(COMPONENTS))
+        if unknown or not args.components:
+            raise UserInputError(
+                f"--components: expected some of {','.join(COMPONENTS)}, got {unknown or 'none'}"
+            )
         if args.chunk_samples < 1:
             raise UserInputError(f"--chunk-samples: expected >= 1, got {args.chunk_samples}")
         check_output_path(args.out, "--out", "dir")
@@ -132,6 +150,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             eig_floor=args.eig_floor,
             error_quantile=args.error_quantile,
             chunk=args.chunk_samples,
+            components=args.components,
         )
     except (
         CheckpointError,
@@ -247,6 +266,7 @@ def calibrate(
     eig_floor: float = DEFAULT_EIG_FLOOR,
     error_quantile: float = DEFAULT_ERROR_QUANTILE,
     chunk: int = 4096,
+    components: Sequence[str] = DEFAULT_COMPONENTS,
 ) -> dict[str, Any]:
     """The module docstring's files in `out`; returns what ood.json holds."""
     from paramlib.evaluate.sources import resolve_store
@@ -278,13 +298,13 @@ def calibrate(
         if HEATING not in [spec["name"] for spec in metadata["outputs"]]:
             raise UserInputError(f"{run}: the model has no output {HEATING!r} to score errors on")
         calibration = _score_split(probe, metadata, store, split, chunk)["components"]
-    scales = calibrate_scales(calibration, rate, stats.mean.size)
+    scales = calibrate_scales(calibration, rate, stats.mean.size, components)
     settings = {
         "rate": rate,
         "calibration_split": split,
         "tolerance": tolerance,
         "eig_floor": eig_floor,
-        "components": list(COMPONENTS),
+        "components": [c for c, s in zip(COMPONENTS, scales, strict=True) if np.isfinite(s)],
         # The value of each component alone that scores 1 (null: not used).
         "thresholds": {c: _number(s) for c, s in zip(COMPONENTS, scales, strict=True)},
         "training_samples": stats.samples,

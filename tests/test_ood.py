@@ -44,7 +44,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def calibrated(run: Path) -> tuple[Path, dict]:
     out = run.parent / "calibrated"
-    return out, calibrate(run, out, rate=RATE, chunk=128)
+    return out, calibrate(run, out, rate=RATE, chunk=128, components=COMPONENTS)
 
 
 def split_fields(store: Path, split: str, names: dict[str, int]) -> dict[str, np.ndarray]:
@@ -185,6 +185,7 @@ def test_calibrate_scales_and_auc() -> None:
         (["--error-quantile", "0"], "--error-quantile: expected a fraction"),
         (["--tolerance", "-1"], "--tolerance: expected >= 0"),
         (["--split", "nosuch"], "no split 'nosuch'"),
+        (["--components", "mahalanobis,wind"], "--components: expected some of"),
     ],
 )
 def test_bad_arguments_one_line(run: Path, tmp_path: Path, capsys, arguments, expected) -> None:
@@ -217,6 +218,9 @@ def test_cli_writes_the_files(run: Path, tmp_path: Path, capsys) -> None:
     assert main(["ood", "calibrate", str(run), "--out", str(out), "--rate", "0.1"]) == 0
     assert "fallback fraction val 0.100" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {"model.pt", "model.pt.sha256", "ood.json", "ood.md"}
+    report = json.loads((out / "ood.json").read_text())
+    assert report["components"] == ["mahalanobis", "beyond_range"]  # the default: no spread
+    assert report["thresholds"]["spread"] is None and "spread" not in report["splits"]["val"]["auc"]
 
 
 def test_ood_needs_one_value_per_column(run: Path) -> None:

@@ -16,10 +16,10 @@
 !>                  of its inputs lies outside the training range stored in the model metadata
 !>                  (valid_range, widened on each side by ood_margin times its width);
 !>                  Betts-Miller elsewhere. A model with the output ood_score (one value per
-!>                  column, units 1: `paramlib ood calibrate`, which puts the spread into it)
-!>                  replaces both checks: the model where ood_score <= 1, Betts-Miller where it
-!>                  is above 1 or NaN (diag%reason FALLBACK_OOD); spread_max and ood_margin are
-!>                  then unused;
+!>                  column, units 1: `paramlib ood calibrate`, whose score may include the
+!>                  spread) replaces both checks: the model where ood_score <= 1, Betts-Miller
+!>                  where it is above 1 or NaN (diag%reason FALLBACK_OOD); spread_max and
+!>                  ood_margin are then unused;
 !>   CP_STOCHASTIC  one ensemble member per column and call, drawn from (seed, column_id, step)
 !>                  alone, so a run is reproducible and independent of how columns are split
 !>                  into chunks, threads or MPI ranks. Needs a model exported with its members.
