@@ -356,3 +356,21 @@ def test_invariant_refuses_what_it_cannot_transform(tmp_path: Path, tiny: dict[s
     task = task_from_stores(tiny_config(tmp_path, leveled, "mfrpn", invariant))
     assert isinstance(task, FeatureTask)
     assert task.transform.features(task.inputs).names == ["buoyancy", "rh", "ps"]
+
+
+def test_streamed_batches_are_transformed_as_in_memory(
+    runs: dict[str, Path], stores: dict[str, Path]
+) -> None:
+    config = config_from_dict(checkpoint.load(runs["rpn"])["config"])
+    memory = task_from_stores(config)
+    streamed = task_from_stores(config, "streaming")
+    assert isinstance(memory, FeatureTask) and isinstance(streamed, FeatureTask)
+    assert streamed.spec["transform"] == memory.spec["transform"]
+    assert streamed.spec["in_norm"] == memory.spec["in_norm"]
+    streamed.prepare(torch.device("cpu"), 0, config.members, 0, 1)
+    try:
+        rows, x, _ = streamed.streams["train"].batch(0)
+    finally:
+        streamed.close()
+    raw = torch.cat(raw_inputs(memory, stores["hf"], "train"), dim=1)[rows]
+    torch.testing.assert_close(x, memory.in_norm(memory.transform(raw)))
