@@ -5,6 +5,9 @@ and their export as paramlib model files.
 - `rpn`: `RPN` (trainable + fixed prior), `ensemble_mse`, `BootstrapSampler`;
 - `mfrpn`: `MFRPN` with its three compositions, `mf_loss`, `mf_statistics`;
 - `normalise`: `FieldLayout` (named fields <-> features), `Normaliser`, store helpers;
+- `represent`: the feature kinds' input representation (raw, or climate-invariant rh and
+  plume buoyancy), computed inside the model file; `thermo`: the moist thermodynamics it
+  shares with the Bi-LSTM;
 - `export_wrap`: `export_module`, a trained network -> scripted module + metadata.
 """
 

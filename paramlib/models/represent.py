@@ -77,6 +77,8 @@ class InputTransform(nn.Module):
     def __init__(
         self, raw_norm: Normaliser, slices: Sequence[int] = (), sigma: Sequence[float] = ()
     ):
+        """`slices`: (t_start, t_stop, q_start, q_stop, ps_index) on the flat axis, none for
+        raw inputs; `sigma` of T's levels. `create` finds them from a layout."""
         super().__init__()
         self.raw_norm = raw_norm
         self.invariant = bool(slices)
