@@ -29,6 +29,7 @@ def test_quick_run_writes_ratio_and_peak_rss_per_input_size(tmp_path: Path) -> N
     for row in report["sizes"]:
         assert row["raw_seconds"] > 0 and row["pipeline_seconds"] > 0
         assert row["pipeline_import_seconds"] > 0 and row["raw_import_seconds"] > 0
+        assert row["pipeline_cpu_seconds"] > 0 and row["raw_cpu_seconds"] > 0
         # --repeat 2: both runs recorded, the fastest counts
         assert row["pipeline_seconds"] == min(row["all_pipeline_seconds"])
         assert len(row["all_raw_seconds"]) == len(row["all_pipeline_seconds"]) == 2
