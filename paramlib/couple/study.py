@@ -1,0 +1,162 @@
+"""The online half of the medium study: the models of ``paramlib evaluate --compare --work DIR``
+coupled to the column host, historical and +4K, against the Emanuel reference, for every seed.
+
+    paramlib couple study --work DIR [--seeds 0 1 2] [--models rpn_hf_only mfrpn_hf_of_bm_and_x]
+                          [--columns 64 --days 30]
+
+For each scenario the Emanuel reference runs once (``DIR/online/reference/SCENARIO``), then
+Betts-Miller alone, and per seed and model (``DIR/runs/CONFIG[-seedS]``) the modes ``ml``,
+``hybrid`` and ``stochastic``. ``hybrid`` runs the model file of ``paramlib ood calibrate``
+(``DIR/online/ood/CONFIG-seedS``: the run with its calibrated ``ood_score``, fallback where
+it is above 1, calibrated for a 5 % false-fallback rate on the historical validation split);
+``ml`` runs the run's own ``model.pt`` (the ensemble mean), ``stochastic`` the run exported
+with its members (``DIR/online/members``; a member drawn per column and call). Each seed's
+report (plots, table) is ``DIR/online/seedS/report``; ``DIR/online/summary.md`` and
+``summary.json`` give every run's days survived, T / PW / P bias and drift, and fallback as
+mean ± std over the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from paramlib.atomic import write_atomic
+from paramlib.couple.inputs import SCENARIOS, Coupling, RunSetup, TestbedClimate
+from paramlib.couple.reference import reference
+from paramlib.couple.report import report
+from paramlib.couple.scm import run_coupled
+
+MODELS = {"HF-only RPN": "rpn_hf_only", "MF-RPN HF([BM(x), x])": "mfrpn_hf_of_bm_and_x"}
+MODES = ("ml", "hybrid", "stochastic")
+# What the summary averages over seeds (couple.report's row keys).
+SCORES = ("days", "t_bias", "t_drift", "pw_bias", "pw_drift", "precip_bias", "precip_drift")
+SCORES_ML = (*SCORES, "fallback")
+PHYSICS = "Betts-Miller physics"
+
+
+def _run_dir(runs: Path, config: str, seed: int) -> Path:
+    # paramlib.evaluate.compare.run_dir with the configs' own seed 0
+    return runs / (config if seed == 0 else f"{config}-seed{seed}")
+
+
+def online_study(
+    work: str | os.PathLike[str],
+    seeds: Sequence[int],
+    models: Mapping[str, str] = MODELS,
+    setup: RunSetup | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """The module docstring's runs under `work`/online (`setup`: default 64 columns, 30 days);
+    returns summary.md's path."""
+    from paramlib.ood import calibrate
+    from paramlib.train import checkpoint
+    from paramlib.train.loop import export_checkpoint
+
+    setup = setup or RunSetup()
+    work = Path(work)
+    base = work / "online"
+    testbed = work / "testbed"
+    climate = TestbedClimate.read(testbed)
+    refs = {sc: reference(base / "reference" / sc, sc, setup, climate) for sc in SCENARIOS}
+
+    def run(out: Path, scenario: str, coupling: Coupling) -> Path:
+        result = run_coupled(
+            out, scenario, coupling, reference=refs[scenario], testbed=testbed, check=False
+        )
+        if not result.completed:
+            log(f"{out.name}: stopped: {result.error.splitlines()[-1]}")
+        return result.output
+
+    physics = [run(base / f"betts_miller-{sc}", sc, Coupling(mode="physics")) for sc in SCENARIOS]
+    rows: list[dict[str, object]] = []
+    for seed in seeds:
+        outputs = list(physics)
+        for label, config in models.items():
+            folder = _run_dir(work / "runs", config, seed)
+            calibrated = base / "ood" / f"{config}-seed{seed}"
+            if not (calibrated / "model.pt").is_file():
+                calibrate(folder, calibrated)
+            members = base / "members" / f"{config}-seed{seed}.pt"
+            if not members.is_file():
+                members.parent.mkdir(parents=True, exist_ok=True)
+                export_checkpoint(checkpoint.load(folder), members, output="members")
+            files = {"ml": folder / "model.pt", "hybrid": calibrated / "model.pt"}
+            for mode in MODES:
+                model = files.get(mode, members)
+                coupling = Coupling(mode=mode, model=model, seed=seed)
+                for scenario in SCENARIOS:
+                    out = base / f"seed{seed}" / f"{config}-{scenario}-{mode}"
+                    outputs.append(run(out, scenario, coupling))
+                    log(f"seed {seed}: {label} {mode} {scenario} done")
+        for row in report(outputs, base / f"seed{seed}" / "report", list(refs.values())):
+            rows.append({**row, "seed": seed})
+    return _summary(rows, models, base)
+
+
+def _label(row: Mapping[str, object], models: Mapping[str, str]) -> str:
+    run = str(row["run"])
+    for label, config in models.items():
+        if run.startswith(config):
+            return f"{label} {row['mode']}"
+    return PHYSICS
+
+
+def _summary(rows: list[dict[str, object]], models: Mapping[str, str], base: Path) -> Path:
+    """Mean ± std over seeds per (run, scenario); Betts-Miller (seed-free) once."""
+    groups: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for row in rows:
+        label = _label(row, models)
+        if label == PHYSICS and row["seed"] != rows[0]["seed"]:
+            continue  # the same run in every seed's report
+        groups.setdefault((label, str(row["scenario"])), []).append(row)
+    summary = []
+    for (label, scenario), members in groups.items():
+        entry: dict[str, object] = {
+            "run": label,
+            "scenario": scenario,
+            "seeds": [m["seed"] for m in members],
+            "completed": sum(bool(m["completed"]) for m in members),
+        }
+        for key in SCORES_ML:
+            values = np.array([_number(m.get(key)) for m in members])
+            entry[key] = {
+                "mean": float(np.nanmean(values)) if np.isfinite(values).any() else None,
+                "std": float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else None,
+                "seeds": [None if np.isnan(v) else float(v) for v in values],
+            }
+        summary.append(entry)
+    text = (json.dumps(summary, indent=2) + "\n").encode()
+    write_atomic(base / "summary.json", lambda f: f.write(text))
+    markdown = _markdown(summary).encode()
+    path = base / "summary.md"
+    write_atomic(path, lambda f: f.write(markdown))
+    return path
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else np.nan
+
+
+def _cell(score: object) -> str:
+    assert isinstance(score, dict)
+    mean, std = score["mean"], score["std"]
+    if mean is None:
+        return "n/a"
+    return f"{mean:.3g}" + ("" if std is None else f" ± {std:.2g}")
+
+
+def _markdown(summary: Sequence[Mapping[str, object]]) -> str:
+    head = ["run", "scenario", "completed", *SCORES_ML]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for entry in summary:
+        seeds = entry["seeds"]
+        assert isinstance(seeds, list)
+        cells = [str(entry["run"]), str(entry["scenario"]), f"{entry['completed']}/{len(seeds)}"]
+        cells += [_cell(entry[key]) for key in SCORES_ML]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
