@@ -435,3 +435,16 @@ def test_ood_score_decides_the_fallback_in_the_host(run: Run, coupling_models: P
     assert bool((score <= 1).where(fallback == 0, True).all())
     assert set(np.unique(out["fallback_reason"])) <= {0, 1}  # FALLBACK_OOD alone
     assert float(out["fallback_fraction"].mean()) == pytest.approx(float(fallback.mean()))
+
+
+def test_cli_line_of_a_failed_run_counts_no_fill_values(
+    scm_built: None, coupling_models: Path, host_testbed: Path, tmp_path: Path, capsys
+) -> None:
+    """Steps a run never reached hold the integer fill value: not NaN/Inf counts (it printed
+    -824633720448 column steps with NaN/Inf model outputs)."""
+    size = ["--columns", "4", "--days", "1", "--testbed", str(host_testbed)]
+    model = str(coupling_models / "runaway.pt")
+    command = ["couple", "run", model, "--scenario", "historical", "--mode", "ml", *size]
+    assert main([*command, "--out", str(tmp_path / "runaway")]) == 1
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "left the physical range" in line and "NaN/Inf" not in line

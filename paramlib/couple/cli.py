@@ -206,7 +206,9 @@ def _run(args: argparse.Namespace) -> int:
     if result.stderr:
         sys.stderr.write(result.stderr)
     data = result.open()
-    nonfinite = int(data["nonfinite_step"].sum())
+    # Steps a failed run never reached hold netCDF's integer fill value (negative).
+    steps = data["nonfinite_step"]
+    nonfinite = int(steps.where(steps >= 0, 0).sum())
     print(
         f"[paramlib couple] {result.output}: {data.sizes['time']} records, fallback fraction "
         f"{float(data['fallback_fraction'].mean()):.3f}, "
