@@ -27,7 +27,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "train.cli",
     "couple.cli",
     "evaluate.cli",
-    "ood",
+    "couple.ood",
     "wrf.cli",
 )
 

@@ -4,7 +4,8 @@
 standalone program with its convection slot on the generic column interface
 (``fortran_bridge/column_physics``): Betts-Miller (``physics``), a model file through the bridge
 (``ml``), the model where its ensemble is confident and its inputs are inside
-the training range, Betts-Miller elsewhere (``hybrid``), or one random ensemble member per column
+the training range, or where its calibrated ``ood_score`` is at most 1, Betts-Miller elsewhere
+(``hybrid``), or one random ensemble member per column
 and step (``stochastic``). This package prepares its inputs, runs it and reads its output:
 
 - `inputs`:     the columns (from the testbed's SST climatology, its tuned Betts-Miller and WTG
@@ -15,5 +16,7 @@ and step (``stochastic``). This package prepares its inputs, runs it and reads i
 - `report`:     time series and bias-profile plots and the drift / fallback table of runs
                 against a reference;
 - `cli`:        ``paramlib couple run | reference | report``;
+- `ood`:        ``paramlib ood calibrate``: a model file with the hybrid's out-of-distribution
+                score (`paramlib.models.ood`) and its calibration report;
 - `demo_stage`: the online experiment of ``make demo``.
 """

@@ -1,4 +1,5 @@
-"""`paramlib ood calibrate`: a model file that carries a calibrated out-of-distribution score.
+"""`paramlib ood calibrate` (registered from here by `paramlib.cli`): a model file that carries
+a calibrated out-of-distribution score for the hybrid mode of the column interface.
 
     paramlib ood calibrate RUN_DIR --out DIR [--dataset STORE] [--rate 0.05] [--split val]
                            [--test-split test] [--tolerance 0.5] [--eig-floor 1e-3]
