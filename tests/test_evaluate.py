@@ -2,7 +2,6 @@
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from paramlib.evaluate import metrics
 from paramlib.evaluate.compare import (
     BAND_COLUMNS,
     COLUMNS,
-    COMPARED,
     compare_models,
     gap_closed,
 )
@@ -316,25 +314,3 @@ def test_gap_closed_by_hand() -> None:
     }
     assert gap_closed(table, "hf", "or") == {"mf": pytest.approx(0.8)}
     assert gap_closed(table, "hf", "absent") == {}
-
-
-def test_study_command_from_nothing(small_testbed: Path, tmp_path: Path) -> None:
-    """`paramlib evaluate --compare --variant small --work DIR`: the testbed (here the session's
-    small one, copied: the study keeps a testbed of its size and seed), the three stores, every
-    compared config trained for the seed, the report and the stage timings."""
-    work = tmp_path / "study"
-    shutil.copytree(small_testbed, work / "testbed")
-    argv = ["evaluate", "--compare", "--variant", "small", "--work", str(work), "--seeds", "0"]
-    assert cli.main(argv) == 0
-    assert sorted(p.name for p in (work / "stores").glob("*.zarr")) == [
-        "mfrpn_hf_oracle_testbed.zarr",
-        "mfrpn_hf_testbed.zarr",
-        "mfrpn_lf_testbed.zarr",
-    ]
-    assert sorted(p.name for p in (work / "runs").iterdir()) == sorted(dict(COMPARED))
-    comparison = json.loads((work / "report" / "metrics.json").read_text())["comparison"]
-    assert set(comparison["gap_closed"]) == set(dict(COMPARED)) - {"rpn_hf_only", "rpn_oracle"}
-    timings = json.loads((work / "timings.json").read_text())
-    assert set(timings) == {"testbed", "stores", "training and evaluation", "total"}
-    # --out belongs to the study's folder with --work
-    assert cli.main([*argv, "--out", str(tmp_path / "elsewhere")]) == 2

@@ -8,6 +8,7 @@
                         --p-zero-above PA --allow-missing-model --sha256 HEX] [--ranks N
                         --threads N --chunk-size N --device cpu|cuda] [--out DIR]
     paramlib couple report RUN... [--reference DIR ...] --out DIR
+    paramlib couple study --work DIR [--seeds S ...] [--models CONFIG ...] [--columns N --days D]
 
 ``--testbed DIR`` (default $PARAMLIB_TESTBED, else build/demo/testbed) is the testbed the model
 was trained on: its tuned Betts-Miller, WTG reference SST and spin-up. Exit status: 0 done,
@@ -106,6 +107,22 @@ def register(subparsers: Subparsers) -> None:
     )
     report.add_argument("--out", type=Path, required=True)
     report.set_defaults(func=_report)
+
+    study = commands.add_parser(
+        "study",
+        help="the models of `paramlib evaluate --compare --work DIR` online, every seed"
+        " (paramlib.couple.study)",
+    )
+    study.add_argument("--work", type=Path, required=True, help="the study's folder")
+    study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    study.add_argument(
+        "--models",
+        nargs="+",
+        metavar="CONFIG",
+        help="configs whose runs to couple (default rpn_hf_only mfrpn_hf_of_bm_and_x)",
+    )
+    _setup(study)
+    study.set_defaults(func=_study)
 
 
 def _scenario(parser: argparse.ArgumentParser) -> None:
@@ -230,4 +247,30 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     print(markdown_table(rows), end="")
     print(f"[paramlib couple] plots and table in {args.out}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from paramlib.couple.inputs import CoupleError
+    from paramlib.couple.study import MODELS, online_study
+
+    models = {name: name for name in args.models} if args.models else MODELS
+    missing = [
+        str(args.work / "runs" / config / "model.pt")
+        for config in models.values()
+        if not (args.work / "runs" / config / "model.pt").is_file()
+    ]
+    try:
+        if not (args.work / "testbed").is_dir() or missing:
+            raise UserInputError(
+                f"--work {args.work}: no testbed or no trained run"
+                f" ({', '.join(missing) or 'testbed'}); run `paramlib evaluate --compare"
+                " --variant VARIANT --work DIR` first"
+            )
+        summary = online_study(args.work, args.seeds, models, _run_setup(args))
+    except (CoupleError, UserInputError) as error:
+        print(f"paramlib couple study: {error}", file=sys.stderr)
+        return 2
+    print(summary.read_text(), end="")
+    print(f"[paramlib couple] study summary: {summary}")
     return 0
