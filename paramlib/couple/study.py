@@ -53,7 +53,7 @@ def online_study(
 ) -> Path:
     """The module docstring's runs under `work`/online (`setup`: default 64 columns, 30 days);
     returns summary.md's path."""
-    from paramlib.ood import calibrate
+    from paramlib.couple.ood import calibrate
     from paramlib.train import checkpoint
     from paramlib.train.loop import export_checkpoint
 
