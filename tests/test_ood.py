@@ -223,6 +223,18 @@ def test_cli_writes_the_files(run: Path, tmp_path: Path, capsys) -> None:
     assert report["thresholds"]["spread"] is None and "spread" not in report["splits"]["val"]["auc"]
 
 
+def test_test_split_of_another_store(run: Path, tmp_path: Path) -> None:
+    """--test-dataset: the +4K split may come from another store (a run trained with +4K
+    data has none of its own); here one 8 K warmer than the training store's."""
+    rng = np.random.default_rng(2)
+    groups = {"train": _columns(rng, 10, "hf"), "test": _columns(rng, 100, "hf")}
+    groups["test"]["t"] += 2 * WARMING
+    other = write_store(tmp_path / "warm.zarr", groups, ["t", "q", "ps"], ["heating", "moistening"])
+    report = calibrate(run, tmp_path / "out", test_dataset=str(other), chunk=128)
+    assert report["test_store"] == str(other) and report["splits"]["test"]["columns"] == 100
+    assert report["splits"]["test"]["fallback"]["combined"] > 0.9
+
+
 def test_ood_needs_one_value_per_column(run: Path) -> None:
     from paramlib.models.ood import InputStatistics, OodScore
     from paramlib.train import checkpoint

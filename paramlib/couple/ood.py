@@ -2,9 +2,9 @@
 a calibrated out-of-distribution score for the hybrid mode of the column interface.
 
     paramlib ood calibrate RUN_DIR --out DIR [--dataset STORE] [--rate 0.05] [--split val]
-                           [--test-split test] [--tolerance 0.5] [--eig-floor 1e-3]
-                           [--error-quantile 0.9] [--components mahalanobis,beyond_range]
-                           [--chunk-samples 4096]
+                           [--test-split test] [--test-dataset STORE] [--tolerance 0.5]
+                           [--eig-floor 1e-3] [--error-quantile 0.9]
+                           [--components mahalanobis,beyond_range] [--chunk-samples 4096]
 
 From a training run (an mlp, rpn or mfrpn checkpoint): the statistics of the normalised input
 features of the store's training group (mean, covariance, range), the component scales chosen
@@ -68,6 +68,11 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("run", type=Path, help="training run directory or its checkpoint.pt")
     parser.add_argument("--out", type=Path, required=True, help="directory to write")
     parser.add_argument("--dataset", help="store path or name (default: the run's data.store)")
+    parser.add_argument(
+        "--test-dataset",
+        help="store of --test-split (default: --dataset), e.g. the +4K split of another store for"
+        " a run trained with +4K data",
+    )
     parser.add_argument(
         "--rate",
         type=float,
@@ -147,6 +152,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             rate=args.rate,
             split=args.split,
             test_split=args.test_split,
+            test_dataset=args.test_dataset,
             tolerance=args.tolerance,
             eig_floor=args.eig_floor,
             error_quantile=args.error_quantile,
@@ -263,6 +269,7 @@ def calibrate(
     rate: float = DEFAULT_RATE,
     split: str = "val",
     test_split: str | None = "test",
+    test_dataset: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     eig_floor: float = DEFAULT_EIG_FLOOR,
     error_quantile: float = DEFAULT_ERROR_QUANTILE,
@@ -289,7 +296,12 @@ def calibrate(
     net = trained_network(task, state)
     output = "mean_spread" if task.members > 1 else "mean"
     provenance = {**state["provenance"], "steps": state["step"]}
-    splits = [split] + ([test_split] if test_split and test_split != split else [])
+    test_store = resolve_store(test_dataset) if test_dataset else store
+    parts = {split: (split, store)}  # report label: (split, store)
+    if test_split and (test_split != split or test_store != store):
+        label = test_split if test_split != split else f"{test_split} of {test_store.name}"
+        parts[label] = (test_split, test_store)
+    splits = list(parts)
     with tempfile.TemporaryDirectory() as folder:
         base, metadata = _export(task, net, Path(folder) / "base.pt", output, provenance, None)
         inputs = list(metadata["inputs"])
@@ -311,6 +323,7 @@ def calibrate(
         "training_samples": stats.samples,
         "eigenvalues_floored": stats.floored,
         "store": str(store),
+        "test_store": str(test_store),
     }
     out.mkdir(parents=True, exist_ok=True)
     model, metadata = _export(
@@ -321,7 +334,10 @@ def calibrate(
         {**provenance, "ood": settings},
         OodScore(stats, tolerance, scales),
     )
-    scored = {name: _score_split(model, metadata, store, name, chunk) for name in splits}
+    scored = {
+        label: _score_split(model, metadata, part_store, name, chunk)
+        for label, (name, part_store) in parts.items()
+    }
     large = float(np.quantile(scored[split]["error"], error_quantile))
     report = {
         **settings,
