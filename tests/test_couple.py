@@ -448,3 +448,27 @@ def test_cli_line_of_a_failed_run_counts_no_fill_values(
     assert main([*command, "--out", str(tmp_path / "runaway")]) == 1
     line = capsys.readouterr().out.splitlines()[-1]
     assert "left the physical range" in line and "NaN/Inf" not in line
+
+
+def test_an_exported_ood_score_runs_in_the_host(run: Run, tmp_path: Path) -> None:
+    """A real export (ExportedEnsemble with OodScore) through the bridge: its score is twice
+    the number of features beyond the range, here only the lowest level's temperature above
+    T1_MAX, so the warm columns fall back and the others run the model."""
+    from paramlib.couple.synthetic import STATE, inputs, normaliser
+    from paramlib.models.ood import InputStatistics, OodScore
+
+    norm = normaliser(inputs(with_bm=False))
+    n = len(norm.mean)
+    high = np.full(n, np.inf)
+    high[0] = float((T1_MAX - norm.mean[0]) / norm.std[0])  # t, level 1: first feature
+    stats = InputStatistics(np.zeros(n), np.eye(n), np.full(n, -np.inf), high, 2, 0)
+    # beyond_range is 1 / n per feature beyond: a scale of 0.5 / n makes that a score of 2.
+    score = OodScore(stats, tolerance=0.0, scales=np.array([np.inf, 0.5 / n, np.inf]))
+    assert STATE[0][0] == "t"
+    model = synthetic_model(tmp_path / "ood.pt", output="mean_spread", seed=3, ood=score)
+    out = run("exported-ood", Coupling(mode="hybrid", model=model, spread_max=0.0))
+    warm = out["t"].isel(lev=0) > T1_MAX
+    assert bool((out["path"] == 0).where(warm, True).all())  # the last step fell back
+    assert bool((out["path"] == 1).where(out["t"].isel(lev=0) < T1_MAX - 1, True).all())
+    assert bool((out["fallback"] > 0).any()) and bool((out["fallback"] < 1).any())
+    assert set(np.unique(out["fallback_reason"])) <= {0, 1}  # FALLBACK_OOD alone

@@ -3,7 +3,7 @@ coupling: real batched matmuls of any size, the testbed models' inputs and outpu
 with typical values so that their tendencies have the testbed's magnitudes.
 
     synthetic_model(path, members=4, hidden=[32, 32], with_bm=False, output="members",
-                    valid_range=...)
+                    valid_range=..., ood=OodScore(...))
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 
 from paramlib.export import FieldSpec, save
 from paramlib.models import RPN, FieldLayout, Normaliser, export_module
+from paramlib.models.ood import OodScore
 
 # (name, units, levels, typical value, spread), the testbed stores' fields.
 STATE = (
@@ -61,9 +62,11 @@ def synthetic_model(
     output: str = "members",
     valid_range: Mapping[str, tuple[Bound, Bound]] | None = None,
     seed: int = 0,
+    ood: OodScore | None = None,
 ) -> Path:
     """Write the model file; ``valid_range`` gives (min, max) per input name, each a value for
-    every level or a list of one per level (inputs not named get no range)."""
+    every level or a list of one per level (inputs not named get no range); ``ood`` adds the
+    output ood_score (output mean or mean_spread)."""
     fields = inputs(with_bm)
     x, y = layout(fields), layout(OUTPUTS)
     net = RPN.create(x.size, y.size, list(hidden), members, seed=seed)
@@ -77,6 +80,13 @@ def synthetic_model(
         if valid_range and name in valid_range
     }
     module, metadata = export_module(
-        net, x, y, normaliser(fields), normaliser(OUTPUTS), output=output, valid_range=ranges
+        net,
+        x,
+        y,
+        normaliser(fields),
+        normaliser(OUTPUTS),
+        output=output,
+        valid_range=ranges,
+        ood=ood,
     )
     return save(module, path, metadata)
