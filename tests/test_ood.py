@@ -17,7 +17,8 @@ from train_stores import _columns, bilstm_store, run_config, write_config, write
 from paramlib.cli import main
 from paramlib.couple.ood import calibrate
 from paramlib.export import load_metadata
-from paramlib.models.ood import COMPONENTS, Moments, calibrate_scales, roc_auc
+from paramlib.models.ood import Moments, calibrate_scales, roc_auc
+from paramlib.ood_settings import COMPONENTS
 from paramlib.train.config import load_config
 from paramlib.train.distributed import Placement
 from paramlib.train.loop import train

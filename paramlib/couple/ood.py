@@ -39,7 +39,7 @@ from paramlib.atomic import write_atomic
 from paramlib.cli import Subparsers
 from paramlib.constants import CP
 from paramlib.guards import UserInputError, check_output_path
-from paramlib.models.ood import (
+from paramlib.ood_settings import (
     COMPONENTS,
     DEFAULT_COMPONENTS,
     DEFAULT_EIG_FLOOR,

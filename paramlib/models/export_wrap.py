@@ -37,9 +37,9 @@ from torch import Tensor, nn
 from paramlib.export import FieldSpec, ModelMetadata, forward_source
 from paramlib.models.mlp import EnsembleLinear
 from paramlib.models.normalise import FieldLayout, Normaliser
-from paramlib.models.ood import OUTPUT_NAME as OOD_OUTPUT
 from paramlib.models.ood import OodScore
 from paramlib.models.represent import InputTransform
+from paramlib.ood_settings import OUTPUT_NAME as OOD_OUTPUT
 
 OUTPUT_MODES = ("members", "mean", "mean_spread", "member")
 OOD_MODES = ("mean", "mean_spread")  # one value per column: the score is an output beside them

@@ -32,18 +32,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-COMPONENTS = ("mahalanobis", "beyond_range", "spread")
+from paramlib.ood_settings import (
+    COMPONENTS,
+    DEFAULT_EIG_FLOOR,
+)
+
 SPREAD = COMPONENTS.index("spread")
-# The spread is left out by default: on the medium testbed's historical validation columns a
-# large spread marks the strongly convecting columns, where the ensemble is least sure but
-# still far better than Betts-Miller (AUC 0.03-0.07 for "model error above Betts-Miller's"),
-# so falling back on it made the hybrid worse (column heating error 36-45 W m-2 against 29-31
-# without it, the model alone 28-30). docs/gcm-coupling.md has the numbers.
-DEFAULT_COMPONENTS = ("mahalanobis", "beyond_range")
-OUTPUT_NAME = "ood_score"
-DEFAULT_RATE = 0.05
-DEFAULT_TOLERANCE = 0.5  # training standard deviations beyond the range
-DEFAULT_EIG_FLOOR = 1.0e-3  # of the mean eigenvalue
 
 
 @dataclass(frozen=True)
