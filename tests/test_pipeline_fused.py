@@ -35,7 +35,7 @@ from test_reliability_data import wrf_copy
 from wrf_data import CTL, WRF_DIR
 
 from paramlib.catalog import load_catalog
-from paramlib.data import pipeline
+from paramlib.data import pipeline, readers
 from paramlib.data.pipeline import BATCH_CHUNKS, SourcePass, build_store, open_selection
 from paramlib.data.readers import wrfout
 from paramlib.data.store import BackgroundHashes, sha256_file, sha256_files
@@ -413,3 +413,16 @@ def test_hashes_in_the_background_equal_sha256_and_stop_when_cancelled():
     cancelled.set()
     with pytest.raises(CancelledError):
         sha256_files(paths, cancel=cancelled)
+
+
+def test_a_reader_registered_again_without_frames_loses_its_frame_reader(monkeypatch):
+    """Replacing a format's reader drops the old frame reader: it would read another dataset."""
+    monkeypatch.setattr(readers, "_READERS", dict(readers._READERS))
+    monkeypatch.setattr(readers, "_FRAME_READERS", dict(readers._FRAME_READERS))
+    assert readers.has_frame_reader("wrfout") and not readers.has_frame_reader("cesm-history")
+    readers.register_reader("wrfout", wrfout.open_wrfout, replace=True)
+    assert not readers.has_frame_reader("wrfout")
+    readers.register_reader(
+        "wrfout", wrfout.open_wrfout, frames=wrfout.read_wrfout_frames, replace=True
+    )
+    assert readers.has_frame_reader("wrfout")
