@@ -64,7 +64,7 @@ def peak_rss_mb():
 # last line. Each child imports its libraries before its clock starts (xarray for the raw read;
 # paramlib's pipeline with xarray, dask, zarr and distributed, and the `paramlib` parser, which
 # imports every subcommand's module, for the build) and reports that time apart: the clocks
-# compare the work, not Python's start-up (2-6 s here for the build, torch included).
+# compare the work, not Python's start-up (1.5-5 s here for the build on a loaded machine).
 RAW_READ = (
     PEAK_RSS
     + """
