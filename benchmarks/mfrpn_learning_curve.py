@@ -17,8 +17,8 @@ of the HF-only -> oracle gap each MF composition closes, for the column and per 
 representation (``--set model.representation=invariant --set model.scaling=field --tag
 invariant``); its runs and reports carry ``--tag``. The point at the variant's own steps, width
 and all data, without --set, reuses the study's runs (WORK/runs); finished runs are kept, so an
-interrupted curve resumes. The testbed and stores are built first
-when WORK lacks them (`paramlib.evaluate.study`).
+interrupted curve resumes. With --json, the figure goes beside it (``.png``). The testbed and
+stores are built first when WORK lacks them (`paramlib.evaluate.study`).
 """
 
 from __future__ import annotations
@@ -125,6 +125,33 @@ def run_point(
     }
 
 
+def plot(report: dict[str, Any], path: Path) -> None:
+    """R² column +4K per config at every point, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = report["points"]
+    figure, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(points)), 3.6))
+    width = 0.8 / len(report["configs"])
+    for i, config in enumerate(report["configs"]):
+        cells = [p["r2_column_plus4k"].get(config, {}) for p in points]
+        means = [c.get("mean") if c.get("mean") is not None else float("nan") for c in cells]
+        stds = [c.get("std") or 0.0 for c in cells]
+        x = [j + (i - (len(report["configs"]) - 1) / 2) * width for j in range(len(points))]
+        ax.bar(x, means, width, yerr=stds, capsize=2, label=config)
+    ax.set_xticks(range(len(points)), [p["point"] for p in points], fontsize=7)
+    ax.set_ylabel("R² column heating, +4K")
+    ax.set_ylim(bottom=max(-1.0, ax.get_ylim()[0]))
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    print(f"wrote {path}")
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -181,13 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         for point in args.points
     ]
-    report = {
+    report: dict[str, Any] = {
         "variant": args.variant,
         "seeds": args.seeds,
         "configs": args.configs,
         "settings": args.set,
     }
-    return publish({**report, "points": points}, print_table, args.json)
+    report["points"] = points
+    if args.json:
+        plot(report, args.json.with_suffix(".png"))
+    return publish(report, print_table, args.json)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,4 @@ def test_learning_curve_on_the_small_study(small_testbed: Path, tmp_path: Path) 
     assert n_half < 0.6 * n_whole
     assert half["test"]["t"].shape == whole["test"]["t"].shape  # the same +4K test frames
     assert "| f0.5-s20 |" in result.stdout
+    assert out.with_suffix(".png").stat().st_size > 0  # the figure beside the JSON
