@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -39,11 +40,6 @@ SCORES_ML = (*SCORES, "fallback")
 PHYSICS = "Betts-Miller physics"
 
 
-def _run_dir(runs: Path, config: str, seed: int) -> Path:
-    # paramlib.evaluate.compare.run_dir with the configs' own seed 0
-    return runs / (config if seed == 0 else f"{config}-seed{seed}")
-
-
 def online_study(
     work: str | os.PathLike[str],
     seeds: Sequence[int],
@@ -54,7 +50,10 @@ def online_study(
     """The module docstring's runs under `work`/online (`setup`: default 64 columns, 30 days);
     returns summary.md's path."""
     from paramlib.couple.ood import calibrate
+    from paramlib.evaluate.compare import run_dir
+    from paramlib.paths import CONFIGS
     from paramlib.train import checkpoint
+    from paramlib.train.config import load_config
     from paramlib.train.loop import export_checkpoint
 
     setup = setup or RunSetup()
@@ -77,7 +76,8 @@ def online_study(
     for seed in seeds:
         outputs = list(physics)
         for label, config in models.items():
-            folder = _run_dir(work / "runs", config, seed)
+            own_seed = load_config(CONFIGS / f"{config}.yaml").train.seed
+            folder = run_dir(work / "runs", config, seed, own_seed)
             calibrated = base / "ood" / f"{config}-seed{seed}"
             if not (calibrated / "model.pt").is_file():
                 calibrate(folder, calibrated)
@@ -99,9 +99,11 @@ def online_study(
 
 
 def _label(row: Mapping[str, object], models: Mapping[str, str]) -> str:
-    run = str(row["run"])
+    """The model's label and the mode; the run's model is named by its run directory or file
+    (`couple.report.run_label`), CONFIG or CONFIG-seedS."""
+    model = re.sub(r"-seed\d+$", "", str(row["run"]).rsplit(" ", 1)[0])
     for label, config in models.items():
-        if run.startswith(config):
+        if model == config:
             return f"{label} {row['mode']}"
     return PHYSICS
 
