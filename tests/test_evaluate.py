@@ -80,8 +80,10 @@ def test_crps_of_known_ensembles() -> None:
 
 def test_coverage_and_rank_histogram_by_hand() -> None:
     members = np.broadcast_to(np.arange(20.0)[:, None, None], (20, 6, 1))
-    # Linear-interpolation quantiles of 0..19: 0.95, 4.75, 14.25, 18.05.
-    true = np.array([[0.5], [1.0], [10.0], [15.0], [18.0], [19.0]])
+    # Mean 9.5, spread sqrt(35); t quantiles (19 dof) 1.729 and 0.688 x sqrt(1.05): the
+    # intervals are 9.5 +- 10.48 and 9.5 +- 4.17.
+    assert metrics.interval_factor(20, 0.9) == pytest.approx(1.7291 * math.sqrt(1.05), rel=1e-4)
+    true = np.array([[-2.0], [0.0], [5.0], [10.0], [14.0], [21.0]])
     sums = metrics.ensemble_sums(members, true)
     s = metrics.ensemble_scores(sums)
     assert s["coverage90"][0] == pytest.approx(4 / 6)
@@ -92,6 +94,15 @@ def test_coverage_and_rank_histogram_by_hand() -> None:
         metrics.ensemble_sums(members, np.array([[0], [1.5], [2.5], [4]]))
     )
     assert ranks["rank_histogram"].tolist() == [0.25] * 4
+
+
+def test_a_calibrated_small_ensemble_covers_its_nominal_intervals() -> None:
+    # Targets and 8 members drawn from the same distribution: the members' own 0.05-0.95
+    # quantiles would hold only about 0.72 of the targets; the prediction interval holds 0.9.
+    draws = np.random.default_rng(1).standard_normal((9, 40_000, 1)) * 3.0 + 2.0
+    s = metrics.ensemble_scores(metrics.ensemble_sums(draws[:8], draws[8]))
+    assert s["coverage90"][0] == pytest.approx(0.9, abs=0.01)
+    assert s["coverage50"][0] == pytest.approx(0.5, abs=0.01)
 
 
 def test_spread_skill_by_hand() -> None:

@@ -336,7 +336,7 @@ def test_coverage_of_a_gaussian_ensemble_by_hand() -> None:
     generator = torch.Generator().manual_seed(0)
     members = torch.randn(400, 2000, 2, generator=generator)  # spread 1 around 0
     target = torch.stack([torch.zeros(2000), torch.full((2000,), 3.0)], dim=1)
-    # Inside mean +- 1.645 x spread: the first always, the second never.
+    # Inside mean +- 1.65 x spread (400 members): the first always, the second never.
     assert coverage(members, target).tolist() == [1.0, 0.0]
     assert float(coverage(members, torch.randn(2000, 2, generator=generator)).mean()) == (
         pytest.approx(0.9, abs=0.02)

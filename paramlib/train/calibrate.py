@@ -5,10 +5,12 @@ bootstrap subsets; ``prior_scale`` scales the prior and with it the spread away 
 (the prototype's ensembles were under-dispersed, 90 % interval coverage 0.6-0.75). For each
 setting, `calibrate` trains the config (one process, run directory
 ``OUT/prior_scale-S_members-M``, resumed if it is already there) and measures on the
-validation split the empirical coverage of the central 90 % interval, taken as mean +- 1.645
-x spread (the standard deviation over members, as the model file's spread output): the
-fraction of (sample, output feature) pairs whose target lies inside, over all outputs and per
-output field. The setting closest to 0.9 is chosen. Results go to OUT/calibration.json.
+validation split the empirical coverage of the central 90 % prediction interval, mean +- f x
+spread (the standard deviation over members, as the model file's spread output; f from
+Student's t for M members, `paramlib.evaluate.metrics.interval_factor`, the interval
+`paramlib evaluate` scores): the fraction of (sample, output feature) pairs whose target
+lies inside, over all outputs and per output field. The setting closest to 0.9 is chosen.
+Results go to OUT/calibration.json.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import torch
 
 from paramlib.atomic import write_atomic
+from paramlib.evaluate.metrics import interval_factor
 from paramlib.guards import FolderLock
 from paramlib.train import checkpoint
 from paramlib.train.config import Config, ConfigError
@@ -34,12 +36,12 @@ LEVEL = 0.9
 
 
 def coverage(members: torch.Tensor, target: torch.Tensor, level: float = LEVEL) -> torch.Tensor:
-    """Per feature, the fraction of samples whose target lies in mean +- z x std over the
-    members (z the normal quantile of the central `level` interval); members (M, N, F),
-    target (N, F) -> (F,)."""
-    z = NormalDist().inv_cdf(0.5 + level / 2)
+    """Per feature, the fraction of samples whose target lies in the central `level`
+    prediction interval mean +- f x std over the members (`interval_factor`); members
+    (M, N, F), target (N, F) -> (F,)."""
+    factor = interval_factor(members.shape[0], level)
     mean, spread = members.mean(dim=0), members.std(dim=0)
-    return ((target - mean).abs() <= z * spread).double().mean(dim=0)
+    return ((target - mean).abs() <= factor * spread).double().mean(dim=0)
 
 
 def evaluate(config: Config, run_dir: Path) -> dict[str, Any]:
