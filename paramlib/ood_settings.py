@@ -13,3 +13,6 @@ OUTPUT_NAME = "ood_score"
 DEFAULT_RATE = 0.05
 DEFAULT_TOLERANCE = 0.5  # training standard deviations beyond the range
 DEFAULT_EIG_FLOOR = 1.0e-3  # of the mean eigenvalue
+# Where `paramlib couple study` sets its hybrid's threshold: the historical ml run's own scores
+# (`paramlib ood calibrate --host-output`) or the offline validation split.
+THRESHOLD_SOURCES = ("host", "val")

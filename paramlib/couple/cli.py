@@ -26,6 +26,7 @@ from pathlib import Path
 
 from paramlib.cli import Subparsers
 from paramlib.guards import UserInputError, check_output_path
+from paramlib.ood_settings import THRESHOLD_SOURCES
 
 
 def register(subparsers: Subparsers) -> None:
@@ -120,6 +121,13 @@ def register(subparsers: Subparsers) -> None:
         nargs="+",
         metavar="CONFIG",
         help="configs whose runs to couple (default rpn_hf_only mfrpn_hf_of_bm_and_x)",
+    )
+    study.add_argument(
+        "--ood",
+        choices=THRESHOLD_SOURCES,
+        default="host",
+        help="hybrid threshold: on the historical ml run's own scores (host, default) or the"
+        " offline validation split (val)",
     )
     _setup(study)
     study.set_defaults(func=_study)
@@ -267,7 +275,7 @@ def _study(args: argparse.Namespace) -> int:
                 f" ({', '.join(missing) or 'testbed'}); run `paramlib evaluate --compare"
                 " --variant VARIANT --work DIR` first"
             )
-        summary = online_study(args.work, args.seeds, models, _run_setup(args))
+        summary = online_study(args.work, args.seeds, models, _run_setup(args), ood=args.ood)
     except (CoupleError, UserInputError) as error:
         print(f"paramlib couple study: {error}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ a calibrated out-of-distribution score for the hybrid mode of the column interfa
                            [--test-split test] [--test-dataset STORE] [--tolerance 0.5]
                            [--eig-floor 1e-3] [--error-quantile 0.9]
                            [--components mahalanobis,beyond_range] [--chunk-samples 4096]
+                           [--host-output SCM.nc ...]
 
 From a training run (an mlp, rpn or mfrpn checkpoint): the statistics of the normalised input
 features of the store's training group (mean, covariance, range), the component scales chosen
@@ -19,6 +20,15 @@ on the historical validation split for a false-fallback rate (`paramlib.models.o
                  (bm_heating) also of "model error above Betts-Miller's", and the mean column
                  error of the model, Betts-Miller and the hybrid (Betts-Miller where score > 1);
 - DIR/ood.md     the same as short tables.
+
+With ``--host-output`` the threshold is set in the host's own historical climate instead: the
+files are paramlib_scm outputs of an ``ml`` run of the model file this command writes without
+the option (same run and settings: its thresholds are checked), whose ``ood_score_max`` is the
+largest score of each record's steps; every scale is multiplied by the (1 - rate) quantile of
+those maxima, so that at most a fraction `rate` of the host's column records (and so of its
+column steps) score above 1. The offline split is not the host's climate: a coupled model's
+states drift by fractions of a kelvin in tightly constrained levels, and the validation
+calibration then falls back in most column steps online (docs/gcm-coupling.md).
 
 Every file is written atomically. The store defaults to the run's data.store.
 """
@@ -114,6 +124,14 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--chunk-samples", type=int, default=4096, help="samples per chunk (default 4096)"
     )
+    parser.add_argument(
+        "--host-output",
+        type=Path,
+        nargs="+",
+        metavar="SCM.nc",
+        help="paramlib_scm outputs of an ml run (historical) of the model file written without"
+        " this option: the threshold is set on their ood_score_max for --rate",
+    )
     parser.set_defaults(func=_calibrate)
 
 
@@ -158,6 +176,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             error_quantile=args.error_quantile,
             chunk=args.chunk_samples,
             components=args.components,
+            host_outputs=args.host_output or (),
         )
     except (
         CheckpointError,
@@ -275,6 +294,7 @@ def calibrate(
     error_quantile: float = DEFAULT_ERROR_QUANTILE,
     chunk: int = 4096,
     components: Sequence[str] = DEFAULT_COMPONENTS,
+    host_outputs: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """The module docstring's files in `out`; returns what ood.json holds."""
     from paramlib.evaluate.sources import resolve_store
@@ -312,6 +332,9 @@ def calibrate(
             raise UserInputError(f"{run}: the model has no output {HEATING!r} to score errors on")
         calibration = _score_split(probe, metadata, store, split, chunk)["components"]
     scales = calibrate_scales(calibration, rate, stats.mean.size, components)
+    host = _host_factor(host_outputs, scales, rate) if host_outputs else None
+    if host is not None:
+        scales = scales * host["factor"]
     settings = {
         "rate": rate,
         "calibration_split": split,
@@ -324,6 +347,7 @@ def calibrate(
         "eigenvalues_floored": stats.floored,
         "store": str(store),
         "test_store": str(test_store),
+        **({"host": host} if host is not None else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     model, metadata = _export(
@@ -363,6 +387,60 @@ def calibrate(
     markdown = _markdown(report)
     write_atomic(out / "ood.md", lambda handle: handle.write(markdown.encode()))
     return report
+
+
+def _host_factor(outputs: Sequence[Path], scales: np.ndarray, rate: float) -> dict[str, Any]:
+    """The factor on every scale that leaves a fraction `rate` of the host's column records
+    above 1 (module docstring), with what it was taken from."""
+    import xarray as xr
+
+    from paramlib.export import load_metadata
+
+    wanted = {c: _number(s) for c, s in zip(COMPONENTS, scales, strict=True)}
+    maxima = []
+    for path in outputs:
+        if not Path(path).is_file():
+            raise UserInputError(f"--host-output {path}: no such file")
+        with xr.open_dataset(path) as ds:
+            if ds.attrs.get("mode") != "ml":
+                raise UserInputError(
+                    f"--host-output {path}: expected a paramlib_scm run in mode ml (the host"
+                    f" coupled to the model alone), got mode {ds.attrs.get('mode')!r}"
+                )
+            if "ood_score_max" not in ds:
+                raise UserInputError(
+                    f"--host-output {path}: no variable ood_score_max (written by paramlib_scm"
+                    " since 2026-12-07)"
+                )
+            model = Path(str(ds.attrs.get("model_path", "")))
+            values = np.asarray(ds["ood_score_max"].values, np.float64).ravel()
+        ran = load_metadata(model)["provenance"].get("ood", {}).get("thresholds")
+        if ran is None or any(
+            (ran.get(c) is None) != (v is None)
+            or (v is not None and not np.isclose(ran[c], v, rtol=1e-6))
+            for c, v in wanted.items()
+        ):
+            raise UserInputError(
+                f"--host-output {path}: its model {model} has ood thresholds {ran}, this"
+                f" calibration {wanted}: run the host with the model file this command writes"
+                " without --host-output (same run and settings)"
+            )
+        maxima.append(values)
+    values = np.concatenate(maxima)
+    if not values.size or not np.isfinite(values).any():
+        raise UserInputError(f"--host-output: no scores in {', '.join(map(str, outputs))}")
+    factor = float(np.quantile(values, 1.0 - rate, method="higher"))
+    if not factor > 0.0:
+        raise UserInputError(
+            f"--host-output: the (1 - {rate:g}) quantile of the scores is {factor}; expected > 0"
+        )
+    return {
+        "outputs": [str(path) for path in outputs],
+        "records": int(values.size),
+        "factor": factor,
+        "fallback_before": float((values > 1.0).mean()),
+        "fallback": float((values > factor).mean()),
+    }
 
 
 def _number(value: float) -> float | None:
@@ -435,6 +513,7 @@ def _markdown(report: Mapping[str, Any]) -> str:
         f"Calibrated on split `{report['calibration_split']}` for a false-fallback rate of"
         f" {report['rate']:g}; beyond_range tolerance {report['tolerance']:g} training std;"
         f" {report['eigenvalues_floored']} covariance eigenvalues floored.",
+        *_host_lines(report.get("host")),
         "",
         "## Fallback fraction (score > 1)",
         "",
@@ -474,6 +553,18 @@ def _markdown(report: Mapping[str, Any]) -> str:
                 f" {e['betts_miller']:.4g} | {e['hybrid']:.4g} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _host_lines(host: Mapping[str, Any] | None) -> list[str]:
+    if host is None:
+        return []
+    return [
+        "",
+        f"Threshold set on the host's own climate: {host['records']} column records of"
+        f" {', '.join(host['outputs'])} scored above 1 in {host['fallback_before']:.3f} with the"
+        f" validation calibration; every scale x {host['factor']:.4g} leaves"
+        f" {host['fallback']:.3f} (the splits below are scored with these scales).",
+    ]
 
 
 def _cell(value: float | None) -> str:

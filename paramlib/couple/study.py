@@ -2,15 +2,18 @@
 coupled to the column host, historical and +4K, against the Emanuel reference, for every seed.
 
     paramlib couple study --work DIR [--seeds 0 1 2] [--models rpn_hf_only mfrpn_hf_of_bm_and_x]
-                          [--columns 64 --days 30]
+                          [--ood host|val] [--columns 64 --days 30]
 
 For each scenario the Emanuel reference runs once (``DIR/online/reference/SCENARIO``), then
 Betts-Miller alone, and per seed and model (``DIR/runs/CONFIG[-seedS]``) the modes ``ml``,
-``hybrid`` and ``stochastic``. ``hybrid`` runs the model file of ``paramlib ood calibrate``
-(``DIR/online/ood/CONFIG-seedS``: the run with its calibrated ``ood_score``, fallback where
-it is above 1, calibrated for a 5 % false-fallback rate on the historical validation split);
-``ml`` runs the run's own ``model.pt`` (the ensemble mean), ``stochastic`` the run exported
-with its members (``DIR/online/members``; a member drawn per column and call). Each seed's
+``hybrid`` and ``stochastic``. ``ml`` runs the ensemble mean with the ``ood_score`` of
+``paramlib ood calibrate`` (``DIR/online/ood/CONFIG-seedS``, calibrated for a 5 % fallback
+rate on the historical validation split; in ``ml`` the score is only recorded). ``hybrid``
+falls back to Betts-Miller where the score is above 1: with ``--ood host`` (the default) the
+threshold is set again on the historical ``ml`` run's own scores (``--host-output``, into
+``DIR/online/ood/CONFIG-seedS-host``), with ``--ood val`` the validation calibration is used
+as it is. ``stochastic`` runs the run exported with its members (``DIR/online/members``; a
+member drawn per column and call). Each seed's
 report (plots, table) is ``DIR/online/seedS/report``; ``DIR/online/summary.md`` and
 ``summary.json`` give every run's days survived, T / PW / P bias and drift, and fallback as
 mean ± std over the seeds.
@@ -33,7 +36,7 @@ from paramlib.couple.report import report
 from paramlib.couple.scm import run_coupled
 
 MODELS = {"HF-only RPN": "rpn_hf_only", "MF-RPN HF([BM(x), x])": "mfrpn_hf_of_bm_and_x"}
-MODES = ("ml", "hybrid", "stochastic")
+MODES = ("ml", "hybrid", "stochastic")  # in this order: hybrid's threshold comes from ml
 # What the summary averages over seeds (couple.report's row keys).
 SCORES = ("days", "t_bias", "t_drift", "pw_bias", "pw_drift", "precip_bias", "precip_drift")
 SCORES_ML = (*SCORES, "fallback")
@@ -46,9 +49,11 @@ def online_study(
     models: Mapping[str, str] = MODELS,
     setup: RunSetup | None = None,
     log: Callable[[str], None] = print,
+    ood: str = "host",
 ) -> Path:
-    """The module docstring's runs under `work`/online (`setup`: default 64 columns, 30 days);
-    returns summary.md's path."""
+    """The module docstring's runs under `work`/online (`setup`: default 64 columns, 30 days;
+    `ood`: where the hybrid's threshold is set, of ood_settings.THRESHOLD_SOURCES); returns
+    summary.md's path."""
     from paramlib.couple.ood import calibrate
     from paramlib.evaluate.compare import run_dir
     from paramlib.paths import CONFIGS
@@ -85,10 +90,11 @@ def online_study(
             if not members.is_file():
                 members.parent.mkdir(parents=True, exist_ok=True)
                 export_checkpoint(checkpoint.load(folder), members, output="members")
-            files = {"ml": folder / "model.pt", "hybrid": calibrated / "model.pt"}
+            files = {"ml": calibrated / "model.pt", "hybrid": calibrated / "model.pt"}
             for mode in MODES:
-                model = files.get(mode, members)
-                coupling = Coupling(mode=mode, model=model, seed=seed)
+                if mode == "hybrid" and ood == "host":
+                    files[mode] = _host_calibrated(folder, base, config, seed, calibrate)
+                coupling = Coupling(mode=mode, model=files.get(mode, members), seed=seed)
                 for scenario in SCENARIOS:
                     out = base / f"seed{seed}" / f"{config}-{scenario}-{mode}"
                     outputs.append(run(out, scenario, coupling))
@@ -96,6 +102,17 @@ def online_study(
         for row in report(outputs, base / f"seed{seed}" / "report", list(refs.values())):
             rows.append({**row, "seed": seed})
     return _summary(rows, models, base)
+
+
+def _host_calibrated(
+    folder: Path, base: Path, config: str, seed: int, calibrate: Callable[..., object]
+) -> Path:
+    """The hybrid's model file with its threshold set on the historical ml run's scores."""
+    host = base / "ood" / f"{config}-seed{seed}-host"
+    if not (host / "model.pt").is_file():
+        ml_output = base / f"seed{seed}" / f"{config}-historical-ml" / "scm.nc"
+        calibrate(folder, host, host_outputs=[ml_output])
+    return host / "model.pt"
 
 
 def _label(row: Mapping[str, object], models: Mapping[str, str]) -> str:

@@ -28,7 +28,7 @@ module scm_io
     integer :: dim_time, dim_col, dim_lev, dim_step
     integer :: v_time, v_fallback_fraction, v_fallback_step, v_nonfinite_step
     integer :: v_t, v_q, v_dtdt, v_dqdt, v_pw, v_precip, v_precip_ls, v_spread, v_ood, &
-               v_ood_score, v_fallback, v_precip_change, v_water_moved, v_top_removed, &
+               v_ood_score, v_ood_score_max, v_fallback, v_precip_change, v_water_moved, v_top_removed, &
                v_energy_conv, v_water_conv, v_energy_res, v_water_res, v_path, v_reason, v_fixes
     logical :: failed = .false.
     character(len=512) :: message = ''
@@ -219,6 +219,9 @@ contains
     self%v_ood_score = self%def('ood_score', nf90_float, dims_col, '1', &
       'the model''s out-of-distribution score (hybrid: physics above 1); 0 without one', &
       cell='time: mean')
+    self%v_ood_score_max = self%def('ood_score_max', nf90_float, dims_col, '1', &
+      'largest out-of-distribution score of the interval (NaN counts as huge)', &
+      cell='time: maximum')
     self%v_fallback = self%def('fallback', nf90_float, dims_col, '1', &
       'fraction of steps the column ran physics in an ML mode', cell='time: mean')
     self%v_precip_change = self%def('precip_change', nf90_float, dims_col, 'kg m-2 s-1', &
@@ -362,6 +365,7 @@ contains
     call columns(self%v_spread, rec%spread, 'spread')
     call columns(self%v_ood, rec%n_ood, 'n_ood')
     call columns(self%v_ood_score, rec%ood_score, 'ood_score')
+    call columns(self%v_ood_score_max, rec%ood_score_max, 'ood_score_max')
     call columns(self%v_fallback, rec%fallback, 'fallback')
     call columns(self%v_precip_change, rec%precip_change, 'precip_change')
     call columns(self%v_water_moved, rec%water_moved, 'water_moved')

@@ -2,6 +2,7 @@
 !> Each rank accumulates its own columns; rank 0 gathers them in column order (ranks hold
 !> consecutive blocks of columns) and writes them (scm_io).
 module scm_record
+  use, intrinsic :: ieee_arithmetic, only: ieee_is_nan
   use mpi_f08, only: MPI_Comm, MPI_Gatherv, MPI_DOUBLE_PRECISION, MPI_INTEGER
   use physical_constants, only: wp
   use column_fields, only: mass_integral
@@ -21,8 +22,8 @@ module scm_record
     real(wp), allocatable :: dtdt(:, :), dqdt(:, :), precip(:), precip_ls(:), spread(:), &
                              n_ood(:), ood_score(:), fallback(:), precip_change(:), water_moved(:), &
                              top_removed(:), energy_convection(:), water_convection(:)
-    ! largest magnitude over the interval
-    real(wp), allocatable :: energy_residual(:), water_residual(:)
+    ! largest (magnitude) over the interval
+    real(wp), allocatable :: energy_residual(:), water_residual(:), ood_score_max(:)
     ! path of the last step; reasons and fixes seen in the interval (bitwise or)
     integer, allocatable :: path(:), reason(:), fixes(:)
   contains
@@ -43,7 +44,8 @@ contains
               self%spread(ncol), self%n_ood(ncol), self%ood_score(ncol), self%fallback(ncol), &
               self%precip_change(ncol), self%water_moved(ncol), self%top_removed(ncol), &
               self%energy_convection(ncol), self%water_convection(ncol), &
-              self%energy_residual(ncol), self%water_residual(ncol), self%path(ncol), &
+              self%energy_residual(ncol), self%water_residual(ncol), &
+              self%ood_score_max(ncol), self%path(ncol), &
               self%reason(ncol), self%fixes(ncol))
     call self%reset()
   end subroutine record_init
@@ -69,6 +71,7 @@ contains
     self%water_convection = 0.0_wp
     self%energy_residual = 0.0_wp
     self%water_residual = 0.0_wp
+    self%ood_score_max = 0.0_wp
     self%path = PATH_PHYSICS
     self%reason = 0
     self%fixes = 0
@@ -100,6 +103,9 @@ contains
         self%spread(i0:i1) = self%spread(i0:i1) + d%spread
         self%n_ood(i0:i1) = self%n_ood(i0:i1) + d%n_ood
         self%ood_score(i0:i1) = self%ood_score(i0:i1) + d%ood_score
+        ! A NaN score falls back in the hybrid: it counts as the largest possible.
+        self%ood_score_max(i0:i1) = max(self%ood_score_max(i0:i1), &
+                                        merge(huge(1.0_wp), d%ood_score, ieee_is_nan(d%ood_score)))
         self%precip_change(i0:i1) = self%precip_change(i0:i1) + d%precip_change
         self%water_moved(i0:i1) = self%water_moved(i0:i1) + d%water_moved
         self%top_removed(i0:i1) = self%top_removed(i0:i1) + d%top_removed
@@ -161,6 +167,7 @@ contains
     call columns(self%spread, global%spread)
     call columns(self%n_ood, global%n_ood)
     call columns(self%ood_score, global%ood_score)
+    call columns(self%ood_score_max, global%ood_score_max)
     call columns(self%fallback, global%fallback)
     call columns(self%precip_change, global%precip_change)
     call columns(self%water_moved, global%water_moved)
