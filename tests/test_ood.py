@@ -17,6 +17,7 @@ from train_stores import _columns, bilstm_store, run_config, write_config, write
 from paramlib.cli import main
 from paramlib.couple.ood import calibrate
 from paramlib.export import load_metadata
+from paramlib.guards import UserInputError
 from paramlib.models.ood import Moments, calibrate_scales, roc_auc
 from paramlib.ood_settings import COMPONENTS
 from paramlib.train.config import load_config
@@ -257,3 +258,36 @@ def test_ood_needs_one_value_per_column(run: Path) -> None:
             OodScore(stats, 0.5, np.ones(3)),
         )
     assert not (run / "x.pt").exists()
+
+
+def host_output(path: Path, model: Path, scores: np.ndarray, mode: str = "ml") -> Path:
+    """A column host output as paramlib_scm writes it, as far as --host-output reads it."""
+    ds = xr.Dataset({"ood_score_max": (("time", "col"), scores)})
+    ds.attrs.update(mode=mode, model_path=str(model))
+    ds.to_netcdf(path)
+    return path
+
+
+def test_threshold_set_on_the_hosts_scores(run: Path, calibrated, tmp_path: Path) -> None:
+    """--host-output: every scale times the (1 - rate) quantile of the host's record maxima,
+    so that a fraction rate of them stays above 1; refused for another model or mode."""
+    folder, report = calibrated
+    scores = np.linspace(0.0, 4.0, 400).reshape(100, 4)  # 95 % quantile 3.8
+    host = host_output(tmp_path / "ml.nc", folder / "model.pt", scores)
+    out = tmp_path / "host"
+    rescaled = calibrate(run, out, rate=RATE, chunk=128, components=COMPONENTS, host_outputs=[host])
+    factor = rescaled["host"]["factor"]
+    assert factor == pytest.approx(np.quantile(scores, 1 - RATE, method="higher"))
+    assert rescaled["host"]["fallback"] <= RATE < rescaled["host"]["fallback_before"]
+    for name, value in report["thresholds"].items():
+        assert rescaled["thresholds"][name] == pytest.approx(value * factor, rel=1e-6)
+    # A larger threshold: fewer validation columns fall back than the validation calibration's.
+    assert rescaled["splits"]["val"]["fallback"]["combined"] < RATE
+    assert "Threshold set on the host's own climate" in (out / "ood.md").read_text()
+    # The host must have run the validation-calibrated file (this one's thresholds differ).
+    other = host_output(tmp_path / "other.nc", out / "model.pt", scores)
+    hybrid = host_output(tmp_path / "hybrid.nc", folder / "model.pt", scores, mode="hybrid")
+    for path, expected in ((other, "has ood thresholds"), (hybrid, "run in mode ml")):
+        with pytest.raises(UserInputError, match=expected):
+            calibrate(run, tmp_path / "x", chunk=128, components=COMPONENTS, host_outputs=[path])
+    assert not (tmp_path / "x").exists()

@@ -45,6 +45,11 @@ def test_online_study_of_its_runs(study: Path, capsys: pytest.CaptureFixture[str
     assert cli.main([*argv, "--columns", "4", "--days", "1"]) == 0
     online = study / "online"
     assert (online / "ood" / "rpn_hf_only-seed0" / "model.pt").is_file()
+    # The hybrid's threshold was set on the historical ml run's own scores (--ood host).
+    host = json.loads((online / "ood" / "rpn_hf_only-seed0-host" / "ood.json").read_text())["host"]
+    assert host["outputs"] == [str(online / "seed0" / "rpn_hf_only-historical-ml" / "scm.nc")]
+    # 4 columns x 24 records (72 steps of 20 minutes in the day, a record every 3)
+    assert host["fallback"] <= 0.05 and host["records"] == 4 * 24
     assert (online / "members" / "rpn_hf_only-seed0.pt").is_file()
     summary = json.loads((online / "summary.json").read_text())
     runs = {(entry["run"], entry["scenario"]) for entry in summary}

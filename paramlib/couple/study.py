@@ -117,8 +117,8 @@ def _host_calibrated(
 
 def _label(row: Mapping[str, object], models: Mapping[str, str]) -> str:
     """The model's label and the mode; the run's model is named by its run directory or file
-    (`couple.report.run_label`), CONFIG or CONFIG-seedS."""
-    model = re.sub(r"-seed\d+$", "", str(row["run"]).rsplit(" ", 1)[0])
+    (`couple.report.run_label`), CONFIG, CONFIG-seedS or CONFIG-seedS-host."""
+    model = re.sub(r"-seed\d+(-host)?$", "", str(row["run"]).rsplit(" ", 1)[0])
     for label, config in models.items():
         if model == config:
             return f"{label} {row['mode']}"
