@@ -418,7 +418,13 @@ def test_online_experiment_of_the_demo(
         if row["mode"] == "ml":
             assert row["fallback"] == 0.0
     assert {row["scenario"] for row in rows} == {"historical", "plus4k"}
-    assert any("hybrid spread limit" in line for line in lines)
+    # hybrid: the model's ood_score, its threshold set on the historical ml run
+    assert any("hybrid threshold on its historical ml run" in line for line in lines)
+    for config in MODELS.values():
+        host = json.loads(
+            (tmp_path / "couple" / "custom" / "ood" / "host" / config / "ood.json").read_text()
+        )
+        assert host["host"]["fallback"] <= 0.05
     assert "| run | scenario |" in lines[-1] and "rpn_hf_only hybrid" in lines[-1]
     assert (tmp_path / "couple" / "custom" / "report" / "timeseries.png").is_file()
 

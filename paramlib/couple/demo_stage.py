@@ -7,10 +7,11 @@ its spun-up state, on the same columns, forcing and SSTs, paramlib_scm runs
     the MF-RPN, HF([BM, x]) (config mfrpn_hf_of_bm_and_x: its Betts-Miller inputs are what the
     host computes anyway), and the HF-only RPN (config rpn_hf_only), each in ``ml`` and
     ``hybrid`` mode.
-Hybrid's thresholds: the spread limit is the ``SPREAD_QUANTILE`` quantile of the spread the
-model shows in its own historical ``ml`` run (so it trusts the model where it is as sure as it
-usually is in the climate it was trained for), and inputs may leave their training range by
-``OOD_MARGIN`` of its width. The same thresholds serve at +4K.
+Hybrid falls back to Betts-Miller where the model's out-of-distribution score is above 1, its
+threshold set on the host's own historical ``ml`` run (`paramlib ood calibrate`, then again
+with ``--host-output``: at most ``RATE`` of that run's column records above 1); the same
+threshold serves at +4K. The ``ml`` runs use the score's model file, which records the score
+without acting on it.
 
 `online_experiment(demo)` prints the drift and fallback table (`report.markdown_table`) and
 writes the plots and tables under ``demo.out / "couple"``.
@@ -24,17 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from paramlib.couple.inputs import SCENARIOS, CoupleError, Coupling, RunSetup, TestbedClimate
 from paramlib.couple.reference import reference
 from paramlib.couple.report import markdown_table, report
-from paramlib.couple.scm import open_output, run_coupled
+from paramlib.couple.scm import run_coupled
+from paramlib.ood_settings import DEFAULT_RATE as RATE
 from paramlib.paths import CONFIGS, STORES_ENV
 
 MODELS = {"MF-RPN": "mfrpn_hf_of_bm_and_x", "HF-only RPN": "rpn_hf_only"}
-SPREAD_QUANTILE = 0.9
-OOD_MARGIN = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +88,6 @@ def model_file(demo: DemoLike, config: str, log: Callable[[str], None]) -> Path:
     return path
 
 
-def spread_limit(run_output: Path, quantile: float = SPREAD_QUANTILE) -> float:
-    """The ``quantile`` of the per-column spread (W m-2, record means) over an ml run."""
-    spread = open_output(run_output)["spread"].values
-    return float(np.quantile(spread[np.isfinite(spread)], quantile))
-
-
 def online_experiment(
     demo: DemoLike,
     size: str | ExperimentSize = "small",
@@ -104,6 +96,8 @@ def online_experiment(
 ) -> list[dict[str, object]]:
     """Run the experiment of the module docstring (``size``: a name in SIZES or any
     ExperimentSize), under demo.out/couple/<size>; print and return the table rows."""
+    from paramlib.couple.ood import calibrate
+
     if isinstance(size, str) and size not in SIZES:
         raise ValueError(f"size: expected one of {', '.join(SIZES)}, got {size!r}")
     s = SIZES[size] if isinstance(size, str) else size
@@ -134,14 +128,20 @@ def online_experiment(
 
     outputs = [run("betts_miller", sc, Coupling(mode="physics")) for sc in SCENARIOS]
     for label, config in MODELS.items():
-        model = model_file(demo, config, log)
-        ml = {sc: run(config, sc, Coupling(mode="ml", model=model)) for sc in SCENARIOS}
-        limit = spread_limit(ml["historical"])
+        run_dir = model_file(demo, config, log).parent
+        scored = base / "ood" / "val" / config  # folders named by config: the report's labels
+        calibrate(run_dir, scored, rate=RATE)
+        ml = {
+            sc: run(config, sc, Coupling(mode="ml", model=scored / "model.pt")) for sc in SCENARIOS
+        }
+        host = base / "ood" / "host" / config
+        report_host = calibrate(run_dir, host, rate=RATE, host_outputs=[ml["historical"]])
         log(
-            f"{label}: hybrid spread limit {limit:.0f} W m-2 (the {SPREAD_QUANTILE:g} quantile "
-            f"of its historical ml run), ood_margin {OOD_MARGIN:g}"
+            f"{label}: hybrid threshold on its historical ml run: ood_score x"
+            f" {report_host['host']['factor']:.3g}, {report_host['host']['fallback_before']:.0%}"
+            f" -> {report_host['host']['fallback']:.0%} of its column records above 1"
         )
-        hybrid = Coupling(mode="hybrid", model=model, spread_max=limit, ood_margin=OOD_MARGIN)
+        hybrid = Coupling(mode="hybrid", model=host / "model.pt")
         for scenario in SCENARIOS:
             outputs += [ml[scenario], run(config, scenario, hybrid)]
     rows = report(outputs, base / "report", list(refs.values()))
