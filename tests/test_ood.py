@@ -188,6 +188,7 @@ def test_calibrate_scales_and_auc() -> None:
         (["--tolerance", "-1"], "--tolerance: expected >= 0"),
         (["--split", "nosuch"], "no split 'nosuch'"),
         (["--components", "mahalanobis,wind"], "--components: expected some of"),
+        (["--host-output", "/nonexistent/scm.nc"], "--host-output /nonexistent/scm.nc: no such"),
     ],
 )
 def test_bad_arguments_one_line(run: Path, tmp_path: Path, capsys, arguments, expected) -> None:

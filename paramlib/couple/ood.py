@@ -163,6 +163,9 @@ def _calibrate(args: argparse.Namespace) -> int:
         if args.chunk_samples < 1:
             raise UserInputError(f"--chunk-samples: expected >= 1, got {args.chunk_samples}")
         check_output_path(args.out, "--out", "dir")
+        missing = [str(path) for path in args.host_output or () if not path.is_file()]
+        if missing:  # before the statistics, which take a while
+            raise UserInputError(f"--host-output {', '.join(missing)}: no such file")
         report = calibrate(
             args.run,
             args.out,
