@@ -91,28 +91,23 @@ def online_study(
                 members.parent.mkdir(parents=True, exist_ok=True)
                 export_checkpoint(checkpoint.load(folder), members, output="members")
             files = {"ml": calibrated / "model.pt", "hybrid": calibrated / "model.pt"}
+            historical_ml = Path()
             for mode in MODES:
                 if mode == "hybrid" and ood == "host":
-                    files[mode] = _host_calibrated(folder, base, config, seed, calibrate)
+                    host = base / "ood" / f"{config}-seed{seed}-host"
+                    if not (host / "model.pt").is_file():
+                        calibrate(folder, host, host_outputs=[historical_ml])
+                    files[mode] = host / "model.pt"
                 coupling = Coupling(mode=mode, model=files.get(mode, members), seed=seed)
                 for scenario in SCENARIOS:
                     out = base / f"seed{seed}" / f"{config}-{scenario}-{mode}"
                     outputs.append(run(out, scenario, coupling))
+                    if (mode, scenario) == ("ml", "historical"):
+                        historical_ml = outputs[-1]
                     log(f"seed {seed}: {label} {mode} {scenario} done")
         for row in report(outputs, base / f"seed{seed}" / "report", list(refs.values())):
             rows.append({**row, "seed": seed})
     return _summary(rows, models, base)
-
-
-def _host_calibrated(
-    folder: Path, base: Path, config: str, seed: int, calibrate: Callable[..., object]
-) -> Path:
-    """The hybrid's model file with its threshold set on the historical ml run's scores."""
-    host = base / "ood" / f"{config}-seed{seed}-host"
-    if not (host / "model.pt").is_file():
-        ml_output = base / f"seed{seed}" / f"{config}-historical-ml" / "scm.nc"
-        calibrate(folder, host, host_outputs=[ml_output])
-    return host / "model.pt"
 
 
 def _label(row: Mapping[str, object], models: Mapping[str, str]) -> str:
