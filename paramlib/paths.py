@@ -22,6 +22,7 @@ CATALOG_DIR_ENV = "PARAMLIB_CATALOG_DIR"  # the catalog's folder (default data_c
 STORES_ENV = "PARAMLIB_STORES"  # the folder configs name their stores in
 TESTBED_ENV = "PARAMLIB_TESTBED"  # the testbed the catalog's testbed entries point at
 SCM_ENV = "PARAMLIB_SCM"  # the column host model executable
+CACHE_ENV = "PARAMLIB_CACHE_DIR"  # remembered source hashes (default $XDG_CACHE_HOME/paramlib)
 
 BRIDGE_LIBRARY = Path("lib") / "libparamlib_bridge.so"
 BINDINGS_GLOB = "_paramlib_bridge*.so"
@@ -38,6 +39,13 @@ def bridge_library_path(environ: Mapping[str, str] = os.environ) -> Path:
 
 def find_bindings(package_dir: Path = PACKAGE_DIR) -> list[Path]:
     return sorted((package_dir / "_ext").glob(BINDINGS_GLOB))
+
+
+def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """$PARAMLIB_CACHE_DIR, else paramlib/ in $XDG_CACHE_HOME (default ~/.cache)."""
+    if environ.get(CACHE_ENV):
+        return Path(environ[CACHE_ENV])
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paramlib"
 
 
 def demo_dir() -> Path:

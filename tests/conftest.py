@@ -6,7 +6,7 @@ skip there would hide a broken build.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,15 @@ from paramlib.models.examples import make_example
 
 # The machine has 2 cores shared with builds: one intra-op thread keeps tests predictable.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hash_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Builds remember source hashes in a folder of this session's, not ~/.cache/paramlib: a
+    test's result does not depend on what earlier runs remembered."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(paths.CACHE_ENV, str(tmp_path_factory.mktemp("hash_cache")))
+        yield
 
 
 def _require_build(what: str) -> None:

@@ -4,6 +4,7 @@ leakage, idempotence and rebuilds, QC counts, errors that leave no partial store
 LocalCluster, the SLURM job script, and the shipped recipes. Most builds use dask's synchronous
 scheduler; the CLI test runs on the default distributed LocalCluster."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,7 +20,10 @@ import yaml
 import zarr
 from wrf_data import CTL
 
+from paramlib import paths
 from paramlib.catalog import CatalogError, load_catalog
+from paramlib.data import hashes
+from paramlib.data.hashes import sha256_file
 from paramlib.data.pipeline import (
     Moments,
     PipelineError,
@@ -29,7 +33,7 @@ from paramlib.data.pipeline import (
 )
 from paramlib.data.readers.wrfout import FRESH, mskf_call_state
 from paramlib.data.recipe import Balance, RecipeError, load_recipe, parse_recipe
-from paramlib.data.store import atomic_store, sha256_file, stored_fingerprint
+from paramlib.data.store import atomic_store, stored_fingerprint
 from paramlib.paths import REPO_ROOT
 
 RECIPES = sorted((REPO_ROOT / "training" / "recipes").glob("*.yaml"))
@@ -484,6 +488,33 @@ def test_cli_builds_on_a_local_cluster_or_threads_then_reports_up_to_date(tmp_pa
     failed = subprocess.run(command, capture_output=True, text=True, env=env)
     assert failed.returncode == 1 and "['nosuch']" in failed.stderr
     assert stored_fingerprint(out) is not None and not leftovers(out)
+
+
+def test_cli_rehash_reads_the_sources_again_instead_of_the_remembered_hashes(tmp_path, monkeypatch):
+    """The store's source hashes come from the hash cache, and from the files with --rehash: a
+    wrong remembered hash (forged here) ends up in the store without it, not with it."""
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny()))
+    out = tmp_path / "cli.zarr"
+    command = [sys.executable, "-m", "paramlib", "dataset", "build", str(recipe), "--out", str(out)]
+    command += ["--scheduler", "synchronous"]
+
+    def stored_hash() -> str:
+        files = zarr.open_group(str(out), mode="r").attrs["sources"]["wrf_mskf_ctl"]["files"]
+        return files[str(CTL)]
+
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert stored_hash() == sha256_file(CTL)
+    entry = hashes._entry(CTL.absolute())  # remembered: the shared data are old files
+    entry.write_text(json.dumps(dict(json.loads(entry.read_text()), sha256="f" * 64)))
+    trusted = subprocess.run(command, capture_output=True, text=True)
+    assert trusted.returncode == 0 and "built in" in trusted.stdout  # another fingerprint
+    assert stored_hash() == "f" * 64
+    again = subprocess.run([*command, "--rehash"], capture_output=True, text=True)
+    assert again.returncode == 0 and "built in" in again.stdout, again.stderr
+    assert stored_hash() == sha256_file(CTL)
+    assert json.loads(entry.read_text())["sha256"] == sha256_file(CTL)  # remembered again
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])

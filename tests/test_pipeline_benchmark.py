@@ -21,7 +21,7 @@ def test_quick_run_writes_ratio_and_peak_rss_per_input_size(tmp_path: Path) -> N
     assert "peak RSS MB" in result.stdout  # the table
 
     report = json.loads(out.read_text())
-    assert report["ratio_vs_raw_read"] > 0
+    assert report["ratio_vs_raw_read"] > 0 and report["hash_cache"] == "cold"
     sizes = report["peak_rss_mb"]
     assert [entry["files"] for entry in sizes] == [1, 2]  # half and all of the quick set
     assert sizes[1]["input_mb"] > sizes[0]["input_mb"] > 0

@@ -19,8 +19,6 @@ boundaries, and a two-file source crosses files.
 import hashlib
 import json
 import pickle
-import threading
-from concurrent.futures import CancelledError
 from pathlib import Path
 
 import dask
@@ -38,7 +36,6 @@ from paramlib.catalog import load_catalog
 from paramlib.data import pipeline, readers
 from paramlib.data.pipeline import BATCH_CHUNKS, SourcePass, build_store, open_selection
 from paramlib.data.readers import wrfout
-from paramlib.data.store import BackgroundHashes, sha256_file, sha256_files
 
 # Digests of the two-pass pipeline's stores (see the module docstring).
 REFERENCE: dict[str, dict[str, str]] = {
@@ -402,17 +399,6 @@ def test_a_pickled_pass_leaves_the_lazy_data_behind_and_writes_the_same_shard(
     np.testing.assert_array_equal(here["dropped"], there["dropped"])
     for name in recipe.variables:
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes()
-
-
-def test_hashes_in_the_background_equal_sha256_and_stop_when_cancelled():
-    """A build with no store to compare hashes its sources while the pass reads them; a failed
-    build cancels the hashing instead of waiting for it."""
-    paths = [CTL, WRF_DIR / "wrfout_d01_shear2x.nc"]
-    assert BackgroundHashes(paths).result() == {str(p): sha256_file(p) for p in paths}
-    cancelled = threading.Event()
-    cancelled.set()
-    with pytest.raises(CancelledError):
-        sha256_files(paths, cancel=cancelled)
 
 
 def test_a_reader_registered_again_without_frames_loses_its_frame_reader(monkeypatch):

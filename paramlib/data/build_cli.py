@@ -65,6 +65,13 @@ def register(subparsers: Subparsers) -> None:
     build.add_argument("--catalog-dir", help="catalog folder (default: data_catalog/)")
     build.add_argument("--root", help="data root of the catalog paths")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.add_argument(
+        "--rehash",
+        action="store_true",
+        help="hash every source file again instead of taking the sha256 remembered for a file"
+        " whose inode, size and times are unchanged ($PARAMLIB_CACHE_DIR, default"
+        " ~/.cache/paramlib)",
+    )
     where = build.add_mutually_exclusive_group()
     where.add_argument(
         "--scheduler",
@@ -200,6 +207,7 @@ def _build(args: argparse.Namespace) -> int:
             catalog_dir=args.catalog_dir,
             root=args.root,
             force=args.force,
+            rehash=args.rehash,
             stop=stop,
         )
 

@@ -44,15 +44,14 @@ from numcodecs import Blosc
 
 from paramlib.catalog import CatalogEntry, load_catalog, resolve_paths
 from paramlib.data.canonical import GRID_DIMS, LEV, SAMPLE, stack_columns
+from paramlib.data.hashes import BackgroundHashes, sha256_files
 from paramlib.data.readers import has_frame_reader, open_source, read_source_frames
 from paramlib.data.recipe import SPLITS, Balance, IndexSlice, Recipe
 from paramlib.data.store import (
-    BackgroundHashes,
     atomic_store,
     fingerprint,
     package_versions,
     remove_stale_temporaries,
-    sha256_files,
     stored_fingerprint,
     write_attrs,
 )
@@ -528,10 +527,12 @@ def build_store(
     catalog_dir: str | os.PathLike | None = None,
     root: str | os.PathLike | None = None,
     force: bool = False,
+    rehash: bool = False,
     stop: StopRequest | None = None,
 ) -> BuildResult:
     """Build the recipe's store at ``out`` unless one built from the same recipe, catalog entries
-    and source files is there (then nothing is done). On failure, or a signal caught by
+    and source files is there (then nothing is done). The sources' sha256 come from the hash
+    cache (`paramlib.data.hashes`) unless ``rehash``. On failure, or a signal caught by
     ``stop`` (`BuildInterrupted`), nothing is left at ``out`` but what was there before."""
     started = time.perf_counter()
     out = check_output_path(out, "store path", "dir")
@@ -553,13 +554,13 @@ def build_store(
         )
     pending = None
     if not force and out.exists():
-        hashes = sha256_files(paths)
+        hashes = sha256_files(paths, rehash=rehash)
         key = fingerprint(recipe, entries, hashes)
         if stored_fingerprint(out) == key:
             print(f"[paramlib dataset] {out}: up to date (fingerprint {key[:12]})")
             return BuildResult(out, True, {}, time.perf_counter() - started)
     else:  # no fingerprint to compare: the hashes overlap the pass
-        pending = BackgroundHashes(paths)
+        pending = BackgroundHashes(paths, rehash=rehash)
     try:
         with bounded_file_memory():
             return _build(

@@ -11,18 +11,15 @@ sha256 of every source file: equal fingerprints mean rebuilding would give the s
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import shutil
-import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import CancelledError, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,48 +36,6 @@ from paramlib.guards import owner_record, process_alive
 PIPELINE_VERSION = 3
 WRITER_FILE = ".paramlib-writer.json"
 VERSIONED = ("paramlib", "numpy", "xarray", "dask", "distributed", "zarr", "netCDF4")
-
-
-def sha256_file(
-    path: str | os.PathLike, block: int = 1 << 20, cancel: threading.Event | None = None
-) -> str:
-    """The file's sha256; CancelledError once ``cancel`` is set (checked every ``block``)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(block):
-            if cancel is not None and cancel.is_set():
-                raise CancelledError(f"sha256 of {path}")
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_files(
-    paths: Sequence[str | os.PathLike], threads: int = 4, cancel: threading.Event | None = None
-) -> dict[str, str]:
-    """sha256 of each file, a few at a time (hashlib releases the GIL: the reads and hashes of
-    a many-file run overlap)."""
-    with ThreadPoolExecutor(threads) as pool:
-        found = pool.map(functools.partial(sha256_file, cancel=cancel), paths)
-        return dict(zip(map(str, paths), found, strict=True))
-
-
-class BackgroundHashes:
-    """``sha256_files(paths)`` in the background from now on, for a build with no store to
-    compare fingerprints with: the hashes are needed only for the attributes written at its
-    end, so they overlap the pass instead of coming first (1-2 s of a build of 16 files).
-    ``cancel`` ends it early (a failed build does not wait for its hashes)."""
-
-    def __init__(self, paths: Sequence[str | os.PathLike], threads: int = 2) -> None:
-        self._cancel = threading.Event()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="paramlib-sha256")
-        self._hashes = self._thread.submit(sha256_files, paths, threads, self._cancel)
-        self._thread.shutdown(wait=False)
-
-    def result(self) -> dict[str, str]:
-        return self._hashes.result()
-
-    def cancel(self) -> None:
-        self._cancel.set()
 
 
 def fingerprint(recipe: Recipe, entries: Sequence[CatalogEntry], hashes: Mapping[str, str]) -> str:
