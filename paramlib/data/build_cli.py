@@ -6,8 +6,8 @@ Where it runs:
                         duplicate memory; --workers N threads, default 2, for a 2-core machine)
   --scheduler ADDRESS   an existing dask.distributed scheduler (tcp://host:8786)
   --scheduler threads   dask's threaded scheduler, no distributed: on one small machine the
-                        fastest (the Bi-LSTM store here: 12 s against 54 s on the LocalCluster,
-                        whose per-task overhead dominates ~6000 tasks of one frame each)
+                        fastest (16 files of the large testbed's Bi-LSTM store, 2 workers: 9.5 s
+                        against 11.0 s on the LocalCluster, docs/performance.md)
   --scheduler synchronous   one thread, for debugging
   --slurm               workers as SLURM jobs (dask-jobqueue's SLURMCluster): --jobs jobs, each one
                         worker of --cores threads and --memory, for --walltime, on --queue /
