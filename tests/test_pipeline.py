@@ -490,6 +490,25 @@ def test_cli_builds_on_a_local_cluster_or_threads_then_reports_up_to_date(tmp_pa
     assert stored_fingerprint(out) is not None and not leftovers(out)
 
 
+def test_on_a_cluster_the_workers_hash_the_sources(tmp_path):
+    """With a distributed client each source file is a hashing task on the workers (SLURM
+    nodes hash in parallel); the hashes stored are the files' sha256."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    out = tmp_path / "cluster.zarr"
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+        get_task_stream(client) as stream,
+    ):
+        build_store(recipe_of(tiny()), out)
+    assert any("remembered_sha256" in str(task["key"]) for task in stream.data)
+    files = zarr.open_group(str(out), mode="r").attrs["sources"]["wrf_mskf_ctl"]["files"]
+    assert files == {str(CTL): sha256_file(CTL)}
+
+
 def test_cli_rehash_reads_the_sources_again_instead_of_the_remembered_hashes(tmp_path, monkeypatch):
     """The store's source hashes come from the hash cache, and from the files with --rehash: a
     wrong remembered hash (forged here) ends up in the store without it, not with it."""
