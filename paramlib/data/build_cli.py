@@ -7,7 +7,7 @@ Where it runs:
   --scheduler ADDRESS   an existing dask.distributed scheduler (tcp://host:8786)
   --scheduler threads   dask's threaded scheduler, no distributed: on one small machine the
                         fastest (16 files of the large testbed's Bi-LSTM store, 2 workers: 9.5 s
-                        against 11.0 s on the LocalCluster, docs/performance.md)
+                        against 11.7 s on the LocalCluster, docs/performance.md)
   --scheduler synchronous   one thread, for debugging
   --slurm               workers as SLURM jobs (dask-jobqueue's SLURMCluster): --jobs jobs, each one
                         worker of --cores threads and --memory, for --walltime, on --queue /
