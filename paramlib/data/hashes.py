@@ -100,9 +100,10 @@ def sha256_files(
 
 
 class BackgroundHashes:
-    """``sha256_files(paths)`` in the background from now on, for a build with no store to
-    compare fingerprints with: the hashes are needed only for the attributes written at its
-    end, so they overlap the pass instead of coming first (1-2 s of a build of 16 files).
+    """``sha256_files(paths)`` in the background from now on: a build with no store to compare
+    fingerprints with needs the hashes only for the attributes written at its end, so they
+    overlap the pass instead of coming first (1-2 s of a build of 16 files); the up-to-date
+    check waits for them.
     With a dask.distributed client (the default LocalCluster, ``--slurm``, ``--scheduler
     ADDRESS``) each file is a task on the workers, beside the pass's: on SLURM the nodes read
     and hash the files in parallel instead of the client hashing terabytes alone (15-30 min for

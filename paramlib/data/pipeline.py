@@ -44,7 +44,7 @@ from numcodecs import Blosc
 
 from paramlib.catalog import CatalogEntry, load_catalog, resolve_paths
 from paramlib.data.canonical import GRID_DIMS, LEV, SAMPLE, stack_columns
-from paramlib.data.hashes import BackgroundHashes, sha256_files
+from paramlib.data.hashes import BackgroundHashes
 from paramlib.data.readers import has_frame_reader, open_source, read_source_frames
 from paramlib.data.recipe import SPLITS, Balance, IndexSlice, Recipe
 from paramlib.data.store import (
@@ -554,7 +554,8 @@ def build_store(
         )
     pending = None
     if not force and out.exists():
-        hashes = sha256_files(paths, rehash=rehash)
+        # Hashed first (on the workers when there is a cluster): the check needs them.
+        hashes = BackgroundHashes(paths, threads=4, rehash=rehash).result()
         key = fingerprint(recipe, entries, hashes)
         if stored_fingerprint(out) == key:
             print(f"[paramlib dataset] {out}: up to date (fingerprint {key[:12]})")
