@@ -16,7 +16,7 @@ import torch
 from paramlib import paths
 from paramlib.export import load_metadata, save
 from paramlib.fortran import bridge as fortran
-from paramlib.fortran.bridge import BridgeError, FortranModel, Status
+from paramlib.fortran.bridge import BridgeError, BridgePrecisionWarning, FortranModel, Status
 from paramlib.models.examples import make_example
 
 # Skips the module with "run `make build`" where paramlib/_ext is not built (fails under CI).
@@ -89,6 +89,9 @@ def test_python_constants_match_c_header(repo_root: Path) -> None:
     assert {name.removeprefix("PL_").lower(): v for name, v in enum("pl_statistic")} == (
         fortran._STATISTICS
     )
+    assert {name.removeprefix("PL_PRECISION_").lower(): v for name, v in enum("pl_precision")} == (
+        fortran._PRECISIONS
+    )
 
 
 def test_fortran_constants_are_generated_from_c_header(
@@ -98,13 +101,18 @@ def test_fortran_constants_are_generated_from_c_header(
     generated = (paths.build_dir() / "fortran_bridge" / "paramlib_bridge.f90").read_text()
     found = dict(re.findall(r"parameter, public :: (PARAMLIB_\w+) = (\d+)$", generated, re.M))
     enum = bridge_header(repo_root).enum
-    prefixes = {"pl_status": "PL_", "pl_device": "PL_DEVICE_", "pl_statistic": "PL_"}
+    prefixes = {
+        "pl_status": "PL_",
+        "pl_device": "PL_DEVICE_",
+        "pl_statistic": "PL_",
+        "pl_precision": "PL_",
+    }
     expected = {
         "PARAMLIB_" + name.removeprefix(prefix): str(value)
         for kind, prefix in prefixes.items()
         for name, value in enum(kind)
     }
-    assert len(expected) == 21 and {k: found.get(k) for k in expected} == expected
+    assert len(expected) == 25 and {k: found.get(k) for k in expected} == expected
 
 
 def test_header_enumerators_need_explicit_values(repo_root: Path, tmp_path: Path) -> None:
@@ -218,6 +226,36 @@ def test_nan_columns_are_counted_and_zeroed(example_model_file: ModelFile) -> No
             model.set_input(name, values)
         assert model.forward() == 0
         assert np.isnan(model.get_output("heating")[2]).all()
+
+
+def test_bf16_is_checked_against_float32_and_refused_beyond_the_tolerance(
+    example_model_file: ModelFile,
+) -> None:
+    path = example_model_file("named")
+    with FortranModel(path) as model:
+        inputs = physical_inputs(model, seed=11)
+
+        def heating() -> np.ndarray:
+            for name, values in inputs.items():
+                model.set_input(name, values)
+            model.forward()
+            return model.get_output("heating")
+
+        reference = heating()
+        model.set_precision("bf16", 0.5)
+        assert model.precision() == ("bf16", -1.0)
+        reduced = heating()
+        kept, error = model.precision()
+        assert kept == "bf16" and 0 < error <= 0.5
+        assert np.linalg.norm(reduced - reference) <= error * np.linalg.norm(reference) * 1.001
+        model.set_precision("bf16", 1e-9)
+        with pytest.warns(BridgePrecisionWarning, match="bf16 refused .* tolerance 1e-09"):
+            np.testing.assert_array_equal(heating(), reference)
+        assert model.precision()[0] == "fp32"
+        with fails(Status.ERR_DEVICE, "CUDA matmul mode"):
+            model.set_precision("tf32", 0.01)
+        with pytest.raises(ValueError, match="'fp16'"):
+            model.set_precision("fp16", 0.01)
 
 
 def test_setting_a_field_again_replaces_its_nan_verdict(example_model_file: ModelFile) -> None:

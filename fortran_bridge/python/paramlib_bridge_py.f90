@@ -16,7 +16,8 @@ module paramlib_py
   implicit none
   private
   public :: load, free, set_num_threads, last_error, info, field_info, check_field
-  public :: set_screening, require_units, set_input_r32_1, set_input_r32_2, set_input_r64_1, set_input_r64_2
+  public :: set_screening, require_units, set_precision, precision
+  public :: set_input_r32_1, set_input_r32_2, set_input_r64_1, set_input_r64_2
   public :: forward, bad_columns, get_output_r32_2, get_output_r64_2
 
   type(paramlib_model), allocatable :: models(:)
@@ -128,6 +129,25 @@ contains
     m = model_of(handle)
     call m%set_screening(on, status)
   end subroutine set_screening
+
+  !> precision: 0 = fp32, 1 = bf16, 2 = tf32 (enum pl_precision).
+  subroutine set_precision(handle, precision, tolerance, status)
+    integer, intent(in) :: handle, precision
+    real(8), intent(in) :: tolerance
+    integer, intent(out) :: status
+    type(paramlib_model) :: m
+    m = model_of(handle)
+    call m%set_precision(precision, tolerance, status)
+  end subroutine set_precision
+
+  subroutine precision(handle, status, code, rel_error)
+    integer, intent(in) :: handle
+    integer, intent(out) :: status, code
+    real(8), intent(out) :: rel_error
+    type(paramlib_model) :: m
+    m = model_of(handle)
+    call m%precision(code, rel_error, status)
+  end subroutine precision
 
   ! set_input_*: the bridge may wrap a (contiguous, real32) array in place, so
   ! the caller keeps it alive and unchanged until forward returns. units = ""

@@ -2,7 +2,9 @@
 // Every entry point catches everything: no exception crosses into Fortran.
 #include "paramlib_bridge.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <omp.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
@@ -119,6 +121,12 @@ struct Model : std::enable_shared_from_this<Model> {
   std::mutex mu;  // held by every call that touches call states: one forward at a time
   std::atomic<bool> screening{true};
   std::atomic<bool> require_units{false};
+  // Reduced precision (pl_model_set_precision); mu held. Unchecked until the first forward
+  // after it was set has compared it with float32.
+  int precision = PL_PRECISION_FP32;
+  double precision_tolerance = 0.0;
+  bool precision_checked = true;
+  double precision_error = -1.0;
   std::unordered_map<uint64_t, std::unique_ptr<CallState>> calls;  // by ThreadCalls::token
 
   explicit Model(std::shared_ptr<const Loaded> l) : loaded(std::move(l)) {}
@@ -355,6 +363,99 @@ int guarded(const char *where, F &&body) {
   }
 }
 
+// forward in a reduced precision: bf16 by autocast on the model's device (thread-local, so
+// other threads keep theirs), TF32 by cuBLAS's process-wide switch; both restored after.
+class PrecisionScope {
+ public:
+  PrecisionScope(int precision, c10::DeviceType device)
+      : device_(device),
+        autocast_(at::autocast::is_autocast_enabled(device)),
+        dtype_(at::autocast::get_autocast_dtype(device)),
+        tf32_(at::globalContext().allowTF32CuBLAS()) {
+    if (precision == PL_PRECISION_BF16) {
+      at::autocast::set_autocast_dtype(device, at::kBFloat16);
+      at::autocast::set_autocast_enabled(device, true);
+    } else if (precision == PL_PRECISION_TF32) {
+      at::globalContext().setAllowTF32CuBLAS(true);
+    }
+  }
+  ~PrecisionScope() {
+    at::autocast::set_autocast_enabled(device_, autocast_);
+    at::autocast::set_autocast_dtype(device_, dtype_);
+    at::autocast::clear_cache();
+    at::globalContext().setAllowTF32CuBLAS(tf32_);
+  }
+  PrecisionScope(const PrecisionScope &) = delete;
+  PrecisionScope &operator=(const PrecisionScope &) = delete;
+
+ private:
+  c10::DeviceType device_;
+  bool autocast_;
+  at::ScalarType dtype_;
+  bool tf32_;
+};
+
+const char *precision_name(int precision) {
+  return precision == PL_PRECISION_BF16 ? "bf16" : precision == PL_PRECISION_TF32 ? "tf32" : "fp32";
+}
+
+// The model's outputs (a tensor, a tuple or a list of them) as float32 tensors.
+std::vector<torch::Tensor> run_model(const Loaded &l, std::vector<torch::IValue> args, int precision) {
+  torch::IValue result;
+  {
+    PrecisionScope scope(precision, l.device.type());
+    result = l.module.forward(std::move(args));
+  }
+  std::vector<torch::Tensor> outs;
+  if (result.isTensor())
+    outs.push_back(result.toTensor());
+  else if (result.isTuple())
+    for (const auto &x : result.toTupleRef().elements()) outs.push_back(x.toTensor());
+  else if (result.isTensorList())
+    outs = result.toTensorVector();
+  for (auto &x : outs)
+    if (x.scalar_type() != torch::kFloat32) x = x.to(torch::kFloat32);
+  return outs;
+}
+
+// ||reduced - reference||_2 / ||reference||_2 (0 when both are zero, inf when only the
+// reference is; NaN propagates, so a NaN never passes a tolerance).
+double relative_error(const torch::Tensor &reduced, const torch::Tensor &reference) {
+  const double norm = reference.norm().item<double>();
+  const double diff = (reduced - reference).norm().item<double>();
+  if (norm > 0) return diff / norm;
+  return diff > 0 ? std::numeric_limits<double>::infinity() : diff;
+}
+
+// The first forward after pl_model_set_precision: the model in float32 and in the precision
+// asked for; keeps the reduced outputs when every output is within the tolerance, else the
+// float32 ones, going back to float32 and saying why in *refused. mu held.
+std::vector<torch::Tensor> checked_forward(Model &m, std::vector<torch::IValue> args, std::string *refused) {
+  const Loaded &l = *m.loaded;
+  auto reference = run_model(l, args, PL_PRECISION_FP32);
+  auto reduced = run_model(l, std::move(args), m.precision);
+  double worst = 0.0;
+  std::string worst_name;
+  for (std::size_t o = 0; o < reference.size() && o < reduced.size(); ++o) {
+    if (reference[o].sizes() != reduced[o].sizes()) continue;  // the shape check reports it
+    const double e = relative_error(reduced[o], reference[o]);
+    if (!(e <= worst)) {
+      worst = e;
+      worst_name = o < l.meta.outputs.size() ? l.meta.outputs[o].name : std::to_string(o);
+    }
+  }
+  m.precision_checked = true;
+  m.precision_error = worst;
+  if (worst <= m.precision_tolerance) return reduced;
+  std::ostringstream why;
+  why << precision_name(m.precision) << " refused for '" << l.path << "': output '" << worst_name
+      << "' differs from float32 by " << worst << " (relative L2), tolerance " << m.precision_tolerance
+      << "; this forward and the next ones run in float32";
+  *refused = why.str();
+  m.precision = PL_PRECISION_FP32;
+  return reference;
+}
+
 }  // namespace
 
 extern "C" {
@@ -485,6 +586,38 @@ int pl_model_require_units(pl_handle model, int on) {
   auto m = lookup(model);
   if (!m) return bad_handle(model);
   m->require_units = on != 0;
+  return PL_OK;
+}
+
+int pl_model_set_precision(pl_handle model, int precision, double tolerance) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  std::lock_guard<std::mutex> lock(m->mu);
+  if (precision != PL_PRECISION_FP32 && precision != PL_PRECISION_BF16 && precision != PL_PRECISION_TF32)
+    return fail(PL_ERR_ARGUMENT, "pl_model_set_precision: precision " + std::to_string(precision) +
+                                     " is not PL_PRECISION_FP32, PL_PRECISION_BF16 or PL_PRECISION_TF32");
+  if (precision != PL_PRECISION_FP32 && !(std::isfinite(tolerance) && tolerance > 0)) {
+    std::ostringstream why;
+    why << "pl_model_set_precision: tolerance " << tolerance
+        << " must be a finite number > 0 (the largest relative L2 error against float32)";
+    return fail(PL_ERR_ARGUMENT, why.str());
+  }
+  if (precision == PL_PRECISION_TF32 && !m->loaded->device.is_cuda())
+    return fail(PL_ERR_DEVICE, "pl_model_set_precision: TF32 is a CUDA matmul mode and '" + m->loaded->path +
+                                   "' runs on the CPU (PL_PRECISION_BF16 runs on both)");
+  m->precision = precision;
+  m->precision_tolerance = tolerance;
+  m->precision_checked = precision == PL_PRECISION_FP32;
+  m->precision_error = -1.0;
+  return PL_OK;
+}
+
+int pl_model_precision(pl_handle model, int *precision, double *rel_error) {
+  auto m = lookup(model);
+  if (!m) return bad_handle(model);
+  std::lock_guard<std::mutex> lock(m->mu);
+  if (precision) *precision = m->precision;
+  if (rel_error) *rel_error = m->precision_error;
   return PL_OK;
 }
 
@@ -674,20 +807,15 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
     cs.last_ncol = ncol;
 
     c10::InferenceMode guard;
-    torch::IValue result;
+    std::vector<torch::Tensor> outs;
+    std::string refused;  // the reduced precision asked for, refused by its check
     try {
-      result = m->loaded->module.forward(std::move(args));
+      outs = m->precision_checked ? run_model(l, std::move(args), m->precision)
+                                  : checked_forward(*m, std::move(args), &refused);
     } catch (const std::exception &e) {
       std::string what = e.what();
       return fail(PL_ERR_RUNTIME, "forward of '" + l.path + "' failed: " + error_summary(what));
     }
-    std::vector<torch::Tensor> outs;
-    if (result.isTensor())
-      outs.push_back(result.toTensor());
-    else if (result.isTuple())
-      for (const auto &x : result.toTupleRef().elements()) outs.push_back(x.toTensor());
-    else if (result.isTensorList())
-      outs = result.toTensorVector();
     const int ens = l.meta.ensemble_size;
     if (outs.size() != l.meta.outputs.size())
       return fail(PL_ERR_RUNTIME, "model '" + l.path + "' returned " + std::to_string(outs.size()) +
@@ -715,7 +843,9 @@ int pl_forward(pl_handle model, int64_t *n_bad) {
     if (nbad > 0)
       return fail(PL_WARN_BAD_INPUT,
                   std::to_string(nbad) + " of " + std::to_string(ncol) +
-                      " columns had NaN/Inf inputs; they were run on zeros and their outputs set to zero");
+                      " columns had NaN/Inf inputs; they were run on zeros and their outputs set to zero" +
+                      (refused.empty() ? "" : "; " + refused));
+    if (!refused.empty()) return fail(PL_WARN_PRECISION, refused);
     return PL_OK;
   });
 }

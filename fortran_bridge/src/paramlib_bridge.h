@@ -44,6 +44,7 @@ enum pl_status {
   PL_OK = 0,
   PL_WARN_BAD_INPUT = 1, /* forward ran; some columns had NaN/Inf inputs */
   PL_WARN_NO_RANGE = 2,  /* the metadata records no valid range for this input */
+  PL_WARN_PRECISION = 3, /* forward ran in float32: the reduced precision asked for was refused */
   PL_ERR_FILE = 10,      /* model file missing or unreadable */
   PL_ERR_LOAD = 11,      /* file is not a loadable TorchScript model */
   PL_ERR_METADATA = 12,  /* paramlib.json missing or invalid */
@@ -61,6 +62,8 @@ enum pl_status {
 
 enum pl_dtype { PL_FLOAT32 = 0, PL_FLOAT64 = 1 };
 enum pl_device { PL_DEVICE_CPU = 0, PL_DEVICE_CUDA = 1 };
+/* Arithmetic of pl_forward (pl_model_set_precision). */
+enum pl_precision { PL_PRECISION_FP32 = 0, PL_PRECISION_BF16 = 1, PL_PRECISION_TF32 = 2 };
 /* What pl_get_output returns for an ensemble model (deterministic: PL_MEAN). */
 enum pl_statistic { PL_MEAN = 0, PL_SPREAD = 1, PL_MEMBER = 2 };
 
@@ -87,6 +90,19 @@ int pl_model_set_screening(pl_handle model, int on);
  * pl_set_input and pl_get_output without units (NULL or blank) fail with
  * PL_ERR_UNITS naming the field and the units the metadata expects. */
 int pl_model_require_units(pl_handle model, int on);
+/* Reduced precision, opt-in (default PL_PRECISION_FP32; a clone starts at fp32):
+ * PL_PRECISION_BF16 runs forward under autocast to bfloat16 on the model's device (CPU or
+ * CUDA; matmuls in bf16, parameters and reductions kept float32); PL_PRECISION_TF32 lets
+ * CUDA matmuls use TF32 during forward (a process-wide cuBLAS switch, restored after; a CPU
+ * model gets PL_ERR_DEVICE). Accuracy guard: the first forward after this call runs the model
+ * in both float32 and the reduced precision and compares each output,
+ * ||reduced - fp32||_2 / ||fp32||_2 over all its values (members included); when the largest
+ * is at most `tolerance` (> 0) the handle keeps the reduced precision, otherwise it goes back
+ * to float32, that forward returns the float32 outputs and PL_WARN_PRECISION naming the
+ * output and both numbers. pl_model_precision gives the precision in effect and the error
+ * measured by that check (-1 before one). */
+int pl_model_set_precision(pl_handle model, int precision, double tolerance);
+int pl_model_precision(pl_handle model, int *precision, double *rel_error);
 
 /* Metadata queries. kind: 0 = input, 1 = output. field_info copies name and units
  * NUL-terminated (a NULL buffer is skipped); a buffer shorter than the text plus its

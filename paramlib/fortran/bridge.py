@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import threading
+import warnings
 from dataclasses import dataclass, field
 from enum import IntEnum
 from os import PathLike
@@ -33,6 +34,7 @@ BUILD_HINT = "paramlib's Fortran bindings are not built: run `make build`"
 
 _DEVICES = {"cpu": 0, "cuda": 1}
 _STATISTICS = {"mean": 0, "spread": 1, "member": 2}
+_PRECISIONS = {"fp32": 0, "bf16": 1, "tf32": 2}
 _INPUT, _OUTPUT = 0, 1  # field kinds of the bridge's metadata queries
 
 Statistic = Literal["mean", "spread", "member"]
@@ -41,11 +43,12 @@ Statistic = Literal["mean", "spread", "member"]
 class Status(IntEnum):
     """The bridge's status codes: a copy of enum pl_status in fortran_bridge/src/paramlib_bridge.h,
     the one source (the Fortran module's are generated from it; tests/test_fortran_bindings.py
-    checks this copy and _DEVICES, _STATISTICS against it)."""
+    checks this copy and _DEVICES, _STATISTICS, _PRECISIONS against it)."""
 
     OK = 0
     WARN_BAD_INPUT = 1
     WARN_NO_RANGE = 2
+    WARN_PRECISION = 3
     ERR_FILE = 10
     ERR_LOAD = 11
     ERR_METADATA = 12
@@ -65,6 +68,10 @@ class BridgeError(FortranStatusError):
     """A bridge call failed: `status` is the Fortran status code, `message` its last_error."""
 
     statuses = Status
+
+
+class BridgePrecisionWarning(UserWarning):
+    """The reduced precision asked for was refused: the model runs in float32."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,22 @@ class FortranModel(FreedOnExit):
         """NaN/Inf screening of inputs (on by default): bad columns give zero outputs."""
         _check(_api().set_screening(self.handle, on))
 
+    def set_precision(self, precision: str, tolerance: float = 0.0) -> None:
+        """Forward in "bf16" (CPU or CUDA) or "tf32" (CUDA), or "fp32" again. The next forward
+        checks it against float32: an output whose relative L2 error exceeds `tolerance`
+        keeps the model in float32, and that forward warns (`BridgePrecisionWarning`)."""
+        if precision not in _PRECISIONS:
+            raise ValueError(
+                f"precision: expected one of {', '.join(_PRECISIONS)}, got {precision!r}"
+            )
+        _check(_api().set_precision(self.handle, _PRECISIONS[precision], tolerance))
+
+    def precision(self) -> tuple[str, float]:
+        """The precision in effect and the relative error its check measured (-1 before)."""
+        status, code, error = _api().precision(self.handle)
+        _check(status)
+        return {v: k for k, v in _PRECISIONS.items()}[code], error
+
     def set_input(self, name: str, array: np.ndarray, units: str = "") -> None:
         """Input `name` for the next forward: (ncol, nlev), or (ncol,) for a one-level field.
         float32 and float64 arrays go to the real32 and real64 Fortran routines; units = ""
@@ -214,7 +237,9 @@ class FortranModel(FreedOnExit):
         """Run the model on the inputs set since the last forward; returns the number of
         columns with NaN/Inf inputs (their outputs are zero)."""
         status, n_bad = _api().forward(self.handle)
-        if status not in (Status.OK, Status.WARN_BAD_INPUT):
+        if status == Status.WARN_PRECISION:
+            warnings.warn(last_error(), BridgePrecisionWarning, stacklevel=2)
+        if status not in (Status.OK, Status.WARN_BAD_INPUT, Status.WARN_PRECISION):
             # The bridge may still hold the inputs (e.g. one was missing): keep them alive.
             raise BridgeError(status, last_error())
         call = self._call()
