@@ -24,7 +24,7 @@
  * time), so sharing is correct but slow. The sequence must stay on one thread:
  * inputs set on one thread are not visible to a forward on another
  * (PL_ERR_NOT_READY). A thread's state is freed when the thread ends or the
- * handle is freed. Settings (screening, require_units) are per handle. For
+ * handle is freed. Settings (screening, require_units, precision) are per handle. For
  * OpenMP tiles give each thread its own handle with pl_model_clone: clones share
  * the weights and run in parallel.
  *

@@ -180,11 +180,11 @@ void get_outputs(const Handle &h, const Spec &s, Arrays &out, int64_t ncol, int 
 }
 
 // A host's whole per-call work: set every input, forward, copy every output back.
-// Returns the forward status (PL_OK or PL_WARN_BAD_INPUT); anything else throws.
+// Returns the forward status (PL_OK, PL_WARN_BAD_INPUT or PL_WARN_PRECISION); anything else throws.
 int call(const Handle &h, const Spec &s, const Arrays &in, Arrays &out, int64_t ncol, int64_t *n_bad = nullptr) {
   for (std::size_t i = 0; i < s.in.size(); ++i) ok(set_field(h, s.in[i], in[i].data(), PL_FLOAT32, ncol), "set_input");
   const int st = pl_forward(h.get(), n_bad);
-  if (st != PL_WARN_BAD_INPUT) ok(st, "forward");
+  if (st != PL_WARN_BAD_INPUT && st != PL_WARN_PRECISION) ok(st, "forward");
   get_outputs(h, s, out, ncol);
   return st;
 }
@@ -506,6 +506,56 @@ void tf32_info(Kit &k) {
   k.rep.save();
 }
 
+// The bridge's opt-in reduced precision at batch 4096: its accuracy guard (the first forward
+// keeps the reduced precision exactly when it says so, and the error it measured is reported)
+// and its time against float32 through the bridge. TF32 is refused on a CPU target.
+void check_precision(Kit &k) {
+  constexpr int64_t ncol = 4096;
+  constexpr double kTolerance = 0.05;  // generous: what is measured here is the error itself
+  const bool cuda = k.target.kind == PL_DEVICE_CUDA;
+  for (const auto &kind : {std::string("ensemble"), std::string("mfrpn_size")}) {
+    Handle h32 = load(k.path(kind), k.target);
+    const Spec s = spec_of(h32);
+    const Arrays in = random_inputs(s, ncol, 99);
+    Arrays y32 = zeros(s.out, ncol), y = y32;
+    call(h32, s, in, y32, ncol);
+    const Timing t32 = time_calls([&] { call(h32, s, in, y32, ncol); }, k.opt.time_s);
+    for (const int precision : {PL_PRECISION_BF16, PL_PRECISION_TF32}) {
+      const std::string label = precision == PL_PRECISION_BF16 ? "bf16" : "tf32";
+      const std::string name = "precision " + label + ": " + kind + " on " + k.target.name;
+      k.rep.guard(name, [&] {
+        Handle h = load(k.path(kind), k.target);
+        const int set = pl_model_set_precision(h.get(), precision, kTolerance);
+        if (precision == PL_PRECISION_TF32 && !cuda) {
+          k.rep.check(name, set == PL_ERR_DEVICE, {{"status", set}, {"expected", "PL_ERR_DEVICE on a CPU model"}});
+          return;
+        }
+        ok(set, "set_precision " + label);
+        const int st = call(h, s, in, y, ncol);
+        int in_effect = -1;
+        double error = -1.0;
+        ok(pl_model_precision(h.get(), &in_effect, &error), "precision");
+        const bool kept = in_effect == precision;
+        json d = {{"model", kind},
+                  {"ncol", ncol},
+                  {"tolerance", kTolerance},
+                  {"kept", kept},
+                  {"rel_l2_error", error},
+                  {"max_rel_diff_vs_fp32", max_rel(y, y32)},
+                  {"fp32_median_us", t32.median_us}};
+        if (kept) {
+          const Timing t = time_calls([&] { call(h, s, in, y, ncol); }, k.opt.time_s);
+          d["median_us"] = t.median_us;
+          d["speedup_vs_fp32"] = t32.median_us / t.median_us;
+        }
+        // The guard keeps the precision exactly when its error is within the tolerance, and
+        // warns exactly when it does not.
+        k.rep.check(name, error >= 0 && kept == (error <= kTolerance) && (st == PL_WARN_PRECISION) == !kept, d);
+      });
+    }
+  }
+}
+
 // NaN/Inf screening with the model on the device: flags, zeroed outputs, untouched others;
 // and screening off lets the NaN through.
 void check_screening(Kit &k) {
@@ -799,6 +849,7 @@ int main(int argc, char **argv) {
   check_clones(k);
   check_memory(k);
   timings(k);
+  check_precision(k);
   tf32_info(k);
 
   int failed = 0;
