@@ -364,35 +364,45 @@ int guarded(const char *where, F &&body) {
 }
 
 // forward in a reduced precision: bf16 by autocast on the model's device (thread-local, so
-// other threads keep theirs), TF32 by cuBLAS's process-wide switch; both restored after.
+// other threads keep theirs), TF32 by cuBLAS's process-wide switch; restored after. Float32
+// touches nothing (a float32 forward on another thread must not restore a TF32 switch).
 class PrecisionScope {
  public:
-  PrecisionScope(int precision, c10::DeviceType device)
-      : device_(device),
-        autocast_(at::autocast::is_autocast_enabled(device)),
-        dtype_(at::autocast::get_autocast_dtype(device)),
-        tf32_(at::globalContext().allowTF32CuBLAS()) {
-    if (precision == PL_PRECISION_BF16) {
+  PrecisionScope(int precision, c10::DeviceType device) : precision_(precision), device_(device) {
+    if (precision_ == PL_PRECISION_BF16) {
+      autocast_ = at::autocast::is_autocast_enabled(device);
+      dtype_ = at::autocast::get_autocast_dtype(device);
       at::autocast::set_autocast_dtype(device, at::kBFloat16);
       at::autocast::set_autocast_enabled(device, true);
-    } else if (precision == PL_PRECISION_TF32) {
-      at::globalContext().setAllowTF32CuBLAS(true);
+    } else if (precision_ == PL_PRECISION_TF32) {
+      std::lock_guard<std::mutex> lock(tf32_mu_);
+      if (tf32_users_++ == 0) {  // the first of concurrent TF32 forwards saves the switch
+        tf32_saved_ = at::globalContext().allowTF32CuBLAS();
+        at::globalContext().setAllowTF32CuBLAS(true);
+      }
     }
   }
   ~PrecisionScope() {
-    at::autocast::set_autocast_enabled(device_, autocast_);
-    at::autocast::set_autocast_dtype(device_, dtype_);
-    at::autocast::clear_cache();
-    at::globalContext().setAllowTF32CuBLAS(tf32_);
+    if (precision_ == PL_PRECISION_BF16) {
+      at::autocast::set_autocast_enabled(device_, autocast_);
+      at::autocast::set_autocast_dtype(device_, dtype_);
+      at::autocast::clear_cache();
+    } else if (precision_ == PL_PRECISION_TF32) {
+      std::lock_guard<std::mutex> lock(tf32_mu_);
+      if (--tf32_users_ == 0) at::globalContext().setAllowTF32CuBLAS(tf32_saved_);  // the last restores it
+    }
   }
   PrecisionScope(const PrecisionScope &) = delete;
   PrecisionScope &operator=(const PrecisionScope &) = delete;
 
  private:
+  int precision_;
   c10::DeviceType device_;
-  bool autocast_;
-  at::ScalarType dtype_;
-  bool tf32_;
+  bool autocast_ = false;
+  at::ScalarType dtype_ = at::kFloat;
+  static inline std::mutex tf32_mu_;
+  static inline int tf32_users_ = 0;
+  static inline bool tf32_saved_ = false;
 };
 
 const char *precision_name(int precision) {

@@ -93,8 +93,8 @@ int pl_model_require_units(pl_handle model, int on);
 /* Reduced precision, opt-in (default PL_PRECISION_FP32; a clone starts at fp32):
  * PL_PRECISION_BF16 runs forward under autocast to bfloat16 on the model's device (CPU or
  * CUDA; matmuls in bf16, parameters and reductions kept float32); PL_PRECISION_TF32 lets
- * CUDA matmuls use TF32 during forward (a process-wide cuBLAS switch, restored after; a CPU
- * model gets PL_ERR_DEVICE). Accuracy guard: the first forward after this call runs the model
+ * CUDA matmuls use TF32 during forward (a process-wide cuBLAS switch, on while any TF32
+ * forward runs, then restored; a CPU model gets PL_ERR_DEVICE). Accuracy guard: the first forward after this call runs the model
  * in both float32 and the reduced precision and compares each output,
  * ||reduced - fp32||_2 / ||fp32||_2 over all its values (members included); when the largest
  * is at most `tolerance` (> 0) the handle keeps the reduced precision, otherwise it goes back
