@@ -94,13 +94,13 @@ int pl_model_require_units(pl_handle model, int on);
  * PL_PRECISION_BF16 runs forward under autocast to bfloat16 on the model's device (CPU or
  * CUDA; matmuls in bf16, parameters and reductions kept float32); PL_PRECISION_TF32 lets
  * CUDA matmuls use TF32 during forward (a process-wide cuBLAS switch, on while any TF32
- * forward runs, then restored; a CPU model gets PL_ERR_DEVICE). Accuracy guard: the first forward after this call runs the model
- * in both float32 and the reduced precision and compares each output,
- * ||reduced - fp32||_2 / ||fp32||_2 over all its values (members included); when the largest
- * is at most `tolerance` (> 0) the handle keeps the reduced precision, otherwise it goes back
- * to float32, that forward returns the float32 outputs and PL_WARN_PRECISION naming the
- * output and both numbers. pl_model_precision gives the precision in effect and the error
- * measured by that check (-1 before one). */
+ * forward runs, then restored; a CPU model gets PL_ERR_DEVICE).
+ * Accuracy guard: the first forward after this call runs the model in both float32 and the
+ * reduced precision and compares each output, ||reduced - fp32||_2 / ||fp32||_2 over all its
+ * values (members included); when the largest is at most `tolerance` (> 0) the handle keeps
+ * the reduced precision, otherwise it goes back to float32, that forward returns the float32
+ * outputs and PL_WARN_PRECISION naming the output and both numbers. pl_model_precision gives
+ * the precision in effect and the error measured by that check (-1 before one). */
 int pl_model_set_precision(pl_handle model, int precision, double tolerance);
 int pl_model_precision(pl_handle model, int *precision, double *rel_error);
 
