@@ -76,12 +76,7 @@ contains
   subroutine run(forward_status)
     integer, intent(out) :: forward_status
     integer :: st
-    call m%set_input('T', t, st)
-    call assert_ok(st, 'set_input T')
-    call m%set_input('q', q, st)
-    call assert_ok(st, 'set_input q')
-    call m%set_input('ps', ps(1, :), st)
-    call assert_ok(st, 'set_input ps')
+    call set_named_inputs(m, t, q, ps(1, :))
     call m%forward(forward_status)
     call m%get_output('heating', heating, st)
     call assert_ok(st, 'get_output heating')

@@ -78,12 +78,7 @@ program test_screening
 contains
 
   subroutine set_inputs()
-    call m%set_input('T', t, status)
-    call assert_ok(status, 'set_input T')
-    call m%set_input('q', q, status)
-    call assert_ok(status, 'set_input q')
-    call m%set_input('ps', ps(1, :), status)
-    call assert_ok(status, 'set_input ps')
+    call set_named_inputs(m, t, q, ps(1, :))
   end subroutine set_inputs
 
   subroutine get_outputs()

@@ -8,7 +8,7 @@ module paramlib_test_utils
   implicit none
   private
   public :: model_path, check, assert_status, assert_ok, assert_close, read_field, assert_matches_file
-  public :: load_ok, run_named, rss_kib
+  public :: load_ok, set_named_inputs, run_named, rss_kib
 
   interface assert_close
     module procedure assert_close_r32, assert_close_r64
@@ -133,6 +133,18 @@ contains
     call m%load(model_path(name), status)
     call assert_ok(status, 'load ' // name)
   end subroutine load_ok
+
+  !> The inputs of a model with the "named" fields, each call checked.
+  subroutine set_named_inputs(m, t, q, ps)
+    type(paramlib_model), intent(in) :: m
+    ! target: the bridge may use the inputs in place until forward returns
+    real(real32), intent(in), target :: t(:, :), q(:, :), ps(:)
+    integer :: status
+    call m%set_input('T', t, status)
+    if (status == PARAMLIB_OK) call m%set_input('q', q, status)
+    if (status == PARAMLIB_OK) call m%set_input('ps', ps, status)
+    call assert_ok(status, 'set_input T, q, ps')
+  end subroutine set_named_inputs
 
   !> One call of a model with the "named" fields; status of the first failing step.
   subroutine run_named(m, t, q, ps, heating, moistening, precip, status)
