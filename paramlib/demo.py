@@ -12,6 +12,7 @@ import functools
 import json
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ TRAINED = (
 HELD_OUT_EMULATORS = ("bilstm_wrf_mskf", "bilstm_testbed_wrf_plus4k")
 BRIDGE_MODEL = "mfrpn_hf_of_bm_and_x"  # the one run through the Fortran bridge
 BRIDGE_TOLERANCE = 1e-5  # relative to the output's scale
+BF16_TOLERANCE = 0.02  # relative L2 error against float32 the bf16 demo call accepts
 SEEDS = (0, 1, 2)  # of the MF-RPN comparison: every reported comparison shows a seed spread
 
 
@@ -300,6 +302,26 @@ def bridge_on_trained_model(demo: Demo) -> None:
     )
     if worst > BRIDGE_TOLERANCE:
         raise DemoError(f"the bridge and PyTorch differ by {worst:.2e} of the output scale")
+    reduced_precision(path, inputs)
+
+
+def reduced_precision(path: Path, inputs: dict[str, np.ndarray]) -> None:
+    """The same columns in bf16, opt-in: the bridge's first reduced forward is checked against
+    float32 and kept only within the host's tolerance."""
+    from paramlib.fortran.bridge import BridgePrecisionWarning, FortranModel
+
+    with FortranModel(path) as model, warnings.catch_warnings():
+        warnings.simplefilter("ignore", BridgePrecisionWarning)  # said below, in one line
+        model.set_precision("bf16", BF16_TOLERANCE)
+        for name, values in inputs.items():
+            model.set_input(name, values)
+        model.forward()
+        kept, error = model.precision()
+    verdict = "kept" if kept == "bf16" else "refused, the model stays in float32"
+    say(
+        f"bf16 (set_precision, tolerance {BF16_TOLERANCE:g}): relative L2 error {error:.1e}"
+        f" against float32 on the same columns: {verdict}"
+    )
 
 
 def wrf_plugin(demo: Demo) -> None:
