@@ -218,7 +218,7 @@ def measure(
     if workers:
         build_args += ["--workers", str(workers)]
     if warm:
-        sha256_files(files, rehash=True)  # into the cache: CACHE_ENV was set in main()
+        sha256_files(files)  # the ones not yet remembered (CACHE_ENV was set in main())
     raws, builds = [], []
     for k in range(repeat):
         raws.append(run_child(RAW_READ, [str(p) for p in files], work))
